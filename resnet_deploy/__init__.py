@@ -1,0 +1,24 @@
+"""resnet-deploy: export PyTorch residual networks to validated, fused, quantized deploy bundles.
+
+Heavy libraries (torch, onnxruntime, tensorrt) are imported lazily, so ``import resnet_deploy`` is cheap and
+works without them.
+"""
+
+__version__ = "0.1.0"
+
+
+def export(model, out_dir, **kwargs):
+    """Export an ``nn.Module`` residual network to a validated bundle; see ``resnet_deploy.api.export``."""
+    from .api import export as _export
+
+    return _export(model, out_dir, **kwargs)
+
+
+def export_arch(arch, out_dir, **kwargs):
+    """Export a torchvision ResNet-family model by name; see ``resnet_deploy.api.export_arch``."""
+    from .api import export_arch as _export_arch
+
+    return _export_arch(arch, out_dir, **kwargs)
+
+
+__all__ = ["__version__", "export", "export_arch"]

@@ -1,0 +1,140 @@
+"""The export pipeline: model -> ONNX -> validation against eager -> bundle. Each step is its own module."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, validate
+from .backends.onnxruntime import OnnxRuntimeRunner
+from .backends.torch_eager import TorchRunner
+from .bundle import BundleWriter
+from .errors import CheckFailed, UserError
+from .export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, export_onnx, save_exported_program
+from .models import LoadedModel, load_model
+from .preprocess import Preprocessing, load_images, make_preprocessing
+from .progress import step
+
+log = logging.getLogger(__name__)
+
+VALIDATION_SAMPLES = 8
+VALIDATION_BATCHES = (1, 4)
+FP32_ONNX = "model.onnx"
+EAGER_PROGRAM = "model.pt2"
+
+
+@dataclass
+class BundleResult:
+    """What ``export`` produced: the bundle folder, its manifest and the fp32 parity with eager."""
+
+    path: Path
+    manifest: dict
+    parity: validate.Parity
+    warnings: list[str] = field(default_factory=list)
+
+
+def validation_inputs(pre: Preprocessing, images: "str | Path | None", seed: int = 0) -> tuple[np.ndarray, str]:
+    """Real images when given (up to ``VALIDATION_SAMPLES``), else seeded standard-normal inputs."""
+    if images is not None:
+        imgs = load_images(images, pre, limit=VALIDATION_SAMPLES, what="--images")
+        return imgs.data, f"images:{len(imgs.data)} from {images}"
+    rng = np.random.default_rng(seed)
+    data = rng.standard_normal((VALIDATION_SAMPLES, 3, *pre.input_size), dtype=np.float32)
+    return data, f"random:{VALIDATION_SAMPLES} seed={seed}"
+
+
+def check_parity(model, onnx_path: Path, data: np.ndarray) -> dict:
+    """fp32 parity of the ONNX graph in ONNX Runtime (CPU) against the eager model at batch 1 and 4."""
+    with TorchRunner(model) as eager, OnnxRuntimeRunner(onnx_path) as ort:
+        res = validate.parity_at_batches(eager, ort, data, VALIDATION_BATCHES)
+    return res
+
+
+def model_metadata(arch: str, weights: dict, pre: Preprocessing, num_classes: int) -> dict:
+    return {
+        "resnet_deploy.version": __version__,
+        "resnet_deploy.arch": arch,
+        "resnet_deploy.weights_source": weights.get("source", "unknown"),
+        "resnet_deploy.weights_sha256": weights.get("sha256") or "",
+        "resnet_deploy.num_classes": str(num_classes),
+        "resnet_deploy.preprocessing": pre.to_dict(),
+    }
+
+
+def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None = None, input_size="224",
+           arch: str = "custom", weights: dict | None = None, num_classes: int | None = None,
+           opset: int = DEFAULT_OPSET, external_data: bool | None = None, images: "str | Path | None" = None,
+           force: bool = False, seed: int = 0) -> BundleResult:
+    """Export any residual network (``nn.Module`` returning (N, C) logits) to a validated deploy bundle.
+
+    Writes ``model.onnx`` and ``manifest.json`` into ``out_dir`` atomically. Raises ``CheckFailed`` (and
+    leaves nothing) when the ONNX graph does not match the eager model in fp32.
+    """
+    import torch
+
+    pre = preprocessing or make_preprocessing(input_size)
+    weights = weights or {"source": "user-module", "sha256": None}
+    model = model.eval()
+    if num_classes is None:
+        with torch.no_grad():
+            num_classes = int(model(torch.zeros(1, 3, *pre.input_size)).shape[-1])
+    data, data_desc = validation_inputs(pre, images, seed)
+    warnings = []
+    if weights.get("source") == "random":
+        warnings.append("weights are RANDOM: outputs and accuracy mean nothing; use for plumbing and timing only")
+    with BundleWriter(out_dir, force=force) as bundle:
+        onnx_path = bundle.path / FP32_ONNX
+        with step("Exporting to ONNX"):
+            result = export_onnx(model, onnx_path, pre.input_size, opset, external_data,
+                                 metadata=model_metadata(arch, weights, pre, num_classes))
+        with step("Validating ONNX Runtime vs eager"):
+            parity = check_parity(model, onnx_path, data)
+        overall = parity["overall"]
+        with step("Saving the eager reference (torch.export)"):
+            save_exported_program(model, bundle.path / EAGER_PROGRAM, pre.input_size)
+        bundle.add_file(FP32_ONNX, kind="onnx", precision="fp32", target="portable", opset=result.opset)
+        bundle.add_file(EAGER_PROGRAM, kind="torch-exported-program", precision="fp32")
+        if result.external_data:
+            bundle.add_file(FP32_ONNX + ".data", kind="onnx-external-data", precision="fp32")
+        bundle.manifest.update({
+            "arch": arch,
+            "weights": weights,
+            "num_classes": num_classes,
+            "input": {"name": INPUT_NAME, "shape": [-1, 3, *pre.input_size], "dtype": "float32", "layout": "NCHW",
+                      "dynamic_axes": {"0": "batch"}},
+            "outputs": [{"name": OUTPUT_NAME, "shape": [-1, num_classes], "dtype": "float32"}],
+            "preprocessing": pre.to_dict(),
+            "export": {"opset": result.opset, "seconds": round(result.seconds, 2), "exporter": "torch.onnx dynamo",
+                       "nodes": result.node_count, "op_counts": result.op_counts},
+            "validation": {"fp32": {
+                "backend": "onnxruntime-cpu", "reference": "torch eager fp32", "inputs": data_desc,
+                "batches": list(VALIDATION_BATCHES), **overall.to_dict(),
+                "per_batch": {str(b): p.to_dict() for b, p in parity["per_batch"].items()},
+                "passed": overall.passes(validate.FP32_MIN_COSINE, validate.FP32_MIN_AGREEMENT),
+            }},
+            "warnings": warnings,
+        })
+        if not overall.passes(validate.FP32_MIN_COSINE, validate.FP32_MIN_AGREEMENT):
+            raise CheckFailed(
+                f"fp32 parity broken: cosine {overall.cosine:.7f} (needs >= {validate.FP32_MIN_COSINE}), "
+                f"top-1 agreement {overall.top1_agreement:.1%} (needs 100%), max abs diff {overall.max_abs_diff:.3g}"
+                f"; no bundle written"
+            )
+        manifest = bundle.manifest
+    return BundleResult(bundle.out, manifest, overall, warnings)
+
+
+def export_arch(arch: str, out_dir: "str | Path", *, weights: str = "random", num_classes: int = 1000,
+                input_size="224", resize: int | None = None, mean=None, std=None, seed: int = 0,
+                **kwargs) -> BundleResult:
+    """Export a torchvision ResNet-family model by name (see ``registry.ARCHS``) to a validated bundle."""
+    pre = make_preprocessing(input_size, resize, mean, std)
+    if kwargs.get("images") is not None and not Path(kwargs["images"]).exists():
+        raise UserError(f"--images path {str(kwargs['images'])!r} does not exist")
+    with step(f"Loading {arch} ({weights} weights)"):
+        loaded: LoadedModel = load_model(arch, weights, num_classes, seed)
+    return export(loaded.model, out_dir, preprocessing=pre, arch=arch, weights=loaded.weights,
+                  num_classes=loaded.num_classes, seed=seed, **kwargs)

@@ -1,0 +1,93 @@
+"""ONNX Runtime backend (CPU here; CUDA and TensorRT execution providers where onnxruntime-gpu is installed)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MissingDependency, UserError
+from .base import Runner
+
+log = logging.getLogger(__name__)
+
+GRAPH_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise MissingDependency("onnxruntime", extra="cpu", what="ONNX Runtime inference") from None
+    return onnxruntime
+
+
+def session_options(graph_level: str = "all", threads: int | None = None, spinning: bool = False,
+                    optimized_model_path: str | None = None):
+    """SessionOptions with spinning off by default: on 2 cores, spinning threads distort other runtimes."""
+    ort = import_onnxruntime()
+    levels = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    if graph_level not in levels:
+        raise UserError(f"unknown graph optimization level {graph_level!r}: choose one of {', '.join(levels)}")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = levels[graph_level]
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "1" if spinning else "0")
+    if optimized_model_path:
+        so.optimized_model_filepath = optimized_model_path
+    return so
+
+
+class OnnxRuntimeRunner(Runner):
+    """One ``InferenceSession`` over an ONNX file; the input is fed by name, the first output returned."""
+
+    def __init__(self, model_path: "str | Path", providers: list | None = None, graph_level: str = "all",
+                 threads: int | None = None, spinning: bool = False, require_providers: bool = True):
+        super().__init__()
+        self.model_path = str(model_path)
+        self.providers = providers or ["CPUExecutionProvider"]
+        self.graph_level, self.threads, self.spinning = graph_level, threads, spinning
+        self.require_providers = require_providers
+        self.name = "onnxruntime"
+        self.session = None
+
+    def _activate(self) -> None:
+        ort = import_onnxruntime()
+        so = session_options(self.graph_level, self.threads, self.spinning)
+        self.session = ort.InferenceSession(self.model_path, sess_options=so, providers=self.providers)
+        wanted = [p if isinstance(p, str) else p[0] for p in self.providers]
+        got = self.session.get_providers()
+        # onnxruntime-gpu silently falls back to CPU when CUDA/TensorRT cannot load: never trust the request.
+        missing = [p for p in wanted if p not in got]
+        if missing and self.require_providers:
+            raise UserError(
+                f"ONNX Runtime could not use {', '.join(missing)} (session runs on {', '.join(got)}): "
+                "check the GPU, CUDA libraries and that onnxruntime-gpu (not onnxruntime) is installed"
+            )
+        self._input = self.session.get_inputs()[0]
+        self._output = self.session.get_outputs()[0].name
+        self._fp16_input = self._input.type == "tensor(float16)"
+
+    def _deactivate(self) -> None:
+        self.session = None
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=np.float16 if self._fp16_input else np.float32)
+        (y,) = self.session.run([self._output], {self._input.name: x})
+        return y.astype(np.float32, copy=False)
+
+    def describe(self) -> dict:
+        ort = import_onnxruntime()
+        return {"name": self.name, "model": Path(self.model_path).name, "onnxruntime": ort.__version__,
+                "providers": self.session.get_providers() if self.session else self.providers,
+                "graph_optimization_level": self.graph_level, "threads": self.threads, "spinning": self.spinning}

@@ -1,0 +1,52 @@
+"""``resnet-deploy export``: a torchvision ResNet (or checkpoint) to a validated deploy bundle."""
+
+from __future__ import annotations
+
+import click
+
+from .. import registry
+from ..export import DEFAULT_OPSET
+from .common import console, fmt_parity, force_option, verbose_option
+
+
+@click.command()
+@click.option("--arch", required=True, type=click.Choice(registry.arch_names()), help="Architecture.")
+@click.option("--weights", default="DEFAULT", show_default=True, metavar="DEFAULT|NAME|random|PATH",
+              help="torchvision weights (from the torch hub cache, else downloaded), 'random' (seeded, randomised "
+                   "BatchNorm: accuracy means nothing) or a checkpoint PATH (state_dict, {'state_dict':...}, "
+                   "{'model':...}; loaded with weights_only=True).")
+@click.option("--num-classes", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Classifier size; replaces the head of torchvision weights.")
+@click.option("--input-size", default="224", show_default=True, metavar="S|HxW", help="Crop size (>= 32).")
+@click.option("--resize", type=click.IntRange(min=1), default=None, help="Shorter side before the crop "
+              "[default: input size / 0.875].")
+@click.option("--mean", default=None, metavar="R,G,B", help="Normalisation mean [default: ImageNet].")
+@click.option("--std", default=None, metavar="R,G,B", help="Normalisation std, each > 0 [default: ImageNet].")
+@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset (18..23).")
+@click.option("--external-data", is_flag=True, help="Store weights in model.onnx.data (automatic past 2 GB).")
+@click.option("--images", type=click.Path(path_type=str), default=None,
+              help="Folder of real images to validate on [default: seeded random inputs].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for random weights and inputs.")
+@click.option("--out", "out", type=click.Path(path_type=str), default=None,
+              help="Bundle folder [default: ./<arch>-bundle].")
+@force_option
+@verbose_option
+def export(arch, weights, num_classes, input_size, resize, mean, std, opset, external_data, images, seed, out,
+           force, verbose) -> None:
+    """Export a ResNet to ONNX, validate it against eager PyTorch, and write a deploy bundle."""
+    from ..api import export_arch
+    from .common import setup
+
+    setup(verbose)
+    out = out or f"{arch}-bundle"
+    res = export_arch(arch, out, weights=weights, num_classes=num_classes, input_size=input_size, resize=resize,
+                      mean=mean, std=std, opset=opset, external_data=external_data or None, images=images,
+                      seed=seed, force=force)
+    con = console()
+    v = res.manifest["validation"]["fp32"]
+    con.print(f"[bold]bundle[/] {res.path}")
+    con.print(f"fp32 parity vs eager ({v['inputs']}, batches {v['batches']}): {fmt_parity(v)}")
+    for w in res.warnings:
+        con.print(f"[bold red]WARNING[/] {w}")
+    for name, e in res.manifest["files"].items():
+        con.print(f"  {name}  {e['size'] / 2**20:.1f} MiB  sha256 {e['sha256'][:12]}")

@@ -1,0 +1,42 @@
+"""``resnet-deploy info DIR``: summarise a bundle and re-check every checksum."""
+
+from __future__ import annotations
+
+import click
+
+from ..bundle import read_manifest, verify
+from ..errors import CheckFailed
+from .common import console, fmt_parity, human_size
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(file_okay=False, path_type=str))
+def info(bundle: str) -> None:
+    """Print a bundle's summary and verify the checksum of every file (exit 1 on a mismatch)."""
+    m = read_manifest(bundle)
+    problems = verify(bundle)
+    con = console()
+    w = m.get("weights", {})
+    inp = m.get("input", {})
+    pre = m.get("preprocessing", {})
+    click.echo(f"bundle      {bundle}")
+    click.echo(f"arch        {m.get('arch')}  ({m.get('num_classes')} classes)")
+    click.echo(f"weights     {w.get('source')} {w.get('name') or w.get('path') or ''} "
+               f"{('sha256 ' + w['sha256'][:12]) if w.get('sha256') else ''}".rstrip())
+    click.echo(f"input       {inp.get('name')} {inp.get('shape')} {inp.get('dtype')}")
+    if pre:
+        click.echo(f"preprocess  resize {pre['resize']} -> crop {pre['input_size']}, mean {pre['mean']}, std {pre['std']}")
+    for prec, v in m.get("validation", {}).items():
+        if isinstance(v, dict) and "cosine" in v:
+            click.echo(f"valid {prec:<5} {fmt_parity(v)}")
+    for warning in m.get("warnings", []):
+        con.print(f"[bold red]WARNING[/] {warning}")
+    click.echo("files")
+    bad = {p.split(":")[0]: p for p in problems}
+    for name, e in m.get("files", {}).items():
+        status = "MISMATCH " + bad[name].split(": ", 1)[1] if name in bad else "ok"
+        tags = " ".join(str(e[k]) for k in ("kind", "precision", "target") if e.get(k))
+        click.echo(f"  {name:<28} {human_size(e.get('size', 0)):>10}  {tags:<26} {status}")
+    if problems:
+        raise CheckFailed(f"{len(problems)} file(s) failed verification: {'; '.join(problems)}")
+    click.echo("checksums   all ok")

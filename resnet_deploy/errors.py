@@ -1,0 +1,41 @@
+"""One exception family for everything a user can get wrong.
+
+The CLI prints a ``UserError`` as one line and exits 2; a ``CheckFailed`` (the artifact was built but does not
+meet its own bar, e.g. broken parity) exits 1. Any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class ResnetDeployError(Exception):
+    """Base of all errors the CLI reports in one line."""
+
+    exit_code = 2
+
+
+class UserError(ResnetDeployError):
+    """Bad input: a value, file or option the user can fix. Exit code 2."""
+
+    exit_code = 2
+
+
+class CheckFailed(ResnetDeployError):
+    """The work ran but its result failed a check (parity, accuracy, checksum). Exit code 1."""
+
+    exit_code = 1
+
+
+class MissingDependency(UserError):
+    """An optional dependency (TensorRT, CUDA, onnxruntime-gpu...) is not installed."""
+
+    def __init__(self, package: str, extra: str = "gpu", what: str = ""):
+        purpose = f" for {what}" if what else ""
+        super().__init__(f"{package} is not installed{purpose}: install it with pip install 'resnet-deploy[{extra}]'")
+        self.package = package
+
+
+def choices(values: Iterable[object]) -> str:
+    """Format valid choices for an error message: ``a, b, c``."""
+    return ", ".join(str(v) for v in values)

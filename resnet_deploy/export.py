@@ -1,0 +1,129 @@
+"""Export a PyTorch model to ONNX with the maintained (dynamo) exporter, then check and annotate the graph."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+DEFAULT_OPSET = 18
+MIN_OPSET = 18  # the dynamo exporter's floor: asking for less silently yields 18
+MAX_OPSET = 23
+EXTERNAL_DATA_THRESHOLD = 2 * 1024**3  # protobuf's hard limit for one file
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    opset: int
+    seconds: float
+    external_data: bool
+    node_count: int
+    op_counts: dict
+
+
+def check_opset(opset: int) -> int:
+    if not MIN_OPSET <= int(opset) <= MAX_OPSET:
+        raise UserError(f"--opset {opset} is not supported: choose {MIN_OPSET}..{MAX_OPSET} "
+                        f"(the maintained exporter's floor is {MIN_OPSET})")
+    return int(opset)
+
+
+def param_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def export_onnx(model, path: "str | Path", input_size: tuple[int, int], opset: int = DEFAULT_OPSET,
+                external_data: bool | None = None, metadata: dict | None = None) -> ExportResult:
+    """Export ``model`` to ``path`` with input ``input`` (N,3,H,W float32, dynamic N) and output ``logits``.
+
+    Weights go into the one ``.onnx`` file unless they pass 2 GB or ``external_data`` is True. The result
+    passes the full ONNX checker and strict shape inference; ``metadata`` becomes ONNX metadata props.
+    """
+    import onnx
+    import torch
+
+    opset = check_opset(opset)
+    path = Path(path)
+    if external_data is None:
+        external_data = param_bytes(model) > EXTERNAL_DATA_THRESHOLD * 0.9
+    model = model.eval()
+    # Batch 2, not 1: torch.export specialises a size-1 dimension, which would pin the batch.
+    example = torch.randn(2, 3, *input_size)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        torch.onnx.export(
+            model, (example,), str(path), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: batch},), opset_version=opset, external_data=external_data, verbose=False,
+        )
+    seconds = time.perf_counter() - start
+    proto = onnx.load(str(path), load_external_data=False)
+    if metadata:
+        set_metadata(proto, metadata)
+        save_model(proto, path, external_data)
+    check_model(path)
+    ops: dict[str, int] = {}
+    for node in proto.graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    log.info("exported %s in %.1f s (%d nodes)", path.name, seconds, len(proto.graph.node))
+    return ExportResult(path, opset, seconds, external_data, len(proto.graph.node), ops)
+
+
+def save_exported_program(model, path: "str | Path", input_size: tuple[int, int]) -> None:
+    """Save the eager model as a ``torch.export`` program (``.pt2``, dynamic batch) so the bundle can run the
+    eager reference later (benchmarks, accuracy gates) without the user's Python code."""
+    import torch
+
+    example = torch.randn(2, 3, *input_size)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    with torch.no_grad():
+        program = torch.export.export(model.eval(), (example,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(path))
+
+
+def load_exported_program(path: "str | Path"):
+    """Load a ``.pt2`` saved by ``save_exported_program``; returns a callable ``nn.Module``."""
+    import torch
+
+    return torch.export.load(str(path)).module()
+
+
+def set_metadata(proto, metadata: dict) -> None:
+    """Replace the model's metadata props; non-string values are stored as JSON."""
+    keep = {p.key: p.value for p in proto.metadata_props if p.key not in metadata}
+    del proto.metadata_props[:]
+    for key, value in {**keep, **metadata}.items():
+        entry = proto.metadata_props.add()
+        entry.key = key
+        entry.value = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def save_model(proto, path: "str | Path", external_data: bool = False) -> None:
+    import onnx
+
+    path = Path(path)
+    if external_data:
+        onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data", size_threshold=1024)
+    else:
+        onnx.save_model(proto, str(path))
+
+
+def check_model(path: "str | Path") -> None:
+    """Full ONNX checker plus strict shape inference; a failure here is a bug in the export."""
+    import onnx
+
+    onnx.checker.check_model(str(path), full_check=True)
+    onnx.shape_inference.infer_shapes_path(str(path), str(path) + ".inferred", strict_mode=True, data_prop=True)
+    Path(str(path) + ".inferred").unlink(missing_ok=True)

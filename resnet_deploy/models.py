@@ -1,0 +1,188 @@
+"""Load a model: a torchvision ResNet with torchvision weights, random (seeded) weights, or a checkpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import registry
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+RANDOM = "random"
+
+
+@dataclass
+class LoadedModel:
+    """An eval-mode ``nn.Module`` and where its weights came from (recorded in the manifest)."""
+
+    model: object
+    arch: str
+    num_classes: int
+    weights: dict = field(default_factory=dict)  # source, name/path, sha256, seed, warnings
+
+    @property
+    def is_random(self) -> bool:
+        return self.weights.get("source") == RANDOM
+
+
+def sha256_file(path: "str | Path", chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def randomize_batchnorm(model, seed: int = 0) -> None:
+    """Give every BatchNorm non-trivial affine weights and running statistics.
+
+    Freshly initialised BatchNorm is almost the identity, so a parity check on such a model proves little
+    about BN folding; these ranges keep activations well scaled through deep networks.
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.weight.copy_(torch.empty(n).uniform_(0.5, 1.5, generator=g))
+                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_var.copy_(torch.empty(n).uniform_(0.5, 2.0, generator=g))
+
+
+def replace_classifier(model, num_classes: int, seed: int = 0) -> None:
+    """Swap the final Linear layer (``fc``) for a freshly initialised one with ``num_classes`` outputs."""
+    import torch
+
+    fc = getattr(model, "fc", None)
+    if not isinstance(fc, torch.nn.Linear):
+        raise UserError("--num-classes needs a model whose classifier is a Linear layer named 'fc'")
+    torch.manual_seed(seed)
+    model.fc = torch.nn.Linear(fc.in_features, num_classes)
+
+
+def _random_model(arch: str, num_classes: int, seed: int) -> LoadedModel:
+    import torch
+
+    torch.manual_seed(seed)
+    model = registry.build(arch, num_classes)
+    randomize_batchnorm(model, seed)
+    log.warning("weights are RANDOM (seed %d): outputs and accuracy mean nothing", seed)
+    return LoadedModel(model.eval(), arch, num_classes, {"source": RANDOM, "seed": seed, "sha256": None})
+
+
+def _torchvision_weights(arch: str, name: str, num_classes: int, seed: int) -> LoadedModel:
+    import torch
+
+    enum = registry.weights_enum(arch)
+    short = name.split(".")[-1]
+    try:
+        weights = enum[short] if short != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        valid = ["DEFAULT", *(w.name for w in enum), RANDOM, "PATH"]
+        raise UserError(f"unknown weights {name!r} for {arch}: choose one of {', '.join(valid)}") from None
+    cache_dir = Path(torch.hub.get_dir()) / "checkpoints"
+    filename = os.path.basename(weights.url)
+    path = cache_dir / filename
+    if not path.exists():
+        log.info("downloading %s to %s", weights.url, path)
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(weights.url, str(path), progress=True)
+        except Exception as e:  # noqa: BLE001 - any network failure means the same thing to the user
+            raise UserError(
+                f"torchvision weights {enum.__name__}.{weights.name} are not in the torch hub cache ({path}) and "
+                f"could not be downloaded ({type(e).__name__}): copy {filename} there, or pass --weights PATH "
+                f"or --weights random"
+            ) from None
+    model = registry.build(arch, 1000)
+    model.load_state_dict(_read_checkpoint(path))
+    if num_classes != 1000:
+        replace_classifier(model, num_classes, seed)
+        log.warning("classifier replaced: %d classes, untrained head", num_classes)
+    info = {"source": "torchvision", "name": f"{enum.__name__}.{weights.name}", "path": str(path),
+            "sha256": sha256_file(path), "classifier_replaced": num_classes != 1000}
+    return LoadedModel(model.eval(), arch, num_classes, info)
+
+
+def _read_checkpoint(path: Path) -> dict:
+    """Read a state dict from a checkpoint file with ``weights_only=True``, unwrapping common containers."""
+    import torch
+
+    if not path.is_file():
+        raise UserError(f"weights file {str(path)!r} does not exist (or pass --weights DEFAULT or random)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated zip, pickle garbage, wrong format: all user errors
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise UserError(f"weights file {str(path)!r} is not a readable PyTorch checkpoint: {first}") from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(
+            f"weights file {str(path)!r} holds no state_dict (expected a dict of tensors, or one under "
+            f"'state_dict' or 'model')"
+        )
+    if all(k.startswith("module.") for k in obj):  # saved from DataParallel / DDP
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def load_state_dict_checked(model, state: dict, source: str) -> None:
+    """``load_state_dict`` with an error naming up to five missing/unexpected keys and every shape mismatch."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if not (missing or unexpected or shapes):
+        model.load_state_dict(state)
+        return
+    fc_only = not missing and not unexpected and shapes and all(k.startswith("fc.") for k, _, _ in shapes)
+    if fc_only:
+        n = state["fc.weight"].shape[0] if "fc.weight" in state else shapes[0][1][0]
+        raise UserError(
+            f"checkpoint {source} has a classifier with {n} classes but the model has {own['fc.weight'].shape[0]}: "
+            f"pass --num-classes {n}"
+        )
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})")
+    if unexpected:
+        more = ", ..." if len(unexpected) > 5 else ""
+        parts.append(f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:5])}{more})")
+    if shapes:
+        parts.append("shape mismatch " + ", ".join(f"{k}: checkpoint {a} vs model {b}" for k, a, b in shapes))
+    raise UserError(f"checkpoint {source} does not fit this arch: " + "; ".join(parts))
+
+
+def _checkpoint_model(arch: str, path: Path, num_classes: int) -> LoadedModel:
+    state = _read_checkpoint(path)
+    model = registry.build(arch, num_classes)
+    load_state_dict_checked(model, state, repr(str(path)))
+    info = {"source": "checkpoint", "path": str(path), "sha256": sha256_file(path)}
+    return LoadedModel(model.eval(), arch, num_classes, info)
+
+
+def load_model(arch: str, weights: str = RANDOM, num_classes: int = 1000, seed: int = 0) -> LoadedModel:
+    """Build ``arch`` and load ``weights``: ``random``, ``DEFAULT``, a torchvision weights name, or a PATH."""
+    registry.get_arch(arch)
+    if num_classes < 1:
+        raise UserError(f"--num-classes {num_classes} must be >= 1")
+    if weights == RANDOM:
+        return _random_model(arch, num_classes, seed)
+    path = Path(weights).expanduser()
+    looks_like_name = weights == "DEFAULT" or ("/" not in weights and not path.suffix and not path.exists()) \
+        or weights.split(".")[0].endswith("_Weights")
+    if looks_like_name and not path.exists():
+        return _torchvision_weights(arch, weights, num_classes, seed)
+    return _checkpoint_model(arch, path, num_classes)

@@ -1,0 +1,61 @@
+"""Enums shared by every stage: precisions and targets are never free strings."""
+
+from __future__ import annotations
+
+import enum
+
+from .errors import UserError, choices
+
+
+class _ChoiceEnum(str, enum.Enum):
+    """A string enum that parses user input with a one-line error naming the valid choices."""
+
+    @classmethod
+    def parse(cls, value: "str | _ChoiceEnum", what: str | None = None):
+        if isinstance(value, cls):
+            return value
+        text = str(value).strip().lower()
+        for member in cls:
+            if member.value == text:
+                return member
+        label = what or cls.__name__.lower()
+        raise UserError(f"unknown {label} {value!r}: choose one of {choices(m.value for m in cls)}")
+
+    @classmethod
+    def parse_list(cls, text: str, what: str | None = None) -> list:
+        """Parse a comma-separated list, keeping order and dropping duplicates."""
+        out: list = []
+        for part in str(text).split(","):
+            if part.strip():
+                member = cls.parse(part, what)
+                if member not in out:
+                    out.append(member)
+        if not out:
+            raise UserError(f"empty {what or cls.__name__.lower()} list: choose from {choices(m.value for m in cls)}")
+        return out
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Precision(_ChoiceEnum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+
+
+class Target(_ChoiceEnum):
+    """Which runtime a graph is shaped for."""
+
+    PORTABLE = "portable"  # standard ONNX ops only: TensorRT and any other runtime
+    ONNXRUNTIME = "onnxruntime"  # may use com.microsoft ops (FusedConv) and ORT-friendly INT8 (U8S8)
+    TENSORRT = "tensorrt"  # TensorRT rules (symmetric int8 Q/DQ placement)
+
+
+class Backend(_ChoiceEnum):
+    EAGER = "eager"
+    TORCH_COMPILE = "torch-compile"
+    ONNXRUNTIME = "onnxruntime"
+    ONNXRUNTIME_CUDA = "onnxruntime-cuda"
+    ONNXRUNTIME_TENSORRT = "onnxruntime-tensorrt"
+    TENSORRT = "tensorrt"
