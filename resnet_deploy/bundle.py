@@ -119,43 +119,47 @@ class BundleWriter:
 
 
 class BundleUpdate:
-    """Adds files to an existing bundle. Files are written under ``tmp_name(name)`` and renamed on success,
-    then the manifest is replaced; on failure every temporary file is removed and the bundle is unchanged.
-    Replacing an existing file needs ``force``."""
+    """Adds files to an existing bundle with the same interface as ``BundleWriter``.
+
+    New files are written into ``path``, a hidden staging folder inside the bundle; on success they are moved
+    into the bundle and the manifest is replaced last; on failure the staging folder is removed and the bundle
+    is unchanged. Replacing a file the bundle already has needs ``force``.
+    """
 
     def __init__(self, bundle: "str | Path", force: bool = False):
-        self.path = Path(bundle)
-        self.manifest = read_manifest(self.path)
+        self.out = Path(bundle).absolute()
+        self.manifest = read_manifest(self.out)
         self.force = force
-        self._pending: dict[str, dict] = {}
-
-    def _tmp(self, name: str) -> Path:
-        return self.path / f".{name}.tmp-{os.getpid()}"
-
-    def tmp_name(self, name: str) -> Path:
-        """Where to write ``name`` before it is swapped in; refuses to replace a file without ``force``."""
-        if (self.path / name).exists() and not self.force:
-            raise UserError(f"{str(self.path / name)!r} already exists: pass --force to replace it")
-        return self._tmp(name)
-
-    def add_file(self, name: str, **info) -> dict:
-        """Record a file written to ``tmp_name(name)``; it is renamed into place when the update succeeds."""
-        self._pending[name] = file_entry(self._tmp(name), **info)
-        return self._pending[name]
+        self.path: Path | None = None
+        self._added: list[str] = []
 
     def __enter__(self) -> "BundleUpdate":
+        self.path = Path(tempfile.mkdtemp(prefix=".stage-", dir=self.out))
         return self
 
+    def add_file(self, name: str, **info) -> dict:
+        """Record a file written to ``path / name``; it moves into the bundle when the update succeeds."""
+        if (self.out / name).exists() and not self.force:
+            raise UserError(f"{str(self.out / name)!r} already exists: pass --force to replace it")
+        entry = file_entry(self.path / name, **info)
+        self.manifest["files"][name] = entry
+        self._added.append(name)
+        return entry
+
     def __exit__(self, exc_type, exc, tb) -> None:
-        tmps = [self._tmp(n) for n in self._pending]
-        if exc_type is not None:
-            for t in tmps:
-                t.unlink(missing_ok=True)
-            return
-        for name, tmp in zip(self._pending, tmps):
-            os.replace(tmp, self.path / name)
-            self.manifest["files"][name] = self._pending[name]
-        write_json_atomic(self.path / MANIFEST, self.manifest)
+        try:
+            if exc_type is None:
+                for name in self._added:
+                    os.replace(self.path / name, self.out / name)
+                write_json_atomic(self.out / MANIFEST, self.manifest)
+        finally:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def locate(bundle, name: str) -> Path:
+    """Where a bundle file is now: staged in ``bundle.path`` during a write/update, else in the bundle folder."""
+    staged = bundle.path / name
+    return staged if staged.exists() else bundle.out / name
 
 
 def read_manifest(bundle: "str | Path") -> dict:
