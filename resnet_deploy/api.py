@@ -13,7 +13,8 @@ from .backends.onnxruntime import OnnxRuntimeRunner
 from .backends.torch_eager import TorchRunner
 from .bundle import BundleWriter
 from .errors import CheckFailed, UserError
-from .export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, export_onnx, save_exported_program
+from .bundle import check_out_dir
+from .export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_opset, export_onnx, save_exported_program
 from .models import LoadedModel, load_model
 from .preprocess import Preprocessing, load_images, make_preprocessing
 from .progress import step
@@ -67,7 +68,7 @@ def model_metadata(arch: str, weights: dict, pre: Preprocessing, num_classes: in
 def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None = None, input_size="224",
            arch: str = "custom", weights: dict | None = None, num_classes: int | None = None,
            opset: int = DEFAULT_OPSET, external_data: bool | None = None, images: "str | Path | None" = None,
-           force: bool = False, seed: int = 0) -> BundleResult:
+           force: bool = False, seed: int = 0, validation_data: tuple[np.ndarray, str] | None = None) -> BundleResult:
     """Export any residual network (``nn.Module`` returning (N, C) logits) to a validated deploy bundle.
 
     Writes ``model.onnx`` and ``manifest.json`` into ``out_dir`` atomically. Raises ``CheckFailed`` (and
@@ -76,12 +77,14 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
     import torch
 
     pre = preprocessing or make_preprocessing(input_size)
+    check_opset(opset)
+    check_out_dir(out_dir, force)
     weights = weights or {"source": "user-module", "sha256": None}
     model = model.eval()
     if num_classes is None:
         with torch.no_grad():
             num_classes = int(model(torch.zeros(1, 3, *pre.input_size)).shape[-1])
-    data, data_desc = validation_inputs(pre, images, seed)
+    data, data_desc = validation_data or validation_inputs(pre, images, seed)
     warnings = []
     if weights.get("source") == "random":
         warnings.append("weights are RANDOM: outputs and accuracy mean nothing; use for plumbing and timing only")
@@ -131,9 +134,11 @@ def export_arch(arch: str, out_dir: "str | Path", *, weights: str = "random", nu
                 input_size="224", resize: int | None = None, mean=None, std=None, seed: int = 0,
                 **kwargs) -> BundleResult:
     """Export a torchvision ResNet-family model by name (see ``registry.ARCHS``) to a validated bundle."""
+    # Everything that can be checked cheaply is checked before the model is loaded.
     pre = make_preprocessing(input_size, resize, mean, std)
-    if kwargs.get("images") is not None and not Path(kwargs["images"]).exists():
-        raise UserError(f"--images path {str(kwargs['images'])!r} does not exist")
+    check_opset(kwargs.get("opset", DEFAULT_OPSET))
+    check_out_dir(out_dir, kwargs.get("force", False))
+    kwargs.setdefault("validation_data", validation_inputs(pre, kwargs.get("images"), seed))
     with step(f"Loading {arch} ({weights} weights)"):
         loaded: LoadedModel = load_model(arch, weights, num_classes, seed)
     return export(loaded.model, out_dir, preprocessing=pre, arch=arch, weights=loaded.weights,

@@ -51,8 +51,10 @@ def check_out_dir(out: "str | Path", force: bool) -> Path:
     parent = out.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"--out {str(out)!r} is not writable (no write permission on {str(parent)!r})")
+    try:  # a real probe: os.access says yes to root even on read-only or virtual file systems
+        os.rmdir(tempfile.mkdtemp(prefix=".resnet-deploy-probe-", dir=parent))
+    except OSError as e:
+        raise UserError(f"--out {str(out)!r} is not writable ({str(parent)!r}: {e.strerror or e})") from None
     return out
 
 
@@ -87,8 +89,11 @@ class BundleWriter:
         self.path: Path | None = None
 
     def __enter__(self) -> "BundleWriter":
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
+        except OSError as e:
+            raise UserError(f"--out {str(self.out)!r} is not writable: {e.strerror or e}") from None
         return self
 
     def add_file(self, name: str, **info) -> dict:

@@ -74,7 +74,6 @@ def _random_model(arch: str, num_classes: int, seed: int) -> LoadedModel:
     torch.manual_seed(seed)
     model = registry.build(arch, num_classes)
     randomize_batchnorm(model, seed)
-    log.warning("weights are RANDOM (seed %d): outputs and accuracy mean nothing", seed)
     return LoadedModel(model.eval(), arch, num_classes, {"source": RANDOM, "seed": seed, "sha256": None})
 
 
@@ -161,7 +160,8 @@ def load_state_dict_checked(model, state: dict, source: str) -> None:
         more = ", ..." if len(unexpected) > 5 else ""
         parts.append(f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:5])}{more})")
     if shapes:
-        parts.append("shape mismatch " + ", ".join(f"{k}: checkpoint {a} vs model {b}" for k, a, b in shapes))
+        listed = ", ".join(f"{k}: checkpoint {a} vs model {b}" for k, a, b in shapes[:5])
+        parts.append(f"shape mismatch {listed}{f' (+{len(shapes) - 5} more)' if len(shapes) > 5 else ''}")
     raise UserError(f"checkpoint {source} does not fit this arch: " + "; ".join(parts))
 
 

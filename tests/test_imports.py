@@ -1,0 +1,48 @@
+"""`import resnet_deploy`, every submodule and `--help` of every command work without TensorRT / onnxruntime-gpu."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+BLOCKER = textwrap.dedent("""
+    import importlib.abc, sys
+    BLOCKED = {"tensorrt", "tensorrt_libs", "tensorrt_bindings", "pycuda", "cuda", "onnxruntime_gpu"}
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"blocked for the test: {name}")
+    sys.meta_path.insert(0, Block())
+""")
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", BLOCKER + textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_import_is_light_and_all_submodules_import():
+    r = run_python("""
+        import sys, importlib, pkgutil
+        import resnet_deploy
+        assert "torch" not in sys.modules and "onnxruntime" not in sys.modules, "import resnet_deploy is not lazy"
+        for m in pkgutil.walk_packages(resnet_deploy.__path__, "resnet_deploy."):
+            if m.name != "resnet_deploy.__main__":
+                importlib.import_module(m.name)
+        assert "tensorrt" not in sys.modules
+        print("ok")
+    """)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr
+
+
+def test_help_of_every_command_without_gpu_packages():
+    r = run_python("""
+        from resnet_deploy.cli.main import cli, main
+        for name in [None, *cli.commands]:
+            argv = ([name] if name else []) + ["--help"]
+            assert main(argv) == 0, argv
+        print("commands:", ",".join(sorted(cli.commands)))
+    """)
+    assert r.returncode == 0, r.stderr
+    assert "export" in r.stdout and "info" in r.stdout
