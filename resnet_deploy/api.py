@@ -14,7 +14,7 @@ from .backends.torch_eager import TorchRunner
 from .bundle import BundleWriter
 from .errors import CheckFailed, UserError
 from .bundle import check_out_dir
-from .export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_opset, export_onnx, save_exported_program
+from .onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_opset, export_onnx, save_exported_program
 from .models import LoadedModel, load_model
 from .preprocess import Preprocessing, load_images, make_preprocessing
 from .progress import step

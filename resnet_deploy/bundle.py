@@ -198,7 +198,7 @@ def find_artifacts(manifest: dict, kind: str | None = None, precision: str | Non
 
 def load_eager(bundle: "str | Path"):
     """The bundle's eager reference model (its ``torch.export`` program) as a callable ``nn.Module``."""
-    from .export import load_exported_program
+    from .onnx_export import load_exported_program
 
     manifest = read_manifest(bundle)
     names = find_artifacts(manifest, kind="torch-exported-program")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import registry
-from ..export import DEFAULT_OPSET
+from ..onnx_export import DEFAULT_OPSET
 from .common import console, fmt_parity, force_option, verbose_option
 
 
