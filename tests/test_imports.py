@@ -31,6 +31,7 @@ def test_import_is_light_and_all_submodules_import():
             if m.name != "resnet_deploy.__main__":
                 importlib.import_module(m.name)
         assert "tensorrt" not in sys.modules
+        assert callable(resnet_deploy.export), "a submodule shadows the public export() function"
         print("ok")
     """)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr
