@@ -351,7 +351,7 @@ def build_engines(bundle, options: BuildOptions, images=None, seed: int = 0) -> 
     engines = manifest.setdefault("engines", {})
     engines.update({"status": "built", "reason": None})
     plans = engines.setdefault("plans", {})
-    device = "cuda"
+    device = "cpu"  # the exported eager program is traced on CPU; plans are few and small batches are cheap
     with TorchRunner(eager, device=device) as reference:
         for precision, onnx_name in graphs:
             plan_name = f"model.{precision}.plan"
