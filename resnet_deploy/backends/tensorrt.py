@@ -10,7 +10,6 @@ Device memory and streams come from torch (no pycuda). ``tensorrt`` and ``torch.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import time
@@ -146,9 +145,14 @@ def build_plan(onnx_path: "str | Path", input_name: str, shapes: dict, options,
     config.add_optimization_profile(profile)
     config.builder_optimization_level = int(options.opt_level)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    if not options.tf32:  # fp32 means fp32: TF32 is on by default for FP32 convolutions and costs ~1e-3 accuracy
-        with contextlib.suppress(AttributeError):
+    tf32 = True  # TensorRT's default for FP32 layers
+    if not options.tf32:  # fp32 means fp32: TF32 costs ~1e-3 relative accuracy in convolutions
+        try:
             config.clear_flag(trt.BuilderFlag.TF32)
+            tf32 = False
+        except AttributeError:  # not documented as removed in 11.x; recorded rather than assumed
+            log.warning("this TensorRT has no BuilderFlag.TF32: fp32 layers may use TF32")
+            tf32 = None
     level = _hardware_level(trt, options.hardware_compat)
     if level is not None:
         config.hardware_compatibility_level = level
@@ -166,7 +170,9 @@ def build_plan(onnx_path: "str | Path", input_name: str, shapes: dict, options,
     _runtime, engine = _deserialize(trt, plan, host_code=bool(options.version_compat), what=Path(onnx_path).name)
     inspector = engine.create_engine_inspector()
     layers_json = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
-    return BuiltPlan(plan, layers_json, int(engine.num_layers), seconds, cache_out, environment())
+    env = environment() | {"tf32": tf32, "strongly_typed": True,
+                           "network_flags": "none (always strongly typed)" if trt_major(trt) >= 11 else "STRONGLY_TYPED"}
+    return BuiltPlan(plan, layers_json, int(engine.num_layers), seconds, cache_out, env)
 
 
 def _deserialize(trt, plan: bytes, host_code: bool, what: str):
@@ -258,36 +264,40 @@ class TensorRTRunner(Runner):
         self.context = self.engine = self._runtime = self.stream = None
 
     def _prepare(self, n: int) -> tuple:
-        """Device buffers (and a CUDA graph) for batch ``n``; addresses stay fixed, as graph replay requires."""
+        """Device buffers for batch ``n`` (and, with CUDA graphs, a context and graph of its own)."""
         import torch
 
         if n in self._buffers:
             return self._buffers[n]
         x = torch.empty((n, *self.build_shape()[1:]), dtype=self._in_dtype, device=f"cuda:{self.device}")
-        self.context.set_input_shape(self._in, tuple(x.shape))
-        y = torch.empty(tuple(self.context.get_tensor_shape(self._out)), dtype=self._out_dtype, device=x.device)
+        ctx = self.context
         graph = None
         if self.cuda_graph:
-            # Capture after one plain enqueue with these shapes/addresses (TensorRT's CUDA-graph guidance).
-            self._bind(x, y)
-            self._enqueue()
+            # A captured graph fixes shapes, addresses and the context's scratch memory, so each batch size gets
+            # its own context; enqueue once with these shapes before capturing (TensorRT's CUDA-graph guidance).
+            ctx = self.engine.create_execution_context()
+        ctx.set_input_shape(self._in, tuple(x.shape))
+        y = torch.empty(tuple(ctx.get_tensor_shape(self._out)), dtype=self._out_dtype, device=x.device)
+        if self.cuda_graph:
+            self._bind(ctx, x, y)
+            self._enqueue(ctx)
             self.stream.synchronize()
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=self.stream):
-                self._enqueue()
-        self._buffers[n] = (x, y, graph)
+            with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
+                self._enqueue(ctx)
+        self._buffers[n] = (x, y, ctx, graph)
         return self._buffers[n]
 
     def build_shape(self) -> tuple:
         return tuple(self.engine.get_tensor_profile_shape(self._in, 0)[2])
 
-    def _bind(self, x, y) -> None:
-        self.context.set_input_shape(self._in, tuple(x.shape))
-        self.context.set_tensor_address(self._in, x.data_ptr())
-        self.context.set_tensor_address(self._out, y.data_ptr())
+    def _bind(self, ctx, x, y) -> None:
+        ctx.set_input_shape(self._in, tuple(x.shape))
+        ctx.set_tensor_address(self._in, x.data_ptr())
+        ctx.set_tensor_address(self._out, y.data_ptr())
 
-    def _enqueue(self) -> None:
-        if not self.context.execute_async_v3(self.stream.cuda_stream):
+    def _enqueue(self, ctx) -> None:
+        if not ctx.execute_async_v3(self.stream.cuda_stream):
             raise RuntimeError(f"{self.plan.name}: execute_async_v3 failed (see the TensorRT log)")
 
     def infer_device(self, x):
@@ -297,13 +307,13 @@ class TensorRTRunner(Runner):
         n = int(x.shape[0])
         self.profile.check(n, self.plan.name)
         with torch.cuda.stream(self.stream):
-            xb, yb, graph = self._prepare(n)
+            xb, yb, ctx, graph = self._prepare(n)
             xb.copy_(x, non_blocking=True)
             if graph is not None:
                 graph.replay()
             else:
-                self._bind(xb, yb)
-                self._enqueue()
+                self._bind(ctx, xb, yb)
+                self._enqueue(ctx)
         return yb
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
