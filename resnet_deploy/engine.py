@@ -190,7 +190,7 @@ def plan_compat_problems(info: dict, env: dict) -> list[str]:
     """Why a plan (its manifest ``info``) cannot run in ``env`` (this machine); empty when it can.
 
     TensorRT: the exact version, or with --version-compat any later version of the same major. CUDA: the same
-    major version. GPU: the same model and compute capability; with ampere+ any GPU of compute capability >= 8.0;
+    major version (TensorRT's wheel CUDA when recorded on both sides, else torch's). GPU: the same model and compute capability; with ampere+ any GPU of compute capability >= 8.0;
     with same-cc any GPU of the same compute capability.
     """
     problems = []
@@ -200,8 +200,10 @@ def plan_compat_problems(info: dict, env: dict) -> list[str]:
             problems.append(f"TensorRT {here_trt} (version-compatible plan needs {_major(built_trt)}.x >= {built_trt})")
     elif built_trt != here_trt:
         problems.append(f"TensorRT {here_trt} (built with {built_trt})")
-    if _major(info.get("cuda")) != _major(env.get("cuda")):
-        problems.append(f"CUDA {env.get('cuda')} (built with CUDA {info.get('cuda')})")
+    # CUDA: TensorRT's own (from its wheel) when both sides know it, else torch's runtime.
+    key = "tensorrt_cuda" if info.get("tensorrt_cuda") and env.get("tensorrt_cuda") else "cuda"
+    if _major(info.get(key)) != _major(env.get(key)):
+        problems.append(f"CUDA {env.get(key)} (built with CUDA {info.get(key)})")
     level = HardwareCompat.parse(info.get("hardware_compat") or "none")
     cc_built, cc_here = str(info.get("compute_capability")), str(env.get("compute_capability"))
     if level is HardwareCompat.AMPERE_PLUS:
@@ -446,6 +448,6 @@ def export_engines(bundle, mode, options: BuildOptions | None = None, images=Non
     if mode is EngineMode.AUTO:
         reason = engines_unavailable()
         if reason:
-            log.warning("TensorRT plans skipped: %s", reason)
+            log.info("TensorRT plans skipped: %s", reason)
             return skip_engines(bundle.manifest, reason)
     return build_engines(bundle, options or BuildOptions(), images=images, seed=seed)

@@ -196,6 +196,8 @@ def _env(**kw):
     ({"version_compat": True}, {"tensorrt": "11.0.0"}, "TensorRT 11.0.0"),
     ({}, {"cuda": "12.4"}, None),  # same CUDA major
     ({}, {"cuda": "13.0"}, "CUDA 13.0"),
+    ({"tensorrt_cuda": "12"}, {"tensorrt_cuda": "13"}, "CUDA 13 (built with CUDA 12)"),
+    ({"tensorrt_cuda": "12"}, {"tensorrt_cuda": "12", "cuda": "13.0"}, None),  # TensorRT's CUDA decides
     ({}, {"gpu": "NVIDIA A100-SXM4-80GB", "compute_capability": "8.0"}, "built on NVIDIA H100"),
     ({}, {"gpu": "NVIDIA H200"}, "GPU NVIDIA H200"),  # another model, same compute capability
     ({"hardware_compat": "same-cc"}, {"gpu": "NVIDIA H200"}, None),
@@ -271,6 +273,17 @@ def test_export_auto_records_plainly_that_plans_were_skipped(r18_bundle):
     eng = bundle_mod.read_manifest(r18_bundle)["engines"]
     assert eng["status"] == "skipped" and eng["plans"] == {}
     assert "tensorrt is not installed" in eng["reason"] and GPU_EXTRA in eng["reason"]
+
+
+@no_trt
+def test_cli_export_says_plainly_that_plans_were_skipped(tmp_path):
+    out = tmp_path / "b"
+    r = run_cli("export", "--arch", "resnet18", "--weights", "random", "--input-size", "64", "--num-classes", "10",
+                "--out", out)
+    assert r.returncode == 0, r.stderr
+    said = " ".join(r.stderr.split())  # rich wraps long lines
+    assert "TensorRT plans skipped: tensorrt is not installed" in said and GPU_EXTRA in said
+    assert not list(out.glob("*.plan"))
 
 
 @no_trt

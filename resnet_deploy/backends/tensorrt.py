@@ -77,13 +77,28 @@ def _driver_cuda() -> str | None:
         return None
 
 
+def _tensorrt_cuda() -> str | None:
+    """The CUDA major version TensorRT's wheel was built for (tensorrt-cu12 / -cu13 ...), None if not a wheel."""
+    from importlib import metadata
+
+    for major in ("13", "12", "11"):
+        for dist in (f"tensorrt-cu{major}", f"tensorrt-cu{major}-libs"):
+            try:
+                metadata.version(dist)
+                return major
+            except metadata.PackageNotFoundError:
+                continue
+    return None
+
+
 def environment(device: int = 0) -> dict:
     """What a plan is tied to on this machine: TensorRT, CUDA, driver, GPU model and compute capability."""
     trt = require()
     import torch
 
     major, minor = torch.cuda.get_device_capability(device)
-    return {"tensorrt": str(trt.__version__), "cuda": torch.version.cuda, "driver": _driver_version(),
+    return {"tensorrt": str(trt.__version__), "cuda": torch.version.cuda, "tensorrt_cuda": _tensorrt_cuda(),
+            "driver": _driver_version(),
             "driver_cuda": _driver_cuda(), "gpu": torch.cuda.get_device_name(device),
             "compute_capability": f"{major}.{minor}"}
 

@@ -40,19 +40,21 @@ def make_options(batch, workspace, timing_cache, opt_level, hardware_compat, ver
 
 
 def print_plans(result) -> None:
+    from rich.markup import escape  # reasons hold "[gpu]", which rich would read as markup
+
     con = console()
     if result.skipped:
-        con.print(f"[bold yellow]TensorRT plans skipped[/]: {result.skipped}")
+        con.print(f"[bold yellow]TensorRT plans skipped[/]: {escape(result.skipped)}")
         return
     for p in result.plans:
         i = p.info
-        con.print(f"[bold]{p.plan}[/] {i['precision']}: {i['layer_count']} layers from {i['onnx_nodes']} ONNX nodes, "
+        con.print(f"[bold]{escape(p.plan)}[/] {i['precision']}: {i['layer_count']} layers from {i['onnx_nodes']} ONNX nodes, "
                   f"built in {i['build_seconds']} s on {i['gpu']} (sm {i['compute_capability']}), TensorRT "
                   f"{i['tensorrt']}, CUDA {i['cuda']}, driver {i['driver']}, batch {i['profile']['batch']}")
         if p.accuracy:
             con.print(f"  vs {p.accuracy['reference']} at batches {p.accuracy['batches']}: {fmt_parity(p.accuracy)}")
     for w in result.warnings:
-        con.print(f"[bold red]WARNING[/] {w}")
+        con.print(f"[bold red]WARNING[/] {escape(w)}")
 
 
 @click.command()
