@@ -103,8 +103,30 @@ def environment(device: int = 0) -> dict:
             "compute_capability": f"{major}.{minor}"}
 
 
+_LOGGER = None
+
+
 def _logger(trt):
-    return trt.Logger(trt.Logger.WARNING)
+    """One ILogger for the process that forwards TensorRT's messages to ``logging`` (stdout stays clean).
+
+    Subclassing ``trt.ILogger`` and calling its ``__init__`` is the documented way to supply a logger.
+    """
+    global _LOGGER
+    if _LOGGER is None:
+        levels = {"INTERNAL_ERROR": logging.ERROR, "ERROR": logging.ERROR, "WARNING": logging.WARNING,
+                  "INFO": logging.DEBUG, "VERBOSE": 5}
+        trt_log = logging.getLogger("resnet_deploy.tensorrt")
+
+        class _Forward(trt.ILogger):
+            def __init__(self):
+                trt.ILogger.__init__(self)
+
+            def log(self, severity, msg):
+                name = getattr(severity, "name", str(severity)).split(".")[-1]
+                trt_log.log(levels.get(name, logging.WARNING), "TensorRT: %s", msg)
+
+        _LOGGER = _Forward()
+    return _LOGGER
 
 
 def _network_flags(trt) -> int:
@@ -174,7 +196,9 @@ def build_plan(onnx_path: "str | Path", input_name: str, shapes: dict, options,
     if options.version_compat:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     cache = config.create_timing_cache(timing_cache or b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise UserError("--timing-cache was written by another TensorRT version or GPU: delete it or give a new "
+                        "file")
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - start
@@ -261,8 +285,8 @@ class TensorRTRunner(Runner):
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if len(inputs) != 1 or not outputs:
-            raise UserError(f"{self.plan.name} has inputs {inputs} and outputs {outputs}: expected one image input")
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise UserError(f"{self.plan.name} has inputs {inputs} and outputs {outputs}: expected one input and one output")
         self._in, self._out = inputs[0], outputs[0]
         self._in_dtype = _torch_dtype(trt, self.engine.get_tensor_dtype(self._in))
         self._out_dtype = _torch_dtype(trt, self.engine.get_tensor_dtype(self._out))
