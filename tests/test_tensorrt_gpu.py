@@ -83,24 +83,22 @@ def test_build_fp32_fp16_plans_with_manifest_and_accuracy(gpu_bundle, tmp_path):
     assert run_cli("info", gpu_bundle).returncode == 0  # checksums of the new files
 
 
-def test_int8_resnet50_plan_fuses_conv_add_relu(tmp_path):
+def test_int8_resnet50_plan_fuses_conv_add_relu(tmp_path, images_dir):
     """The int8 (tensorrt-target Q/DQ) resnet50 plan holds far fewer layers than the graph has nodes."""
     from resnet_deploy import export_arch
 
+    # The INT8 graph comes from the precision stage (another issue, branch `precision`); its API as seen there:
+    stage = pytest.importorskip("resnet_deploy.precision.stage", reason="the precision stage is not in this tree")
+    opts = stage.PrecisionOptions(int8=True, calib=images_dir, calib_size=5, targets=("tensorrt",))
     out = tmp_path / "r50"
-    try:
-        export_arch("resnet50", out, weights="random", input_size=SMALL, num_classes=10, engine="never",
-                    precision="int8")
-    except TypeError:
-        pytest.skip("export has no precision= option in this tree: the INT8 stage is another issue's work")
+    export_arch("resnet50", out, weights="random", input_size=SMALL, num_classes=10, engine="never", precision=opts)
     m = bundle_mod.read_manifest(out)
-    if not bundle_mod.find_artifacts(m, kind="onnx", precision="int8", target="tensorrt"):
-        pytest.skip("no model.int8.tensorrt.onnx in the bundle")
+    assert bundle_mod.find_artifacts(m, kind="onnx", precision="int8", target="tensorrt")
     res = build_bundle(out, BuildOptions(batch=BATCH, precisions="int8"))
     info = res.plans[0].info
-    assert info["layer_count"] < info["onnx_nodes"] / 3, info
+    assert info["layer_count"] < info["onnx_nodes"] / 3, info  # Q/DQ + Conv + Add + Relu fold into few kernels
     summary = info["layer_summary"]
-    assert summary["precisions"].get("int8", 0) > summary["layers"] / 2
+    assert summary["fused_layers"] > 10 and summary["precisions"].get("int8", 0) > summary["layers"] / 2, summary
 
 
 def test_runner_batches_profile_guard_cuda_graph_and_events(gpu_bundle):

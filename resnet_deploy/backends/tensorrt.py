@@ -286,7 +286,7 @@ class TensorRTRunner(Runner):
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if len(inputs) != 1 or len(outputs) != 1:
-            raise UserError(f"{self.plan.name} has inputs {inputs} and outputs {outputs}: expected one input and one output")
+            raise UserError(f"{self.plan.name} has inputs {inputs} and outputs {outputs}: expected one of each")
         self._in, self._out = inputs[0], outputs[0]
         self._in_dtype = _torch_dtype(trt, self.engine.get_tensor_dtype(self._in))
         self._out_dtype = _torch_dtype(trt, self.engine.get_tensor_dtype(self._out))
