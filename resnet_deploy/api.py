@@ -68,13 +68,19 @@ def model_metadata(arch: str, weights: dict, pre: Preprocessing, num_classes: in
 def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None = None, input_size="224",
            arch: str = "custom", weights: dict | None = None, num_classes: int | None = None,
            opset: int = DEFAULT_OPSET, external_data: bool | None = None, images: "str | Path | None" = None,
-           force: bool = False, seed: int = 0, validation_data: tuple[np.ndarray, str] | None = None) -> BundleResult:
+           force: bool = False, seed: int = 0, validation_data: tuple[np.ndarray, str] | None = None,
+           engine: str = "auto", engine_options=None) -> BundleResult:
     """Export any residual network (``nn.Module`` returning (N, C) logits) to a validated deploy bundle.
 
     Writes ``model.onnx`` and ``manifest.json`` into ``out_dir`` atomically. Raises ``CheckFailed`` (and
-    leaves nothing) when the ONNX graph does not match the eager model in fp32.
+    leaves nothing) when the ONNX graph does not match the eager model in fp32. ``engine`` (auto|always|never)
+    controls TensorRT plans (``engine.export_engines``; ``engine_options`` an ``engine.BuildOptions``).
     """
     import torch
+
+    from .types import EngineMode
+
+    EngineMode.parse(engine, "--engine")
 
     pre = preprocessing or make_preprocessing(input_size)
     check_opset(opset)
@@ -126,6 +132,9 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
                 f"top-1 agreement {overall.top1_agreement:.1%} (needs 100%), max abs diff {overall.max_abs_diff:.3g}"
                 f"; no bundle written"
             )
+        from .engine import export_engines
+
+        export_engines(bundle, engine, engine_options, images=images, seed=seed)
         manifest = bundle.manifest
     return BundleResult(bundle.out, manifest, overall, warnings)
 

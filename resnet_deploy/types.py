@@ -59,3 +59,19 @@ class Backend(_ChoiceEnum):
     ONNXRUNTIME_CUDA = "onnxruntime-cuda"
     ONNXRUNTIME_TENSORRT = "onnxruntime-tensorrt"
     TENSORRT = "tensorrt"
+
+
+class HardwareCompat(_ChoiceEnum):
+    """Which GPUs a TensorRT plan may run on (TensorRT's hardware-compatibility level)."""
+
+    NONE = "none"  # only the GPU model it was built on
+    AMPERE_PLUS = "ampere+"  # any Ampere or newer GPU (compute capability >= 8.0)
+    SAME_CC = "same-cc"  # any GPU with the same compute capability
+
+
+class EngineMode(_ChoiceEnum):
+    """Whether ``export`` builds TensorRT plans: when possible, always (fail without a GPU), or never."""
+
+    AUTO = "auto"
+    ALWAYS = "always"
+    NEVER = "never"

@@ -27,7 +27,12 @@ class TorchRunner(Runner):
 
         if self.threads:
             torch.set_num_threads(self.threads)
-        module = self.model.eval().to(self.device)
+        module = self.model
+        try:
+            module = module.eval()
+        except NotImplementedError:  # a torch.export module (bundle.load_eager) is already in eval mode
+            pass
+        module = module.to(self.device)
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
         self._module = torch.compile(module) if self.compile else module

@@ -6,6 +6,7 @@ import click
 
 from .. import registry
 from ..onnx_export import DEFAULT_OPSET
+from .build_cmd import engine_options, make_options, print_plans
 from .common import console, fmt_parity, force_option, verbose_option
 
 
@@ -29,9 +30,13 @@ from .common import console, fmt_parity, force_option, verbose_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random weights and inputs.")
 @click.option("--out", "out", type=click.Path(path_type=str), default=None,
               help="Bundle folder [default: ./<arch>-bundle].")
+@click.option("--engine", default="auto", show_default=True, metavar="auto|always|never",
+              help="Build TensorRT plans: when a GPU and TensorRT are present (says so when skipped), always, never.")
+@engine_options
 @force_option
 @verbose_option
 def export(arch, weights, num_classes, input_size, resize, mean, std, opset, external_data, images, seed, out,
+           engine, batch, workspace, timing_cache, opt_level, hardware_compat, version_compat, tf32,
            force, verbose) -> None:
     """Export a ResNet to ONNX, validate it against eager PyTorch, and write a deploy bundle."""
     from ..api import export_arch
@@ -39,14 +44,28 @@ def export(arch, weights, num_classes, input_size, resize, mean, std, opset, ext
 
     setup(verbose)
     out = out or f"{arch}-bundle"
+    from ..types import EngineMode
+
+    EngineMode.parse(engine, "--engine")
+    plan_options = make_options(batch, workspace, timing_cache, opt_level, hardware_compat, version_compat, tf32)
     res = export_arch(arch, out, weights=weights, num_classes=num_classes, input_size=input_size, resize=resize,
                       mean=mean, std=std, opset=opset, external_data=external_data or None, images=images,
-                      seed=seed, force=force)
+                      seed=seed, force=force, engine=engine, engine_options=plan_options)
     con = console()
     v = res.manifest["validation"]["fp32"]
     con.print(f"[bold]bundle[/] {res.path}")
     con.print(f"fp32 parity vs eager ({v['inputs']}, batches {v['batches']}): {fmt_parity(v)}")
+    _print_engines(res.manifest)
     for w in res.warnings:
         con.print(f"[bold red]WARNING[/] {w}")
     for name, e in res.manifest["files"].items():
         con.print(f"  {name}  {e['size'] / 2**20:.1f} MiB  sha256 {e['sha256'][:12]}")
+
+
+def _print_engines(manifest: dict) -> None:
+    from ..engine import EngineBuildResult, PlanResult
+
+    eng = manifest.get("engines", {})
+    plans = [PlanResult(n, i["precision"], i, manifest.get("validation", {}).get(n))
+             for n, i in eng.get("plans", {}).items()]
+    print_plans(EngineBuildResult(plans, skipped=eng.get("reason") if eng.get("status") == "skipped" else None))
