@@ -130,7 +130,8 @@ def test_cpp_single_image_batch(infer_bin, r18_bundle, images_dir, tmp_path):
     assert validate.compare(ref, got).max_rel_diff <= tolerances.FP32["max_rel_diff"]
 
 
-@pytest.mark.parametrize("case", ["no-int8-artifact", "undecodable-image", "missing-image", "not-a-bundle",
+@pytest.mark.parametrize("case", ["no-int8-artifact", "undecodable-image", "webp-unsupported", "missing-image",
+                                  "not-a-bundle",
                                   "bad-precision", "bad-topk", "tensorrt-not-built", "no-image"])
 def test_cpp_bad_input_is_one_line_exit_2(infer_bin, r18_bundle, images_dir, tmp_path, case):
     img = images_dir / "astronaut.png"
@@ -139,6 +140,7 @@ def test_cpp_bad_input_is_one_line_exit_2(infer_bin, r18_bundle, images_dir, tmp
     args, expect = {
         "no-int8-artifact": ((r18_bundle, img, "--precision", "int8"), "has no int8 ONNX model"),
         "undecodable-image": ((r18_bundle, broken), "cannot decode image"),
+        "webp-unsupported": ((r18_bundle, images_dir / "hubble_deep_field.webp"), "readable: PNG, JPEG"),
         "missing-image": ((r18_bundle, tmp_path / "nope.png"), "cannot decode image"),
         "not-a-bundle": ((tmp_path, img), "is not a resnet-deploy bundle"),
         "bad-precision": ((r18_bundle, img, "--precision", "fp64"), "choose one of fp32, fp16, int8"),
