@@ -3,7 +3,7 @@
 # Idempotent: apt-get runs only when a package is missing. Needs root (or sudo) for apt-get install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pkgs=(cmake g++ make libstb-dev nlohmann-json3-dev debian-archive-keyring)
+pkgs=(cmake g++ make libstb-dev libjpeg-dev nlohmann-json3-dev debian-archive-keyring)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

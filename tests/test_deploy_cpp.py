@@ -1,7 +1,7 @@
 """The C++ reference loader (cpp/): built once per session, run on real images, compared with the Python side.
 
 Needs cmake and a C++ compiler (skipped, with the reason, only when those are absent) plus the packages that
-scripts/setup_cpp.sh installs (libstb-dev, nlohmann-json3-dev, ONNX Runtime headers): without those the build
+scripts/setup_cpp.sh installs (libstb-dev, libjpeg-dev, nlohmann-json3-dev, ONNX Runtime headers): without those the build
 fails and so does the test, since CI runs that script first.
 """
 
@@ -57,15 +57,18 @@ def run_infer(exe: Path, *args) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
-def png_images(tmp_path_factory, images_dir) -> list[Path]:
-    """Real photos as PNG (lossless, so both decoders see the same pixels), in the modes and sizes that
-    exercise every branch: RGB, greyscale, RGBA, palette, an image smaller than the resize (upscaling), and
-    sizes whose crop offset is x.5 (Python rounds half to even)."""
+def parity_images(tmp_path_factory, images_dir) -> list[Path]:
+    """Real photos as PNG in the modes and sizes that exercise every branch: RGB, greyscale, RGBA, palette, an
+    image smaller than the resize (upscaling), sizes whose crop offset is x.5 (Python rounds half to even); plus
+    the JPEGs as they are and a greyscale JPEG (decoded by libjpeg-turbo on both sides)."""
     out = tmp_path_factory.mktemp("png")
-    paths = [images_dir / "astronaut.png", images_dir / "rocket.png"]
+    paths = [images_dir / "astronaut.png", images_dir / "rocket.png", images_dir / "chelsea.jpg",
+             images_dir / "coffee.jpg"]
     with Image.open(images_dir / "chelsea.jpg") as im:
         im.save(out / "chelsea.png")
         im.convert("L").save(out / "chelsea_grey.png")
+        im.convert("L").save(out / "chelsea_grey.jpg", quality=90)
+        paths.append(out / "chelsea_grey.jpg")
         im.resize((45, 31), Image.BILINEAR).save(out / "chelsea_small.png")  # shorter side 31 < 73: upscales
         paths += [out / "chelsea.png", out / "chelsea_grey.png", out / "chelsea_small.png"]
     with Image.open(images_dir / "coffee.jpg") as im:
@@ -89,17 +92,17 @@ def python_inputs(bundle: Path, paths: list[Path]) -> np.ndarray:
     return np.stack(arrays)
 
 
-def test_cpp_matches_python_preprocessing_and_logits(infer_bin, r18_bundle, png_images, tmp_path):
+def test_cpp_matches_python_preprocessing_and_logits(infer_bin, r18_bundle, parity_images, tmp_path):
     dump_in, dump_logits = tmp_path / "input.bin", tmp_path / "logits.bin"
-    res = run_infer(infer_bin, r18_bundle, *png_images, "--topk", "3", "--warmup", "0", "--runs", "2",
+    res = run_infer(infer_bin, r18_bundle, *parity_images, "--topk", "3", "--warmup", "0", "--runs", "2",
                     "--dump-input", dump_in, "--dump-logits", dump_logits)
     assert res.returncode == 0, res.stderr
 
     # Preprocessing: the same float32 tensor, bit for bit (PIL's resampling, offsets and arithmetic reproduced).
-    ref_in = python_inputs(r18_bundle, png_images)
+    ref_in = python_inputs(r18_bundle, parity_images)
     got_in = np.fromfile(dump_in, dtype=np.float32).reshape(ref_in.shape)
     mismatch = np.abs(got_in - ref_in).max(axis=(1, 2, 3))
-    assert np.array_equal(got_in, ref_in), {str(p.name): float(d) for p, d in zip(png_images, mismatch)}
+    assert np.array_equal(got_in, ref_in), {str(p.name): float(d) for p, d in zip(parity_images, mismatch)}
 
     # Logits: the same model file in Python's ONNX Runtime.
     model = re.search(r"^model\s+(\S+)", res.stdout, re.M).group(1)
@@ -112,11 +115,11 @@ def test_cpp_matches_python_preprocessing_and_logits(infer_bin, r18_bundle, png_
 
     # The printed report: one block per image with top-3 classes that are the reference's, and the latency.
     blocks = res.stdout.split("image    ")[1:]
-    assert len(blocks) == len(png_images)
+    assert len(blocks) == len(parity_images)
     for block, row in zip(blocks, ref):
         printed = [int(c) for c in re.findall(r"class (\d+)", block)]
         assert printed == list(np.argsort(-row)[:3])
-    assert re.search(r"latency\s+batch %d: median [\d.]+ ms" % len(png_images), res.stdout)
+    assert re.search(r"latency\s+batch %d: median [\d.]+ ms" % len(parity_images), res.stdout)
 
 
 def test_cpp_single_image_batch(infer_bin, r18_bundle, images_dir, tmp_path):

@@ -2,6 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <csetjmp>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+
+#ifdef RESNET_DEPLOY_WITH_LIBJPEG
+#include <jpeglib.h>
+#endif
 
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_FAILURE_USERMSG
@@ -99,9 +107,63 @@ RgbImage resample_vertical(const RgbImage& in, int out_height, int row_offset, c
 
 }  // namespace
 
+namespace {
+
+#ifdef RESNET_DEPLOY_WITH_LIBJPEG
+// libjpeg reports errors through a callback that must not return: jump back to the decoder instead.
+struct JpegError {
+  jpeg_error_mgr mgr;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+};
+
+void jpeg_error_exit(j_common_ptr cinfo) {
+  auto* err = reinterpret_cast<JpegError*>(cinfo->err);
+  (*cinfo->err->format_message)(cinfo, err->message);
+  std::longjmp(err->jump, 1);
+}
+
+// JPEG through libjpeg(-turbo) with its defaults (islow IDCT, fancy upsampling), as PIL decodes it: the same
+// pixels, where stb_image's own IDCT and upsampling differ by a level or two.
+RgbImage decode_jpeg(const std::vector<unsigned char>& bytes, const std::string& path) {
+  jpeg_decompress_struct cinfo{};
+  JpegError err{};
+  cinfo.err = jpeg_std_error(&err.mgr);
+  err.mgr.error_exit = jpeg_error_exit;
+  RgbImage img;
+  if (setjmp(err.jump)) {
+    jpeg_destroy_decompress(&cinfo);
+    throw UserError("cannot decode image '" + path + "': " + err.message);
+  }
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, bytes.data(), static_cast<unsigned long>(bytes.size()));
+  jpeg_read_header(&cinfo, TRUE);
+  cinfo.out_color_space = JCS_RGB;
+  jpeg_start_decompress(&cinfo);
+  img.width = static_cast<int>(cinfo.output_width);
+  img.height = static_cast<int>(cinfo.output_height);
+  img.pixels.resize(static_cast<size_t>(img.width) * img.height * 3);
+  while (cinfo.output_scanline < cinfo.output_height) {
+    JSAMPROW row = &img.pixels[static_cast<size_t>(cinfo.output_scanline) * img.width * 3];
+    jpeg_read_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_decompress(&cinfo);
+  jpeg_destroy_decompress(&cinfo);
+  return img;
+}
+#endif
+
+}  // namespace
+
 RgbImage decode_image(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw UserError("cannot decode image '" + path + "': cannot open the file");
+  const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+#ifdef RESNET_DEPLOY_WITH_LIBJPEG
+  if (bytes.size() > 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF) return decode_jpeg(bytes, path);
+#endif
   int w = 0, h = 0, channels = 0;
-  stbi_uc* data = stbi_load(path.c_str(), &w, &h, &channels, 3);
+  stbi_uc* data = stbi_load_from_memory(bytes.data(), static_cast<int>(bytes.size()), &w, &h, &channels, 3);
   if (data == nullptr) {
     const char* why = stbi_failure_reason();
     throw UserError("cannot decode image '" + path + "': " + (why ? why : "unknown error") +
