@@ -148,7 +148,7 @@ def test_cpp_bad_input_is_one_line_exit_2(infer_bin, r18_bundle, images_dir, tmp
         "not-a-bundle": ((tmp_path, img), "is not a resnet-deploy bundle"),
         "bad-precision": ((r18_bundle, img, "--precision", "fp64"), "choose one of fp32, fp16, int8"),
         "bad-topk": ((r18_bundle, img, "--topk", "zero"), "--topk zero must be an integer >= 1"),
-        "tensorrt-not-built": ((r18_bundle, img, "--backend", "tensorrt"), "TensorRT"),
+        "tensorrt-not-built": ((r18_bundle, img, "--backend", "tensorrt"), "built without TensorRT"),
         "no-image": ((r18_bundle,), "expected BUNDLE and at least one IMAGE"),
     }[case]
     res = run_infer(infer_bin, *args)

@@ -146,6 +146,7 @@ double percentile(std::vector<double> v, double q) {
 
 int run(const Options& o) {
   using clock = std::chrono::steady_clock;
+  if (o.backend == "tensorrt" && !tensorrt_available()) make_tensorrt_backend("");  // throws the rebuild advice
   const Bundle bundle = load_bundle(o.bundle);
   const Artifact artifact = choose_artifact(bundle, o);
   std::unique_ptr<Backend> backend = o.backend == "tensorrt"
