@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/setup_cpp.sh   # compiler, cmake and pinned ONNX Runtime headers for the C++ loader tests
 . .venv/bin/activate
 python -m pytest -q "$@"

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Configure and build the C++ loader: cpp/build.sh [BUILD_DIR] [extra cmake arguments...]
+# Checks its prerequisites first and says how to get each one that is missing.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+build=${1:-$here/build}
+shift || true
+missing=()
+command -v cmake >/dev/null 2>&1 || missing+=("cmake (apt-get install cmake)")
+if ! command -v "${CXX:-c++}" >/dev/null 2>&1 && ! command -v g++ >/dev/null 2>&1; then
+  missing+=("a C++17 compiler (apt-get install g++)")
+fi
+command -v make >/dev/null 2>&1 || command -v ninja >/dev/null 2>&1 || missing+=("make (apt-get install make)")
+if [ ${#missing[@]} -gt 0 ]; then
+  printf 'error: missing prerequisite: %s\n' "${missing[@]}" >&2
+  echo "       scripts/setup_cpp.sh installs them all on Debian/Ubuntu" >&2
+  exit 2
+fi
+python=${PYTHON:-$(command -v python3 || true)}
+cmake -S "$here" -B "$build" -DCMAKE_BUILD_TYPE=Release ${python:+-DPython3_EXECUTABLE="$python"} "$@"
+cmake --build "$build" -j "$(nproc 2>/dev/null || echo 2)"
+echo "built $build/resnet_deploy_infer"

@@ -1,0 +1,169 @@
+// TensorRT backend: deserializes a bundle's plan and runs it with enqueueV3.
+// Written against the TensorRT 10/11 C++ API (named I/O tensors). NOT built or run on the project's machines,
+// which have no GPU and no TensorRT: see docs/deploy.md.
+#include "resnet_deploy/backend.hpp"
+#include "resnet_deploy/bundle.hpp"
+
+#ifdef RESNET_DEPLOY_WITH_TENSORRT
+
+#include <NvInferRuntime.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include <fstream>
+#include <iostream>
+#include <iterator>
+
+namespace resnet_deploy {
+namespace {
+
+void check_cuda(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
+}
+
+class Logger : public nvinfer1::ILogger {
+ public:
+  void log(Severity severity, const char* msg) noexcept override {
+    if (severity <= Severity::kWARNING) std::cerr << "[TensorRT] " << msg << "\n";
+  }
+};
+
+struct DeviceBuffer {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  void reserve(size_t n) {
+    if (n <= bytes) return;
+    if (ptr) cudaFree(ptr);
+    check_cuda(cudaMalloc(&ptr, n), "cudaMalloc");
+    bytes = n;
+  }
+  ~DeviceBuffer() {
+    if (ptr) cudaFree(ptr);
+  }
+};
+
+size_t element_size(nvinfer1::DataType t) { return t == nvinfer1::DataType::kHALF ? 2 : 4; }
+
+class TensorRTBackend : public Backend {
+ public:
+  explicit TensorRTBackend(const std::string& plan_path) : plan_path_(plan_path) {
+    std::ifstream f(plan_path, std::ios::binary);
+    if (!f) throw UserError("cannot read TensorRT plan '" + plan_path + "'");
+    std::vector<char> blob((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    runtime_.reset(nvinfer1::createInferRuntime(logger_));
+    engine_.reset(runtime_->deserializeCudaEngine(blob.data(), blob.size()));
+    if (!engine_) {
+      throw UserError("TensorRT cannot deserialize '" + plan_path +
+                      "': plans are tied to the GPU model and TensorRT version they were built with; "
+                      "rebuild it on this machine with resnet-deploy build");
+    }
+    context_.reset(engine_->createExecutionContext());
+    for (int i = 0; i < engine_->getNbIOTensors(); ++i) {
+      const char* name = engine_->getIOTensorName(i);
+      if (engine_->getTensorIOMode(name) == nvinfer1::TensorIOMode::kINPUT) {
+        if (input_name_.empty()) input_name_ = name;
+      } else if (output_name_.empty()) {
+        output_name_ = name;
+      }
+    }
+    input_type_ = engine_->getTensorDataType(input_name_.c_str());
+    output_type_ = engine_->getTensorDataType(output_name_.c_str());
+    for (auto t : {input_type_, output_type_}) {
+      if (t != nvinfer1::DataType::kFLOAT && t != nvinfer1::DataType::kHALF) {
+        throw UserError("'" + plan_path + "' has I/O tensors that are neither float32 nor float16");
+      }
+    }
+    check_cuda(cudaStreamCreate(&stream_), "cudaStreamCreate");
+  }
+
+  ~TensorRTBackend() override {
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  std::vector<float> infer(const std::vector<float>& input, const std::vector<int64_t>& shape) override {
+    nvinfer1::Dims dims{};
+    dims.nbDims = static_cast<int32_t>(shape.size());
+    for (size_t i = 0; i < shape.size(); ++i) dims.d[i] = shape[i];
+    if (!context_->setInputShape(input_name_.c_str(), dims)) {
+      throw UserError("batch " + std::to_string(shape[0]) + " is outside the plan's optimization profile");
+    }
+    const nvinfer1::Dims out_dims = context_->getTensorShape(output_name_.c_str());
+    size_t out_count = 1;
+    for (int i = 0; i < out_dims.nbDims; ++i) out_count *= static_cast<size_t>(out_dims.d[i]);
+
+    std::vector<__half> half;
+    const void* host_in = input.data();
+    if (input_type_ == nvinfer1::DataType::kHALF) {
+      half.reserve(input.size());
+      for (float v : input) half.push_back(__float2half(v));
+      host_in = half.data();
+    }
+    const size_t in_bytes = input.size() * element_size(input_type_);
+    const size_t out_bytes = out_count * element_size(output_type_);
+    in_.reserve(in_bytes);
+    out_.reserve(out_bytes);
+    check_cuda(cudaMemcpyAsync(in_.ptr, host_in, in_bytes, cudaMemcpyHostToDevice, stream_), "copy to device");
+    context_->setTensorAddress(input_name_.c_str(), in_.ptr);
+    context_->setTensorAddress(output_name_.c_str(), out_.ptr);
+    if (!context_->enqueueV3(stream_)) throw std::runtime_error("TensorRT enqueueV3 failed");
+    std::vector<float> out(out_count);
+    if (output_type_ == nvinfer1::DataType::kHALF) {
+      std::vector<__half> h(out_count);
+      check_cuda(cudaMemcpyAsync(h.data(), out_.ptr, out_bytes, cudaMemcpyDeviceToHost, stream_), "copy to host");
+      synchronize();
+      for (size_t i = 0; i < out_count; ++i) out[i] = __half2float(h[i]);
+    } else {
+      check_cuda(cudaMemcpyAsync(out.data(), out_.ptr, out_bytes, cudaMemcpyDeviceToHost, stream_), "copy to host");
+      synchronize();
+    }
+    return out;
+  }
+
+  void synchronize() override { check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"); }
+
+  std::string describe() const override { return "tensorrt " + plan_path_; }
+
+ private:
+  Logger logger_;
+  std::string plan_path_;
+  std::unique_ptr<nvinfer1::IRuntime> runtime_;
+  std::unique_ptr<nvinfer1::ICudaEngine> engine_;
+  std::unique_ptr<nvinfer1::IExecutionContext> context_;
+  std::string input_name_, output_name_;
+  nvinfer1::DataType input_type_{}, output_type_{};
+  cudaStream_t stream_ = nullptr;
+  DeviceBuffer in_, out_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_tensorrt_backend(const std::string& plan_path) {
+  return std::make_unique<TensorRTBackend>(plan_path);
+}
+
+bool tensorrt_available() { return true; }
+
+// The compute capability of GPU 0 as "major.minor" (the tag resnet-deploy build writes on each plan).
+std::string device_compute_capability() {
+  cudaDeviceProp prop{};
+  check_cuda(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+  return std::to_string(prop.major) + "." + std::to_string(prop.minor);
+}
+
+}  // namespace resnet_deploy
+
+#else
+
+namespace resnet_deploy {
+
+std::unique_ptr<Backend> make_tensorrt_backend(const std::string&) {
+  throw UserError("this resnet_deploy_infer was built without TensorRT: rebuild with -DWITH_TENSORRT=ON");
+}
+
+bool tensorrt_available() { return false; }
+
+std::string device_compute_capability() { return ""; }
+
+}  // namespace resnet_deploy
+
+#endif

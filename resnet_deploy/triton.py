@@ -1,0 +1,248 @@
+"""A Triton Inference Server model repository from a bundle: ONNX Runtime and/or TensorRT models.
+
+Each model gets ``<repo>/<name>/config.pbtxt`` and ``<repo>/<name>/1/`` with its file. Input and output names,
+types and dims come from the bundle's ONNX graph (TensorRT plans are built from that graph, so they share
+them). When the bundle holds plans for several GPU compute capabilities, the TensorRT model lists them all in
+``cc_model_filenames`` and Triton loads the one that matches the GPU it runs on. The repository is written
+into a temporary folder and renamed into place, so a failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .bundle import find_artifacts, read_manifest
+from .errors import UserError, choices
+from .types import Precision
+
+log = logging.getLogger(__name__)
+
+PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
+DEVICES = ("gpu", "cpu")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# ONNX TensorProto element types -> Triton DataType names.
+ONNX_TO_TRITON = {1: "TYPE_FP32", 2: "TYPE_UINT8", 3: "TYPE_INT8", 5: "TYPE_INT16", 6: "TYPE_INT32",
+                  7: "TYPE_INT64", 9: "TYPE_BOOL", 10: "TYPE_FP16", 11: "TYPE_FP64", 16: "TYPE_BF16"}
+ONNX_PREFERENCE = ("portable", "onnxruntime", "tensorrt")  # portable graphs run on Triton's CPU and GPU EPs
+
+
+@dataclass
+class TritonModel:
+    name: str
+    platform: str
+    config: Path
+    files: list[str]
+    compute_capabilities: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TritonResult:
+    repo: Path
+    models: list[TritonModel]
+
+
+@dataclass
+class _Tensor:
+    name: str
+    data_type: str
+    dims: list[int]  # without the batch dimension when the model batches
+
+
+def check_model_name(name: str) -> str:
+    """A Triton model name is a folder name: letters, digits, '_', '.', '-' (not starting with '.' or '-')."""
+    if not NAME_RE.fullmatch(name or ""):
+        raise UserError(f"bad model name {name!r}: use letters, digits, '_', '.', '-' (starting with a letter or "
+                        "digit, at most 128 characters)")
+    return name
+
+
+def normalize_cc(value) -> str:
+    """'8.6', '86', 'sm_86' or (8, 6) -> '8.6' (the form Triton's cc_model_filenames keys take)."""
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return f"{int(value[0])}.{int(value[1])}"
+    text = str(value).strip().lower().removeprefix("sm_").removeprefix("sm")
+    if re.fullmatch(r"\d+\.\d+", text):
+        return text
+    if re.fullmatch(r"\d{2,3}", text):
+        return f"{text[:-1]}.{text[-1]}"
+    raise UserError(f"unrecognised compute capability {value!r} in the bundle manifest (expected e.g. 8.6)")
+
+
+def _graph_io(onnx_path: Path, batched: bool) -> tuple[_Tensor, _Tensor]:
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in inits]
+
+    def tensor(vi) -> _Tensor:
+        t = vi.type.tensor_type
+        elem = t.elem_type
+        if elem not in ONNX_TO_TRITON:
+            raise UserError(f"{onnx_path.name}: tensor {vi.name!r} has ONNX type {elem}, which has no Triton type")
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
+        return _Tensor(vi.name, ONNX_TO_TRITON[elem], dims[1:] if batched else dims)
+
+    return tensor(inputs[0]), tensor(graph.output[0])
+
+
+def _plan_cc(manifest: dict, name: str) -> str | None:
+    entry = manifest["files"][name]
+    cc = entry.get("compute_capability")
+    if cc is None:  # also accept the build stage's engines section: {"engines": {name or precision: {...}}}
+        engines = manifest.get("engines") or {}
+        info = engines.get(name) or engines.get(entry.get("precision")) or {}
+        cc = info.get("compute_capability") if isinstance(info, dict) else None
+    return normalize_cc(cc) if cc is not None else None
+
+
+def _config_text(name: str, platform: str, max_batch: int, inp: _Tensor, out: _Tensor, instances: int,
+                 kind: str, dynamic_batching: bool, preferred: list[int], queue_delay_us: int,
+                 cc_files: dict[str, str]) -> str:
+    q = json.dumps  # a JSON string literal is a valid protobuf text-format string for these names
+
+    def tensor_block(t: _Tensor) -> str:
+        return f"  {{\n    name: {q(t.name)}\n    data_type: {t.data_type}\n    dims: [ {', '.join(map(str, t.dims))} ]\n  }}"
+
+    lines = [f"name: {q(name)}", f"platform: {q(platform)}", f"max_batch_size: {max_batch}",
+             f"input [\n{tensor_block(inp)}\n]", f"output [\n{tensor_block(out)}\n]",
+             f"instance_group [\n  {{\n    count: {instances}\n    kind: {kind}\n  }}\n]"]
+    if dynamic_batching:
+        sizes = f"\n  preferred_batch_size: [ {', '.join(map(str, preferred))} ]" if preferred else ""
+        lines.append(f"dynamic_batching {{{sizes}\n  max_queue_delay_microseconds: {queue_delay_us}\n}}")
+    for cc, fname in sorted(cc_files.items()):
+        lines.append(f"cc_model_filenames [\n  {{\n    key: {q(cc)}\n    value: {q(fname)}\n  }}\n]")
+    return "\n".join(lines) + "\n"
+
+
+def _check_repo(repo: Path, force: bool) -> Path:
+    repo = Path(repo).expanduser().absolute()
+    if repo.exists() and not repo.is_dir():
+        raise UserError(f"--repo {str(repo)!r} exists and is not a folder")
+    if repo.is_dir() and any(repo.iterdir()) and not force:
+        raise UserError(f"--repo {str(repo)!r} exists and is not empty: pass --force to replace it")
+    return repo
+
+
+def write_triton_repo(bundle: "str | Path", repo: "str | Path", *, name: str | None = None,
+                      backends: "list[str] | None" = None, precision: "str | Precision" = "fp32",
+                      max_batch_size: int = 8, dynamic_batching: bool = False,
+                      preferred_batch_sizes: "list[int] | None" = None, max_queue_delay_us: int = 100,
+                      instances: int = 1, device: str = "gpu", force: bool = False) -> TritonResult:
+    """Write a Triton model repository for ``bundle`` into ``repo``.
+
+    ``backends``: ``onnxruntime`` and/or ``tensorrt``; None picks ONNX Runtime plus TensorRT when the bundle has
+    plans of ``precision``. Models are named ``<name>_onnx`` and ``<name>_trt`` (``name`` defaults to the
+    bundle's arch). Raises ``UserError`` for a bundle without the needed artifact, an existing non-empty repo
+    without ``force``, a bad name or inconsistent batching options.
+    """
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    prec = Precision.parse(precision, "precision")
+    base = check_model_name(name or str(manifest.get("arch") or "resnet"))
+    if device not in DEVICES:
+        raise UserError(f"unknown device {device!r}: choose one of {choices(DEVICES)}")
+    if instances < 1:
+        raise UserError(f"--instances {instances} must be >= 1")
+    if max_batch_size < 0:
+        raise UserError(f"--max-batch-size {max_batch_size} must be >= 0")
+    preferred = sorted(set(preferred_batch_sizes or []))
+    if preferred and not dynamic_batching:
+        raise UserError("--preferred-batch-sizes needs --dynamic-batching")
+    if dynamic_batching and max_batch_size == 0:
+        raise UserError("--dynamic-batching needs --max-batch-size >= 1")
+    bad = [b for b in preferred if b < 1 or b > max_batch_size]
+    if bad:
+        raise UserError(f"preferred batch sizes {bad} must be between 1 and --max-batch-size {max_batch_size}")
+
+    onnx_names = [n for t in ONNX_PREFERENCE for n in find_artifacts(manifest, "onnx", str(prec), t)]
+    plans = find_artifacts(manifest, "tensorrt-plan", str(prec))
+    if backends is None:
+        backends = ["onnxruntime"] + (["tensorrt"] if plans and device == "gpu" else [])
+    for b in backends:
+        if b not in PLATFORMS:
+            raise UserError(f"unknown backend {b!r}: choose one of {choices(PLATFORMS)}")
+    if not onnx_names:
+        have = ", ".join(find_artifacts(manifest, "onnx")) or "none"
+        raise UserError(f"bundle {str(bundle)!r} has no {prec} ONNX model (it has: {have}): "
+                        f"run the stage that writes it first")
+    if "tensorrt" in backends:
+        if device == "cpu":
+            raise UserError("TensorRT models run on GPUs only: drop --device cpu or use --backend onnxruntime")
+        if not plans:
+            have = ", ".join(find_artifacts(manifest, "tensorrt-plan")) or "none"
+            raise UserError(f"bundle {str(bundle)!r} has no {prec} TensorRT plan (it has: {have}): build one with "
+                            "resnet-deploy build on the target GPU")
+
+    batch_dim = (manifest.get("input", {}).get("shape") or [-1])[0]
+    if batch_dim not in (-1, None) and max_batch_size > 0:
+        raise UserError(f"the model has a fixed batch of {batch_dim}: use --max-batch-size 0")
+    batched = max_batch_size > 0
+    onnx_file = onnx_names[0]
+    inp, out = _graph_io(bundle / onnx_file, batched)
+    for t in (inp, out):
+        if any(d == 0 for d in t.dims) or (not batched and any(d < 0 for d in t.dims)):
+            raise UserError(f"{onnx_file}: tensor {t.name!r} has dims {t.dims} Triton cannot serve as configured")
+
+    repo = _check_repo(repo, force)
+    repo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{repo.name}.tmp-", dir=repo.parent))
+    models: list[TritonModel] = []
+    try:
+        for backend in backends:
+            model_name = check_model_name(f"{base}_{'onnx' if backend == 'onnxruntime' else 'trt'}")
+            version = tmp / model_name / "1"
+            version.mkdir(parents=True)
+            cc_files: dict[str, str] = {}
+            if backend == "onnxruntime":
+                shutil.copy2(bundle / onnx_file, version / "model.onnx")
+                files = [onnx_file]
+                data = onnx_file + ".data"
+                if data in manifest["files"]:
+                    shutil.copy2(bundle / data, version / data)
+                    files.append(data)
+                kind = "KIND_GPU" if device == "gpu" else "KIND_CPU"
+            else:
+                by_cc: dict[str | None, str] = {}
+                for plan in plans:
+                    by_cc.setdefault(_plan_cc(manifest, plan), plan)
+                if len(by_cc) == 1:
+                    shutil.copy2(bundle / next(iter(by_cc.values())), version / "model.plan")
+                else:
+                    if None in by_cc:
+                        raise UserError(f"bundle {str(bundle)!r} has several {prec} plans but "
+                                        f"{by_cc[None]!r} has no compute_capability tag: cannot tell them apart")
+                    for cc, plan in by_cc.items():
+                        fname = f"model.sm{cc.replace('.', '')}.plan"
+                        shutil.copy2(bundle / plan, version / fname)
+                        cc_files[cc] = fname
+                files = list(by_cc.values())
+                kind = "KIND_GPU"
+            config = _config_text(model_name, PLATFORMS[backend], max_batch_size, inp, out, instances, kind,
+                                  dynamic_batching, preferred, max_queue_delay_us, cc_files)
+            (tmp / model_name / "config.pbtxt").write_text(config)
+            models.append(TritonModel(model_name, PLATFORMS[backend], repo / model_name / "config.pbtxt", files,
+                                      sorted(cc_files)))
+        (tmp / "resnet_deploy.json").write_text(json.dumps({
+            "bundle": str(bundle.absolute()), "precision": str(prec), "models": [m.name for m in models],
+            "preprocessing": manifest.get("preprocessing"), "num_classes": manifest.get("num_classes"),
+        }, indent=2) + "\n")
+        if repo.exists():
+            old = repo.with_name(f".{repo.name}.old-{os.getpid()}")
+            os.rename(repo, old)
+            os.rename(tmp, repo)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, repo)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote Triton repository %s with %s", repo, ", ".join(m.name for m in models))
+    return TritonResult(repo, models)

@@ -1,0 +1,174 @@
+"""The C++ reference loader (cpp/): built once per session, run on real images, compared with the Python side.
+
+Needs cmake and a C++ compiler (skipped, with the reason, only when those are absent) plus the packages that
+scripts/setup_cpp.sh installs (libstb-dev, libjpeg-dev, nlohmann-json3-dev, ONNX Runtime headers): without those the build
+fails and so does the test, since CI runs that script first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from . import tolerances
+from resnet_deploy import validate
+from resnet_deploy.backends.onnxruntime import OnnxRuntimeRunner
+from resnet_deploy.bundle import read_manifest
+from resnet_deploy.preprocess import Preprocessing, preprocess_image
+
+ROOT = Path(__file__).resolve().parents[1]
+CPP = ROOT / "cpp"
+# A gitignored build folder, kept between sessions so a rerun only rebuilds what changed.
+BUILD = CPP / "build" / "pytest"
+
+
+def _toolchain_missing() -> str | None:
+    if shutil.which("cmake") is None:
+        return "cmake is not installed (scripts/setup_cpp.sh installs it)"
+    if not any(shutil.which(c) for c in (os.environ.get("CXX", "c++"), "g++", "clang++")):
+        return "no C++ compiler is installed (scripts/setup_cpp.sh installs g++)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def infer_bin() -> Path:
+    """Configure and build cpp/ once per session (incremental when the folder is already there)."""
+    reason = _toolchain_missing()
+    if reason:
+        pytest.skip(f"C++ toolchain absent: {reason}")
+    res = subprocess.run(["bash", str(CPP / "build.sh"), str(BUILD)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHON": sys.executable}, timeout=900)
+    assert res.returncode == 0, f"C++ build failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}"
+    exe = BUILD / "resnet_deploy_infer"
+    assert exe.is_file()
+    return exe
+
+
+def run_infer(exe: Path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def parity_images(tmp_path_factory, images_dir) -> list[Path]:
+    """Real photos as PNG in the modes and sizes that exercise every branch: RGB, greyscale, RGBA, palette, an
+    image smaller than the resize (upscaling), sizes whose crop offset is x.5 (Python rounds half to even); plus
+    the JPEGs as they are and a greyscale JPEG (decoded by libjpeg-turbo on both sides)."""
+    out = tmp_path_factory.mktemp("png")
+    paths = [images_dir / "astronaut.png", images_dir / "rocket.png", images_dir / "chelsea.jpg",
+             images_dir / "coffee.jpg"]
+    with Image.open(images_dir / "chelsea.jpg") as im:
+        im.save(out / "chelsea.png")
+        im.convert("L").save(out / "chelsea_grey.png")
+        im.convert("L").save(out / "chelsea_grey.jpg", quality=90)
+        paths.append(out / "chelsea_grey.jpg")
+        im.resize((45, 31), Image.BILINEAR).save(out / "chelsea_small.png")  # shorter side 31 < 73: upscales
+        paths += [out / "chelsea.png", out / "chelsea_grey.png", out / "chelsea_small.png"]
+    with Image.open(images_dir / "coffee.jpg") as im:
+        rgba = im.convert("RGBA")
+        rgba.putalpha(128)
+        rgba.save(out / "coffee_rgba.png")
+        im.convert("P", palette=Image.ADAPTIVE).save(out / "coffee_palette.png")
+        paths += [out / "coffee_rgba.png", out / "coffee_palette.png"]
+    with Image.open(images_dir / "hubble_deep_field.webp") as im:
+        im.save(out / "hubble.png")
+        paths.append(out / "hubble.png")
+    return paths
+
+
+def python_inputs(bundle: Path, paths: list[Path]) -> np.ndarray:
+    pre = Preprocessing.from_dict(read_manifest(bundle)["preprocessing"])
+    arrays = []
+    for p in paths:
+        with Image.open(p) as im:
+            arrays.append(preprocess_image(im, pre))
+    return np.stack(arrays)
+
+
+def test_cpp_matches_python_preprocessing_and_logits(infer_bin, r18_bundle, parity_images, tmp_path):
+    dump_in, dump_logits = tmp_path / "input.bin", tmp_path / "logits.bin"
+    res = run_infer(infer_bin, r18_bundle, *parity_images, "--topk", "3", "--warmup", "0", "--runs", "2",
+                    "--dump-input", dump_in, "--dump-logits", dump_logits)
+    assert res.returncode == 0, res.stderr
+
+    # Preprocessing: the same float32 tensor, bit for bit (PIL's resampling, offsets and arithmetic reproduced).
+    ref_in = python_inputs(r18_bundle, parity_images)
+    got_in = np.fromfile(dump_in, dtype=np.float32).reshape(ref_in.shape)
+    mismatch = np.abs(got_in - ref_in).max(axis=(1, 2, 3))
+    assert np.array_equal(got_in, ref_in), {str(p.name): float(d) for p, d in zip(parity_images, mismatch)}
+
+    # Logits: the same model file in Python's ONNX Runtime.
+    model = re.search(r"^model\s+(\S+)", res.stdout, re.M).group(1)
+    with OnnxRuntimeRunner(r18_bundle / model) as ort:
+        ref = ort.infer(ref_in)
+    got = np.fromfile(dump_logits, dtype=np.float32).reshape(ref.shape)
+    parity = validate.compare(ref, got)
+    assert parity.max_rel_diff <= tolerances.FP32["max_rel_diff"], parity
+    assert parity.top1_agreement == 1.0
+
+    # The printed report: one block per image with top-3 classes that are the reference's, and the latency.
+    blocks = res.stdout.split("image    ")[1:]
+    assert len(blocks) == len(parity_images)
+    for block, row in zip(blocks, ref):
+        printed = [int(c) for c in re.findall(r"class (\d+)", block)]
+        assert printed == list(np.argsort(-row)[:3])
+    assert re.search(r"latency\s+batch %d: median [\d.]+ ms" % len(parity_images), res.stdout)
+
+
+def test_cpp_single_image_batch(infer_bin, r18_bundle, images_dir, tmp_path):
+    dump = tmp_path / "logits.bin"
+    res = run_infer(infer_bin, r18_bundle, images_dir / "astronaut.png", "--runs", "1", "--dump-logits", dump)
+    assert res.returncode == 0, res.stderr
+    x = python_inputs(r18_bundle, [images_dir / "astronaut.png"])
+    with OnnxRuntimeRunner(r18_bundle / "model.onnx") as ort:
+        ref = ort.infer(x)
+    got = np.fromfile(dump, dtype=np.float32).reshape(ref.shape)
+    assert validate.compare(ref, got).max_rel_diff <= tolerances.FP32["max_rel_diff"]
+
+
+@pytest.mark.parametrize("case", ["no-int8-artifact", "undecodable-image", "webp-unsupported", "missing-image",
+                                  "not-a-bundle",
+                                  "bad-precision", "bad-topk", "tensorrt-not-built", "no-image"])
+def test_cpp_bad_input_is_one_line_exit_2(infer_bin, r18_bundle, images_dir, tmp_path, case):
+    img = images_dir / "astronaut.png"
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n but not really a png")
+    args, expect = {
+        "no-int8-artifact": ((r18_bundle, img, "--precision", "int8"), "has no int8 ONNX model"),
+        "undecodable-image": ((r18_bundle, broken), "cannot decode image"),
+        "webp-unsupported": ((r18_bundle, images_dir / "hubble_deep_field.webp"), "readable: PNG, JPEG"),
+        "missing-image": ((r18_bundle, tmp_path / "nope.png"), "cannot decode image"),
+        "not-a-bundle": ((tmp_path, img), "is not a resnet-deploy bundle"),
+        "bad-precision": ((r18_bundle, img, "--precision", "fp64"), "choose one of fp32, fp16, int8"),
+        "bad-topk": ((r18_bundle, img, "--topk", "zero"), "--topk zero must be an integer >= 1"),
+        "tensorrt-not-built": ((r18_bundle, img, "--backend", "tensorrt"), "built without TensorRT"),
+        "no-image": ((r18_bundle,), "expected BUNDLE and at least one IMAGE"),
+    }[case]
+    res = run_infer(infer_bin, *args)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], res.stderr
+    assert res.stdout == ""
+
+
+def test_build_script_names_missing_prerequisites(tmp_path):
+    """Without cmake or a compiler on PATH, build.sh stops with a message naming each and how to install it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname", "printf"):
+        found = shutil.which(tool)
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    res = subprocess.run([str(bin_dir / "bash"), str(CPP / "build.sh"), str(tmp_path / "build")],
+                         capture_output=True, text=True, env={"PATH": str(bin_dir)}, timeout=60)
+    assert res.returncode == 2
+    assert "missing prerequisite: cmake (apt-get install cmake)" in res.stderr
+    assert "a C++17 compiler (apt-get install g++)" in res.stderr
+    assert not (tmp_path / "build").exists()
