@@ -67,10 +67,12 @@ def model_metadata(arch: str, weights: dict, pre: Preprocessing, num_classes: in
 def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None = None, input_size="224",
            arch: str = "custom", weights: dict | None = None, num_classes: int | None = None,
            opset: int = DEFAULT_OPSET, external_data: bool | None = None, images: "str | Path | None" = None,
-           force: bool = False, seed: int = 0) -> BundleResult:
+           force: bool = False, seed: int = 0, fuse: bool = True, fuse_skip=(), fold_bn: bool = True) -> BundleResult:
     """Export any residual network (``nn.Module`` returning (N, C) logits) to a validated deploy bundle.
 
-    Writes ``model.onnx`` and ``manifest.json`` into ``out_dir`` atomically. Raises ``CheckFailed`` (and
+    Writes ``model.onnx`` and ``manifest.json`` into ``out_dir`` atomically. ``fold_bn`` folds Conv+BN in
+    PyTorch before export; ``fuse`` runs the fusion stage (``model.onnxruntime.onnx``, ``fusion_report.json``),
+    skipping the passes named in ``fuse_skip``. Raises ``CheckFailed`` (and
     leaves nothing) when the ONNX graph does not match the eager model in fp32.
     """
     import torch
@@ -85,10 +87,16 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
     warnings = []
     if weights.get("source") == "random":
         warnings.append("weights are RANDOM: outputs and accuracy mean nothing; use for plumbing and timing only")
+    folded = None
+    if fold_bn:
+        from .fuse.torch_fold import fold_conv_bn
+
+        with step("Folding Conv+BatchNorm in PyTorch"):
+            folded = fold_conv_bn(model)
     with BundleWriter(out_dir, force=force) as bundle:
         onnx_path = bundle.path / FP32_ONNX
         with step("Exporting to ONNX"):
-            result = export_onnx(model, onnx_path, pre.input_size, opset, external_data,
+            result = export_onnx(folded.model if folded else model, onnx_path, pre.input_size, opset, external_data,
                                  metadata=model_metadata(arch, weights, pre, num_classes))
         with step("Validating ONNX Runtime vs eager"):
             parity = check_parity(model, onnx_path, data)
@@ -123,6 +131,12 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
                 f"top-1 agreement {overall.top1_agreement:.1%} (needs 100%), max abs diff {overall.max_abs_diff:.3g}"
                 f"; no bundle written"
             )
+        if fuse:
+            from .fuse.stage import fuse_bundle
+
+            with step("Fusing (portable, onnxruntime) and validating vs eager"):
+                fuse_bundle(bundle, eager=model, data=data, skip=fuse_skip,
+                            torch_fold=folded.to_dict() if folded else None)
         manifest = bundle.manifest
     return BundleResult(bundle.out, manifest, overall, warnings)
 

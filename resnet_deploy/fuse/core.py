@@ -39,12 +39,23 @@ class FuseResult:
         return {p.name: len(p.rewrites) for p in self.passes}
 
 
-def passes_for(target: Target, skip=()) -> tuple[list[str], list[str]]:
+def parse_target(value: "Target | str") -> Target:
+    """``portable`` or ``onnxruntime``; ``tensorrt`` gets the portable graph (TensorRT fuses by itself)."""
+    if isinstance(value, Target):
+        target = value
+    else:
+        try:
+            target = Target.parse(value)
+        except UserError:
+            raise UserError(f"unknown fusion target {value!r}: choose one of portable, onnxruntime, tensorrt "
+                            "(= portable)") from None
+    return Target.PORTABLE if target is Target.TENSORRT else target
+
+
+def passes_for(target: "Target | str", skip=()) -> tuple[list[str], list[str]]:
     """Names of the passes a target runs, in order, and the ones skipped; unknown names raise ``UserError``."""
-    target = Target.parse(target)
+    target = parse_target(target)
     skip = [get_pass(s).name for s in skip]
-    if target not in (Target.PORTABLE, Target.ONNXRUNTIME):
-        raise UserError(f"unknown fusion target {str(target)!r}: choose one of portable, onnxruntime")
     names = [n for n, p in PASSES.items() if target in p.targets]
     return [n for n in names if n not in skip], [n for n in names if n in skip]
 
@@ -57,7 +68,7 @@ def fuse_model(model, target: "Target | str" = Target.ONNXRUNTIME, skip=()) -> F
     """
     import onnx
 
-    target = Target.parse(target, "fusion target")
+    target = parse_target(target)
     run, skipped = passes_for(target, skip)
     start = time.perf_counter()
     before = op_counts(model)
@@ -89,14 +100,17 @@ def load_onnx(path: "str | Path", what: str = "input"):
     return model
 
 
-def save_onnx(model, path: "str | Path", check: bool = True) -> None:
-    """Save (external data past 1.8 GB) and run the ONNX checker (com.microsoft nodes are not schema-checked)."""
+def save_onnx(model, path: "str | Path", external: bool | None = None, check: bool = True) -> None:
+    """Save (external data when asked, or past 1.8 GB) and run the ONNX checker (com.microsoft nodes are not
+    schema-checked)."""
     import onnx
 
     from ..export import EXTERNAL_DATA_THRESHOLD, save_model
 
     path = Path(path)
-    save_model(model, path, model.ByteSize() > EXTERNAL_DATA_THRESHOLD * 0.9)
+    if external is None:
+        external = model.ByteSize() > EXTERNAL_DATA_THRESHOLD * 0.9
+    save_model(model, path, external)
     if check:
         onnx.checker.check_model(str(path))
 
@@ -104,7 +118,7 @@ def save_onnx(model, path: "str | Path", check: bool = True) -> None:
 def fuse_file(src: "str | Path", dst: "str | Path", target: "Target | str" = Target.ONNXRUNTIME, skip=(),
               force: bool = False) -> FuseResult:
     """Fuse the ONNX file ``src`` for ``target`` and write ``dst`` (refuses to overwrite without ``force``)."""
-    target = Target.parse(target, "fusion target")
+    target = parse_target(target)
     passes_for(target, skip)  # bad names fail before any work
     dst = Path(dst)
     if dst.exists() and not force:
