@@ -114,6 +114,8 @@ class Graph:
     def shape(self, tensor: str) -> "tuple | None":
         """Static / symbolic dims of a tensor from value_info (ints or dim_param strings), None when unknown."""
         vi = self.shapes.get(tensor)
+        if vi is None and tensor in self.inits:
+            return tuple(self.inits[tensor].dims)
         if vi is None or not vi.type.tensor_type.HasField("shape"):
             return None
         dims = []
