@@ -88,6 +88,10 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
     if weights.get("source") == "random":
         warnings.append("weights are RANDOM: outputs and accuracy mean nothing; use for plumbing and timing only")
     folded = None
+    if fuse:
+        from .fuse import passes_for
+
+        passes_for("onnxruntime", fuse_skip)  # a bad pass name fails before any work
     if fold_bn:
         from .fuse.torch_fold import fold_conv_bn
 

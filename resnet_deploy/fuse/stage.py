@@ -39,6 +39,32 @@ def _inputs(manifest: dict, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((8, *shape[1:]), dtype=np.float32)
 
 
+def _bundle_eager(bundle):
+    """The bundle's ``model.pt2`` as a module ``TorchRunner`` can drive (an unlifted exported program refuses
+    ``.eval()``; it is already in inference form)."""
+    import torch
+
+    from ..export import load_exported_program
+
+    names = find_artifacts(bundle.manifest, kind="torch-exported-program")
+    if not names:
+        raise UserError(f"bundle {str(bundle.out)!r} has no eager reference (model.pt2) to validate against")
+    program = load_exported_program(locate(bundle, names[0]))
+
+    class Eager(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.__dict__["program"] = program  # not a child: train()/eval() must not reach it
+
+        def train(self, mode: bool = True):
+            return self
+
+        def forward(self, x):
+            return program(x)
+
+    return Eager()
+
+
 def _parity(eager, path, data) -> validate.Parity:
     """Our graph as written: ONNX Runtime with its own graph optimizations off, so it cannot re-fuse or fix it."""
     from ..backends.onnxruntime import OnnxRuntimeRunner
@@ -58,11 +84,12 @@ def fuse_bundle(bundle, *, eager=None, data: np.ndarray | None = None, skip=(), 
     names = find_artifacts(bundle.manifest, kind="onnx", precision="fp32", target="portable")
     if not names:
         raise UserError(f"bundle {str(bundle.out)!r} has no fp32 portable ONNX graph to fuse")
+    for name in (ORT_ONNX, REPORT):
+        if bundle.out.is_dir() and (bundle.out / name).exists() and not force:
+            raise UserError(f"{str(bundle.out / name)!r} already exists: pass --force to replace it")
     src = locate(bundle, names[0])
     if eager is None:
-        from ..export import load_exported_program
-
-        eager = load_exported_program(locate(bundle, find_artifacts(bundle.manifest, "torch-exported-program")[0]))
+        eager = _bundle_eager(bundle)
     data = _inputs(bundle.manifest) if data is None else data
     results, parity, reports = {}, {}, {}
     for target, name in ((Target.PORTABLE, names[0]), (Target.ONNXRUNTIME, ORT_ONNX)):
