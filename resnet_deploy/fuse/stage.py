@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import validate
-from ..bundle import find_artifacts, locate
+from ..bundle import BundleUpdate, find_artifacts, locate
 from ..errors import CheckFailed, UserError
 from ..types import Target
 from .core import FuseResult, fuse_model, load_onnx, passes_for, save_onnx
@@ -84,8 +84,9 @@ def fuse_bundle(bundle, *, eager=None, data: np.ndarray | None = None, skip=(), 
     names = find_artifacts(bundle.manifest, kind="onnx", precision="fp32", target="portable")
     if not names:
         raise UserError(f"bundle {str(bundle.out)!r} has no fp32 portable ONNX graph to fuse")
+    updating = isinstance(bundle, BundleUpdate)  # a new bundle (BundleWriter) replaces the old one as a whole
     for name in (ORT_ONNX, REPORT):
-        if bundle.out.is_dir() and (bundle.out / name).exists() and not force:
+        if updating and (bundle.out / name).exists() and not force:
             raise UserError(f"{str(bundle.out / name)!r} already exists: pass --force to replace it")
     src = locate(bundle, names[0])
     if eager is None:
