@@ -87,8 +87,8 @@ class Pass:
                 continue
             reason = self.check(g, m)
             if reason:
-                res.declined.append(Declined(self.name, list(m), reason))
-                log.info("%s declined %s: %s", self.name, ", ".join(m), reason)
+                res.declined.append(Declined(self.name, [n for n in m if n], reason))
+                log.info("%s declined %s: %s", self.name, ", ".join(n for n in m if n), reason)
                 continue
             res.rewrites.append(self.rewrite(g, m))
             g.refresh()
