@@ -128,3 +128,17 @@ def test_torch_fold_handles_odd_places(tmp_path):
     declined = [d["reason"] for d in report["targets"]["portable"]["declined"]]
     assert any("not a Conv" in r for r in declined) and any("2 consumers" in r for r in declined)
     assert all(m["fusion"]["targets"][t]["parity"]["passed"] for t in ("portable", "onnxruntime"))
+
+
+def test_ort_finds_nothing_left_to_fuse(r18_bundle, tmp_path):
+    """The onnxruntime graph needs no fusion at session start: ORT_ENABLE_EXTENDED leaves it as it is."""
+    import onnxruntime as ort
+
+    from resnet_deploy.backends.onnxruntime import session_options
+    from resnet_deploy.fuse.graph import op_counts
+
+    src = r18_bundle / "model.onnxruntime.onnx"
+    saved = tmp_path / "ort_extended.onnx"
+    ort.InferenceSession(str(src), session_options("extended", optimized_model_path=str(saved)),
+                         providers=["CPUExecutionProvider"])
+    assert op_counts(onnx.load(str(saved))) == op_counts(onnx.load(str(src)))

@@ -121,6 +121,8 @@ def fuse_file(src: "str | Path", dst: "str | Path", target: "Target | str" = Tar
     target = parse_target(target)
     passes_for(target, skip)  # bad names fail before any work
     dst = Path(dst)
+    if not dst.parent.is_dir():
+        raise UserError(f"output folder {str(dst.parent)!r} does not exist")
     if dst.exists() and not force:
         raise UserError(f"output {str(dst)!r} exists: pass --force to replace it")
     if Path(src).resolve() == dst.resolve():
