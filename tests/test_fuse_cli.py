@@ -61,7 +61,9 @@ def test_fuse_bundle_in_place(r18_bundle_copy):
     assert r.returncode == 0, r.stderr
     assert "onnxruntime parity vs eager" in r.stderr
     assert verify(r18_bundle_copy) == []
-    assert read_manifest(r18_bundle_copy)["fusion"]["targets"]["onnxruntime"]["parity"]["passed"]
+    fusion = read_manifest(r18_bundle_copy)["fusion"]
+    assert fusion["targets"]["onnxruntime"]["parity"]["passed"]
+    assert fusion["torch_fold"]["folded"] == 20  # kept from the export
 
 
 def test_export_rejects_unknown_fuse_skip_before_work(tmp_path):

@@ -88,6 +88,11 @@ def fuse_bundle(bundle, *, eager=None, data: np.ndarray | None = None, skip=(), 
     for name in (ORT_ONNX, REPORT):
         if updating and (bundle.out / name).exists() and not force:
             raise UserError(f"{str(bundle.out / name)!r} already exists: pass --force to replace it")
+    if torch_fold is None and (bundle.out / REPORT).is_file():  # re-fusing keeps what export's torch fold did
+        try:
+            torch_fold = json.loads((bundle.out / REPORT).read_text()).get("torch_fold")
+        except (ValueError, AttributeError):
+            torch_fold = None
     src = locate(bundle, names[0])
     if eager is None:
         eager = _bundle_eager(bundle)
