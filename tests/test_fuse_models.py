@@ -142,3 +142,32 @@ def test_ort_finds_nothing_left_to_fuse(r18_bundle, tmp_path):
     ort.InferenceSession(str(src), session_options("extended", optimized_model_path=str(saved)),
                          providers=["CPUExecutionProvider"])
     assert op_counts(onnx.load(str(saved))) == op_counts(onnx.load(str(src)))
+
+
+def test_unoptimized_export_with_batchnorm(tmp_path):
+    """A graph that still carries BatchNormalization and shape plumbing (the dynamo exporter without its
+    optimizer, like graphs from other tools): clean-up and BN folding bring it to the optimized form."""
+    import contextlib
+    import io
+
+    from resnet_deploy.models import load_model
+
+    model = load_model("resnet18", "random", 10, seed=0).model
+    path = tmp_path / "raw.onnx"
+    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        torch.onnx.export(model, (torch.randn(2, 3, SMALL, SMALL),), str(path), dynamo=True, optimize=False,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},))
+    raw = onnx.load(str(path))
+    assert [n.op_type for n in raw.graph.node].count("BatchNormalization") == 20
+    x = np.random.default_rng(1).standard_normal((3, 3, SMALL, SMALL)).astype(np.float32)
+    with torch.no_grad():
+        eager = model(torch.from_numpy(x)).numpy()
+    portable = fuse_model(onnx.load(str(path)), "portable")
+    assert portable.counts()["fold-batchnorm"] == 20 and portable.counts()["fold-constants"] > 0
+    assert "BatchNormalization" not in portable.ops_after and "Expand" not in portable.ops_after
+    assert_parity(eager, ort_logits(portable.model, x))
+    fused = fuse_model(raw, "onnxruntime")
+    assert fused.ops_after["com.microsoft:FusedConv"] == 17 and fused.ops_after["Conv"] == 3
+    assert_parity(eager, ort_logits(fused.model, x))
+    assert_parity(eager[:1], ort_logits(fused.model, x[:1]))

@@ -38,6 +38,21 @@ def name_scopes(node) -> list[str]:
     return []
 
 
+def constant_value(node) -> "np.ndarray | None":
+    """The value of a Constant node in any of its numeric forms (None for strings / sparse)."""
+    from onnx import numpy_helper
+
+    a = node.attribute[0]
+    if a.name == "value":
+        return numpy_helper.to_array(a.t)
+    forms = {"value_float": (a.f, np.float32), "value_floats": (list(a.floats), np.float32),
+             "value_int": (a.i, np.int64), "value_ints": (list(a.ints), np.int64)}
+    if a.name in forms:
+        value, dtype = forms[a.name]
+        return np.asarray(value, dtype=dtype)
+    return None
+
+
 class Graph:
     """The main graph of ``model`` with producer / consumer / initializer indices."""
 
@@ -82,10 +97,8 @@ class Graph:
         if tensor in self.inits and tensor not in self.inputs:
             return numpy_helper.to_array(self.inits[tensor], base_dir="")
         node = self.producer(tensor)
-        if node is not None and node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-            a = node.attribute[0]
-            if a.name == "value":
-                return numpy_helper.to_array(a.t)
+        if node is not None and node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.attribute:
+            return constant_value(node)
         return None
 
     def set_const(self, name: str, value: np.ndarray) -> str:

@@ -4,6 +4,7 @@ once (with the ONNX reference evaluator) and replaced by its result."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 
 from ..graph import Graph
 from .base import Pass, PassResult, Rewrite
@@ -36,7 +37,8 @@ class FoldConstants(Pass):
 
     def match(self, g: Graph):
         return [(n.name,) for n in g.g.node if n.domain in ("", "ai.onnx")
-                and (n.op_type == "Constant" or (n.input and all(g.const(i) is not None for i in n.input if i)))]
+                and (n.op_type == "Constant" or (n.input and all(g.const(i) is not None for i in n.input if i))
+                     or (n.op_type == "CastLike" and g.const(n.input[0]) is not None and g.elem_type(n.input[1])))]
 
     def check(self, g: Graph, m):
         node = g.nodes[m[0]]
@@ -44,10 +46,15 @@ class FoldConstants(Pass):
             return "the op is random"
         if any(o in g.outputs for o in node.output):
             return "its output is a graph output"
-        if node.op_type == "Constant" and node.attribute[0].name != "value":
-            return f"Constant with {node.attribute[0].name!r} (only 'value' is converted)"
         if node.op_type == "Constant":
-            self._values[node.name] = [g.const(node.output[0])]
+            value = g.const(node.output[0])
+            if value is None:
+                return f"Constant with {node.attribute[0].name!r} (only numeric dense values are converted)"
+            self._values[node.name] = [value]
+            return None
+        if node.op_type == "CastLike":  # only the target's dtype matters, and type inference knows it
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(g.elem_type(node.input[1]))
+            self._values[node.name] = [g.const(node.input[0]).astype(dtype)]
             return None
         opset = next((o.version for o in g.model.opset_import if o.domain in ("", "ai.onnx")), 18)
         values = evaluate(node, [g.const(i) if i else None for i in node.input], opset)
