@@ -135,7 +135,8 @@ def test_residual_downsample_shortcut():
     assert res.counts()["fold-batchnorm"] == 2 and res.counts()["fuse-conv-add-relu"] == 1
     assert res.ops_after == {"Conv": 1, "com.microsoft:FusedConv": 1}
     (rw,) = [r for r in res.rewrites if r.pass_name == "fuse-conv-add-relu"]
-    assert [op for _, op in rw.sources] == ["Conv", "Add", "Relu"] and "conv_ds" in rw.detail
+    assert [s[1] for s in rw.sources] == ["Conv", "Add", "Relu"] and rw.sources[0][0] == "conv1"
+    assert rw.detail == "Z = bn_ds from Conv"  # the folded downsample Conv (it took its BN's output name)
 
 
 def test_bn_that_must_not_fold():

@@ -37,9 +37,9 @@ def block_rows(report: dict) -> list[tuple[str, str, str, str]]:
     rows = []
     for block, rewrites in report["blocks"].items():
         for r in rewrites:
-            src = " + ".join(f"{s['op']}({s['name']})" for s in r["sources"])
-            dst = f"{r['result']['op']}({r['result']['name']})" if r["result"] else "removed"
-            rows.append((block, r["pass_name"], src, dst + (f"  [{r['detail']}]" if r["detail"] else "")))
+            src = " + ".join(f"{s['op']}({s.get('module') or s['name']})" for s in r["sources"])
+            dst = r["result"]["op"] if r["result"] else "removed"  # the fused node keeps the Conv's name
+            rows.append((block, r["pass_name"], src, dst + (f" ({r['detail']})" if r["detail"] else "")))
     return rows
 
 

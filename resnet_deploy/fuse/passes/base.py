@@ -15,17 +15,17 @@ BOTH = frozenset({Target.PORTABLE, Target.ONNXRUNTIME})
 
 @dataclass
 class Rewrite:
-    """One applied rewrite: the source nodes (name, op) and the node they became (None: removed)."""
+    """One applied rewrite: the source nodes (name, op[, torch module]) and the node they became (None: removed)."""
 
     pass_name: str
-    sources: list[tuple[str, str]]
+    sources: list[tuple]
     result: tuple[str, str] | None
     scope: str = ""  # the torch module (e.g. ``layer1.0``) the nodes came from, when the exporter recorded it
     detail: str = ""
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["sources"] = [{"name": n, "op": op} for n, op in self.sources]
+        d["sources"] = [dict(zip(("name", "op", "module"), s)) for s in self.sources]
         d["result"] = {"name": self.result[0], "op": self.result[1]} if self.result else None
         return d
 
@@ -99,5 +99,10 @@ class Pass:
     def alive(self, g: Graph, m) -> bool:
         return all(name in g.nodes for name in m if name)
 
-    def sources(self, g: Graph, m) -> list[tuple[str, str]]:
-        return [(name, g.nodes[name].op_type) for name in m]
+    def sources(self, g: Graph, m) -> list[tuple[str, str, str]]:
+        """(name, op, torch module or "") of the matched nodes; call before the rewrite removes them."""
+        out = []
+        for name in m:
+            scopes = name_scopes(g.nodes[name])
+            out.append((name, g.nodes[name].op_type, scopes[-2] if len(scopes) >= 2 else ""))
+        return out

@@ -49,6 +49,7 @@ class FoldBatchNorm(Pass):
 
     def rewrite(self, g: Graph, m) -> Rewrite:
         conv, bn = g.nodes[m[0]], g.nodes[m[1]]
+        sources = self.sources(g, m)
         gamma, beta, mean, var = (g.const(t).astype(np.float64) for t in bn.input[1:5])
         w = g.const(conv.input[1])
         has_bias = len(conv.input) > 2 and bool(conv.input[2])
@@ -66,5 +67,5 @@ class FoldBatchNorm(Pass):
         scope = common_scope([conv, bn])
         g.remove([bn.name])
         g.drop_value_info([old_out])
-        return Rewrite(self.name, [(m[0], "Conv"), (m[1], "BatchNormalization")], (conv.name, "Conv"), scope,
+        return Rewrite(self.name, sources, (conv.name, "Conv"), scope,
                        "bias added" if not has_bias else "")

@@ -62,5 +62,5 @@ class FuseConvAddRelu(Pass):
         zsrc = g.producer(z)
         to_fused(g, conv, relu.output[0], z=z)
         g.remove([add.name, relu.name])
-        detail = f"Z = {z}" + (f" ({zsrc.op_type} {zsrc.name})" if zsrc is not None else " (graph input)")
+        detail = f"Z = {z} from {zsrc.op_type if zsrc is not None else 'graph input'}"
         return Rewrite(self.name, sources, (conv.name, "FusedConv"), scope, detail)
