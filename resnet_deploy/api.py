@@ -12,7 +12,7 @@ from . import __version__, validate
 from .backends.onnxruntime import OnnxRuntimeRunner
 from .backends.torch_eager import TorchRunner
 from .bundle import BundleWriter
-from .errors import CheckFailed, UserError
+from .errors import CheckFailed
 from .bundle import check_out_dir
 from .onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_opset, export_onnx, save_exported_program
 from .models import LoadedModel, load_model
@@ -69,12 +69,15 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
            arch: str = "custom", weights: dict | None = None, num_classes: int | None = None,
            opset: int = DEFAULT_OPSET, external_data: bool | None = None, images: "str | Path | None" = None,
            force: bool = False, seed: int = 0, validation_data: tuple[np.ndarray, str] | None = None,
+           fuse: bool = True, fuse_skip=(), fold_bn: bool = True,
            engine: str = "auto", engine_options=None) -> BundleResult:
     """Export any residual network (``nn.Module`` returning (N, C) logits) to a validated deploy bundle.
 
     Writes ``model.onnx`` and ``manifest.json`` into ``out_dir`` atomically. Raises ``CheckFailed`` (and
-    leaves nothing) when the ONNX graph does not match the eager model in fp32. ``engine`` (auto|always|never)
-    controls TensorRT plans (``engine.export_engines``; ``engine_options`` an ``engine.BuildOptions``).
+    leaves nothing) when the ONNX graph does not match the eager model in fp32. ``fold_bn`` folds Conv+BN in
+    PyTorch before export; ``fuse`` runs the fusion stage (``model.onnxruntime.onnx``, ``fusion_report.json``),
+    skipping the passes named in ``fuse_skip``. ``engine`` (auto|always|never) controls TensorRT plans
+    (``engine.export_engines``; ``engine_options`` an ``engine.BuildOptions``).
     """
     import torch
 
@@ -94,10 +97,20 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
     warnings = []
     if weights.get("source") == "random":
         warnings.append("weights are RANDOM: outputs and accuracy mean nothing; use for plumbing and timing only")
+    folded = None
+    if fuse:
+        from .fuse import passes_for
+
+        passes_for("onnxruntime", fuse_skip)  # a bad pass name fails before any work
+    if fold_bn:
+        from .fuse.torch_fold import fold_conv_bn
+
+        with step("Folding Conv+BatchNorm in PyTorch"):
+            folded = fold_conv_bn(model)
     with BundleWriter(out_dir, force=force) as bundle:
         onnx_path = bundle.path / FP32_ONNX
         with step("Exporting to ONNX"):
-            result = export_onnx(model, onnx_path, pre.input_size, opset, external_data,
+            result = export_onnx(folded.model if folded else model, onnx_path, pre.input_size, opset, external_data,
                                  metadata=model_metadata(arch, weights, pre, num_classes))
         with step("Validating ONNX Runtime vs eager"):
             parity = check_parity(model, onnx_path, data)
@@ -132,6 +145,12 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
                 f"top-1 agreement {overall.top1_agreement:.1%} (needs 100%), max abs diff {overall.max_abs_diff:.3g}"
                 f"; no bundle written"
             )
+        if fuse:
+            from .fuse.stage import fuse_bundle
+
+            with step("Fusing (portable, onnxruntime) and validating vs eager"):
+                fuse_bundle(bundle, eager=model, data=data, skip=fuse_skip,
+                            torch_fold=folded.to_dict() if folded else None)
         from .engine import export_engines
 
         export_engines(bundle, engine, engine_options, images=images, seed=seed)

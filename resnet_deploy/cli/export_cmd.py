@@ -30,14 +30,17 @@ from .common import console, fmt_parity, force_option, verbose_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random weights and inputs.")
 @click.option("--out", "out", type=click.Path(path_type=str), default=None,
               help="Bundle folder [default: ./<arch>-bundle].")
+@click.option("--no-fuse", is_flag=True, help="Skip the fusion stage (no model.onnxruntime.onnx, no fusion report).")
+@click.option("--fuse-skip", multiple=True, metavar="NAME[,NAME]",
+              help="Fusion pass to skip (repeatable; see resnet-deploy fuse --list).")
 @click.option("--engine", default="auto", show_default=True, metavar="auto|always|never",
               help="Build TensorRT plans: when a GPU and TensorRT are present (says so when skipped), always, never.")
 @engine_options
 @force_option
 @verbose_option
 def export(arch, weights, num_classes, input_size, resize, mean, std, opset, external_data, images, seed, out,
-           engine, batch, workspace, timing_cache, opt_level, hardware_compat, version_compat, tf32,
-           force, verbose) -> None:
+           no_fuse, fuse_skip, engine, batch, workspace, timing_cache, opt_level, hardware_compat, version_compat,
+           tf32, force, verbose) -> None:
     """Export a ResNet to ONNX, validate it against eager PyTorch, and write a deploy bundle."""
     from ..api import export_arch
     from .common import setup
@@ -48,13 +51,22 @@ def export(arch, weights, num_classes, input_size, resize, mean, std, opset, ext
 
     EngineMode.parse(engine, "--engine")
     plan_options = make_options(batch, workspace, timing_cache, opt_level, hardware_compat, version_compat, tf32)
+    fuse_skip = [v.strip() for item in fuse_skip for v in item.split(",") if v.strip()]
+    if fuse_skip:
+        from ..fuse import passes_for
+
+        passes_for("onnxruntime", fuse_skip)
     res = export_arch(arch, out, weights=weights, num_classes=num_classes, input_size=input_size, resize=resize,
                       mean=mean, std=std, opset=opset, external_data=external_data or None, images=images,
-                      seed=seed, force=force, engine=engine, engine_options=plan_options)
+                      seed=seed, force=force, fuse=not no_fuse, fuse_skip=fuse_skip, engine=engine,
+                      engine_options=plan_options)
     con = console()
     v = res.manifest["validation"]["fp32"]
     con.print(f"[bold]bundle[/] {res.path}")
     con.print(f"fp32 parity vs eager ({v['inputs']}, batches {v['batches']}): {fmt_parity(v)}")
+    for target, f in res.manifest.get("fusion", {}).get("targets", {}).items():
+        con.print(f"fused {target}: {f['nodes_before']} -> {f['nodes_after']} nodes, parity vs eager: "
+                  f"{fmt_parity(f['parity'])}")
     _print_engines(res.manifest)
     for w in res.warnings:
         con.print(f"[bold red]WARNING[/] {w}")

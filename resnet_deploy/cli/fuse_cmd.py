@@ -1,0 +1,103 @@
+"""``resnet-deploy fuse``: run the fusion passes on an ONNX file (or a bundle) and print the fusion report."""
+
+from __future__ import annotations
+
+import click
+
+from .common import console, fmt_parity, force_option, verbose_option
+
+
+def _split(values) -> list[str]:
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+def print_passes() -> None:
+    from ..fuse import PASSES
+
+    for name, p in PASSES.items():
+        targets = ",".join(sorted(str(t) for t in p.targets))
+        click.echo(f"{name:<22} {targets:<22} {p.summary}")
+
+
+def print_report(report: dict, details: bool = True) -> None:
+    """The report of one target as two rich tables: fused nodes per block, and op counts before / after."""
+    from rich.table import Table
+
+    from ..fuse.report import block_rows, op_rows
+
+    con = console()
+    if details and report["blocks"]:
+        t = Table(title=f"fusion ({report['target']}): what became what", title_justify="left")
+        for col in ("block", "pass", "nodes", "became"):
+            t.add_column(col)
+        for row in block_rows(report):
+            t.add_row(*row)
+        con.print(t)
+    t = Table(title=f"node counts ({report['target']}): {report['nodes_before']} -> {report['nodes_after']}",
+              title_justify="left")
+    t.add_column("op")
+    t.add_column("before", justify="right")
+    t.add_column("after", justify="right")
+    for op, a, b in op_rows(report):
+        t.add_row(op, str(a), str(b))
+    con.print(t)
+    for d in report["declined"]:
+        con.print(f"declined {d['pass_name']} at {', '.join(d['nodes'])}: {d['reason']}")
+
+
+@click.command()
+@click.argument("source", required=False, type=click.Path(path_type=str))
+@click.option("-o", "--out", default=None, type=click.Path(path_type=str), help="Output ONNX file (file mode).")
+@click.option("--target", default="onnxruntime", show_default=True, metavar="portable|onnxruntime|tensorrt",
+              help="portable: standard ops, BN folded (tensorrt gets this); onnxruntime: com.microsoft FusedConv.")
+@click.option("--skip", multiple=True, metavar="NAME[,NAME]", help="Pass to skip (repeatable; see --list).")
+@click.option("--list", "list_", is_flag=True, help="List the passes in run order and exit.")
+@click.option("--report", default=None, type=click.Path(path_type=str), help="Also write the report as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="Only the node counts, not the per-block table.")
+@force_option
+@verbose_option
+def fuse(source, out, target, skip, list_, report, quiet, force, verbose) -> None:
+    """Fuse SOURCE (an .onnx file, written to -o; or a bundle folder, fused in place) for a target.
+
+    \b
+    resnet-deploy fuse model.onnx -o model.ort.onnx --target onnxruntime
+    resnet-deploy fuse resnet50-bundle --force     # re-run the bundle's fusion stage
+    """
+    import json
+    from pathlib import Path
+
+    from ..errors import UserError
+    from .common import setup
+
+    if list_:
+        print_passes()
+        return
+    setup(verbose)
+    skip = _split(skip)
+    if source is None:
+        raise UserError("missing SOURCE: give an .onnx file (with -o) or a bundle folder (or --list)")
+    if Path(source).is_dir():
+        from ..bundle import BundleUpdate
+        from ..fuse.stage import fuse_bundle
+
+        if out:
+            raise UserError("-o is for an .onnx SOURCE; a bundle is fused in place")
+        with BundleUpdate(source, force=force) as bundle:
+            res = fuse_bundle(bundle, skip=skip, force=force)
+        for t, rep in res.report["targets"].items():
+            print_report(rep, details=not quiet and t == "onnxruntime")
+            console().print(f"{t} parity vs eager: {fmt_parity(res.report['parity'][t])}")
+        return
+    from ..fuse import fuse_file
+    from ..fuse.report import target_report
+
+    if not out:
+        raise UserError("missing -o/--out for the fused .onnx file")
+    if report and Path(report).exists() and not force:
+        raise UserError(f"--report {report!r} exists: pass --force to replace it")
+    res = fuse_file(source, out, target, skip, force=force)
+    rep = target_report(res)
+    print_report(rep, details=not quiet)
+    if report:
+        Path(report).write_text(json.dumps(rep, indent=2) + "\n")
+    console().print(f"[bold]wrote[/] {out} ({rep['target']}, {len(res.rewrites)} rewrites, {res.seconds:.2f} s)")

@@ -1,0 +1,34 @@
+"""The fusion passes, one module each, registered by name in the order they run."""
+
+from __future__ import annotations
+
+from ...errors import UserError, choices
+from .base import Declined, Pass, PassResult, Rewrite
+from .cleanup_constants import FoldConstants
+from .cleanup_dead import RemoveDeadNodes
+from .cleanup_duplicates import DedupInitializers
+from .cleanup_identity import EliminateIdentity
+from .fold_batchnorm import FoldBatchNorm
+from .fuse_conv_add_relu import FuseConvAddRelu
+from .fuse_conv_relu import FuseConvRelu
+
+# Run order: clean up, fold BN, then the runtime-specific fusions, then drop what they orphaned.
+PASSES: dict[str, Pass] = {p.name: p for p in (
+    EliminateIdentity(), FoldConstants(), DedupInitializers(), FoldBatchNorm(), FuseConvAddRelu(), FuseConvRelu(),
+    RemoveDeadNodes(),
+)}
+
+
+def pass_names() -> list[str]:
+    return list(PASSES)
+
+
+def get_pass(name: str) -> Pass:
+    """Look a pass up by name, with a one-line error naming the valid choices."""
+    try:
+        return PASSES[name]
+    except KeyError:
+        raise UserError(f"unknown pass {name!r}: choose one of {choices(PASSES)}") from None
+
+
+__all__ = ["PASSES", "Declined", "Pass", "PassResult", "Rewrite", "get_pass", "pass_names"]
