@@ -67,11 +67,12 @@ def model_metadata(arch: str, weights: dict, pre: Preprocessing, num_classes: in
 def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None = None, input_size="224",
            arch: str = "custom", weights: dict | None = None, num_classes: int | None = None,
            opset: int = DEFAULT_OPSET, external_data: bool | None = None, images: "str | Path | None" = None,
-           force: bool = False, seed: int = 0) -> BundleResult:
+           force: bool = False, seed: int = 0, precision=None) -> BundleResult:
     """Export any residual network (``nn.Module`` returning (N, C) logits) to a validated deploy bundle.
 
     Writes ``model.onnx`` and ``manifest.json`` into ``out_dir`` atomically. Raises ``CheckFailed`` (and
-    leaves nothing) when the ONNX graph does not match the eager model in fp32.
+    leaves nothing) when the ONNX graph does not match the eager model in fp32. ``precision`` (a
+    ``precision.PrecisionOptions``) adds FP16 / INT8 graphs to the same bundle.
     """
     import torch
 
@@ -82,6 +83,12 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
         with torch.no_grad():
             num_classes = int(model(torch.zeros(1, 3, *pre.input_size)).shape[-1])
     data, data_desc = validation_inputs(pre, images, seed)
+    prepared = None
+    if precision is not None and precision.wanted:
+        from .precision import prepare
+
+        precision.images = precision.images or images
+        prepared = prepare(precision, pre)  # bad calibration data fails here, before any export work
     warnings = []
     if weights.get("source") == "random":
         warnings.append("weights are RANDOM: outputs and accuracy mean nothing; use for plumbing and timing only")
@@ -123,6 +130,11 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
                 f"top-1 agreement {overall.top1_agreement:.1%} (needs 100%), max abs diff {overall.max_abs_diff:.3g}"
                 f"; no bundle written"
             )
+        if prepared is not None:
+            from .precision import apply_precision
+
+            # its warnings go into manifest["warnings"], which is this ``warnings`` list
+            apply_precision(bundle, precision, prepared, eager=model)
         manifest = bundle.manifest
     return BundleResult(bundle.out, manifest, overall, warnings)
 
@@ -132,6 +144,8 @@ def export_arch(arch: str, out_dir: "str | Path", *, weights: str = "random", nu
                 **kwargs) -> BundleResult:
     """Export a torchvision ResNet-family model by name (see ``registry.ARCHS``) to a validated bundle."""
     pre = make_preprocessing(input_size, resize, mean, std)
+    if kwargs.get("precision") is not None:
+        kwargs["precision"].check()  # option errors before loading anything
     if kwargs.get("images") is not None and not Path(kwargs["images"]).exists():
         raise UserError(f"--images path {str(kwargs['images'])!r} does not exist")
     with step(f"Loading {arch} ({weights} weights)"):

@@ -59,3 +59,12 @@ class Backend(_ChoiceEnum):
     ONNXRUNTIME_CUDA = "onnxruntime-cuda"
     ONNXRUNTIME_TENSORRT = "onnxruntime-tensorrt"
     TENSORRT = "tensorrt"
+
+
+class CalibMethod(_ChoiceEnum):
+    """How an activation range is chosen from the calibration histogram (see docs/precision.md)."""
+
+    MINMAX = "minmax"
+    PERCENTILE = "percentile"
+    ENTROPY = "entropy"
+    MSE = "mse"

@@ -7,6 +7,7 @@ import click
 from .. import registry
 from ..export import DEFAULT_OPSET
 from .common import console, fmt_parity, force_option, verbose_option
+from .precision_options import PRECISION_KEYS, precision_options
 
 
 @click.command()
@@ -29,23 +30,28 @@ from .common import console, fmt_parity, force_option, verbose_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random weights and inputs.")
 @click.option("--out", "out", type=click.Path(path_type=str), default=None,
               help="Bundle folder [default: ./<arch>-bundle].")
+@precision_options
 @force_option
 @verbose_option
 def export(arch, weights, num_classes, input_size, resize, mean, std, opset, external_data, images, seed, out,
-           force, verbose) -> None:
+           force, verbose, **precision) -> None:
     """Export a ResNet to ONNX, validate it against eager PyTorch, and write a deploy bundle."""
     from ..api import export_arch
     from .common import setup
 
+    from .precision_options import build, print_summary
+
     setup(verbose)
     out = out or f"{arch}-bundle"
+    options = build(**{k: precision[k] for k in PRECISION_KEYS})
     res = export_arch(arch, out, weights=weights, num_classes=num_classes, input_size=input_size, resize=resize,
                       mean=mean, std=std, opset=opset, external_data=external_data or None, images=images,
-                      seed=seed, force=force)
+                      seed=seed, force=force, precision=options if options.wanted else None)
     con = console()
     v = res.manifest["validation"]["fp32"]
     con.print(f"[bold]bundle[/] {res.path}")
     con.print(f"fp32 parity vs eager ({v['inputs']}, batches {v['batches']}): {fmt_parity(v)}")
+    print_summary(con, res.manifest)
     for w in res.warnings:
         con.print(f"[bold red]WARNING[/] {w}")
     for name, e in res.manifest["files"].items():

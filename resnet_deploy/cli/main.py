@@ -9,9 +9,9 @@ import click
 
 from .. import __version__
 from ..errors import ResnetDeployError
-from . import export_cmd, info_cmd
+from . import export_cmd, info_cmd, quantize_cmd
 
-COMMANDS = [export_cmd.export, info_cmd.info]
+COMMANDS = [export_cmd.export, info_cmd.info, quantize_cmd.quantize]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
