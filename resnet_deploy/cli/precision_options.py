@@ -11,7 +11,7 @@ OPTIONS = [
     click.option("--calib", type=click.Path(path_type=str), default=None,
                  help="Calibration data: image folder (recursive) or .npy/.npz of preprocessed NCHW float32."),
     click.option("--calib-size", type=int, default=512, show_default=True, help="Calibration samples used."),
-    click.option("--calib-method", default="entropy", show_default=True, metavar="minmax|percentile|entropy|mse",
+    click.option("--calib-method", default="mse", show_default=True, metavar="minmax|percentile|entropy|mse",
                  help="How activation ranges are chosen."),
     click.option("--percentile", default="99.99", show_default=True, help="For --calib-method percentile: (0, 100]."),
     click.option("--calib-cache", type=click.Path(path_type=str), default=None,

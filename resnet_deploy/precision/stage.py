@@ -45,7 +45,7 @@ class PrecisionOptions:
     int8: bool = False
     calib: "str | Path | None" = None
     calib_size: int = 512
-    calib_method: CalibMethod = CalibMethod.ENTROPY
+    calib_method: CalibMethod = CalibMethod.MSE
     percentile: float = 99.99
     calib_cache: "str | Path | None" = None
     targets: tuple = INT8_TARGETS
@@ -92,6 +92,7 @@ class PreparedData:
     val: DataSet | None = None
     check: np.ndarray | None = None
     check_desc: str = ""
+    val_reference: np.ndarray | None = None  # eager logits of ``val``, filled by ``apply_precision``
 
 
 def prepare(options: PrecisionOptions, pre: Preprocessing) -> PreparedData:
@@ -160,8 +161,14 @@ def add_fp16(bundle, options: PrecisionOptions, data: PreparedData, reference: n
                           f"top-1 agreement {parity.top1_agreement:.1%} (needs >= {FP16_MIN_AGREEMENT:.0%})")
     bundle.add_file(FP16_ONNX, kind="onnx", precision="fp16", target="portable",
                     io="fp16" if options.fp16_io else "fp32")
-    return {"file": FP16_ONNX, "io": "fp16" if options.fp16_io else "fp32 (Cast at the edges)",
-            "kept_fp32": g.kept_fp32, "cosine": parity.cosine, "top1_agreement": parity.top1_agreement}
+    out = {"file": FP16_ONNX, "io": "fp16" if options.fp16_io else "fp32 (Cast at the edges)",
+           "kept_fp32": g.kept_fp32, "cosine": parity.cosine, "top1_agreement": parity.top1_agreement}
+    if data.val is not None:  # accuracy on the held-out set, as for INT8 (recorded, not gated)
+        ref = data.val_reference
+        fp32 = gate.accuracy(ref, ref, data.val.labels)
+        acc = gate.accuracy(gate.run_graph(g.model, data.val.data), ref, data.val.labels)
+        out.update({"fp32": fp32.to_dict(), "fp16": acc.to_dict(), "drop_points": round(gate.drop(fp32, acc), 3)})
+    return out
 
 
 def _cache_paths(bundle, options: PrecisionOptions) -> list[Path]:
@@ -193,8 +200,7 @@ def add_int8(bundle, options: PrecisionOptions, data: PreparedData, reference: n
     if options.calib_cache is not None:
         write_json_atomic(Path(options.calib_cache), calibration.to_json())
     if data.val is not None:
-        gate_data, labels = data.val.data, data.val.labels
-        gate_ref = _eager_logits(eager, gate_data)
+        gate_data, labels, gate_ref = data.val.data, data.val.labels, data.val_reference
         gate_desc = f"--val {data.val.source}" + (" (labelled)" if labels is not None else " (agreement with eager)")
     else:
         gate_data, labels, gate_ref, gate_desc = data.check, None, reference, f"{data.check_desc} (agreement)"
@@ -240,6 +246,8 @@ def apply_precision(bundle, options: PrecisionOptions, data: PreparedData, eager
     """
     eager = eager if eager is not None else _load_eager(bundle)
     reference = _eager_logits(eager, data.check)
+    if data.val is not None:
+        data.val_reference = _eager_logits(eager, data.val.data)
     result = PrecisionResult()
     section = bundle.manifest.setdefault("precision", {})
     if options.fp16:
