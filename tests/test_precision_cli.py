@@ -107,3 +107,20 @@ def test_export_int8_without_calib_writes_nothing(tmp_path):
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "--int8 needs --calib" in r.stderr
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_export_with_fp16_and_int8(images_dir, tmp_path):
+    """The whole pipeline from the command line: export + FP16 + INT8 (both targets) into one bundle."""
+    import onnx
+
+    out = tmp_path / "b"
+    r = run_cli("export", "--arch", "resnet18", "--weights", "random", "--input-size", SMALL, "--num-classes", 10,
+                "--images", images_dir, "--fp16", "--int8", "--calib", images_dir, "--calib-method", "percentile",
+                "--max-drop", "100", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "int8 calibration: percentile on 5 samples" in r.stderr.replace("\n", " ")
+    m = json.loads((out / "manifest.json").read_text())
+    for name in ("model.onnx", "model.fp16.onnx", "model.int8.tensorrt.onnx", "model.int8.onnxruntime.onnx"):
+        onnx.checker.check_model(str(out / name), full_check=True)
+    assert m["validation"]["fp16"]["inputs"].startswith("images:5")
+    assert run_cli("info", out).returncode == 0
