@@ -46,6 +46,18 @@ def worker_throughput(model: str, batch: int, seconds: float, size: int) -> dict
     return {"img_per_s": n * batch / elapsed, "iterations": n, "runner": desc}
 
 
+def peak_rss_mib() -> float:
+    """This process's high-water RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork+exec from the
+    parent (the benchmark driver, which exported the models), VmHWM starts fresh with the new program."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def worker_calibration(model: str, method: str, data: str) -> dict:
     import onnx
 
@@ -54,12 +66,16 @@ def worker_calibration(model: str, method: str, data: str) -> dict:
 
     proto = onnx.load(model)
     tensors = sorted(set(quantize_trt.tensors_to_calibrate(proto)) | set(quantize_ort.tensors_to_calibrate(proto)))
+    import psutil
+
     x = np.load(data)
     del proto
+    before = psutil.Process().memory_info().rss / 2**20
     start = time.perf_counter()
     cal.calibrate(model, tensors, x, "bench", method)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    peak = peak_rss_mib()
+    return {"seconds": seconds, "peak_rss_mib": peak, "increase_mib": max(0.0, peak - before),
             "samples": len(x), "tensors": len(tensors)}
 
 
@@ -93,10 +109,10 @@ def to_markdown(res: dict) -> str:
                 t = a["throughput"][v][str(b)]["img_per_s"]
                 lines.append(f"| {arch} | {v} | {b} | {t:.1f} | {t / base:.2f}x |")
     lines += ["", f"Calibration ({res['calib_size']} samples, statistics for both targets' tensors):", "",
-              "| arch | method | seconds | peak RSS (MiB) |", "|---|---|---|---|"]
+              "| arch | method | seconds | peak RSS (MiB) | of which calibration (MiB) |", "|---|---|---|---|---|"]
     for arch, a in res["archs"].items():
         for m, c in a["calibration"].items():
-            lines.append(f"| {arch} | {m} | {c['seconds']:.1f} | {c['peak_rss_mib']:.0f} |")
+            lines.append(f"| {arch} | {m} | {c['seconds']:.1f} | {c['peak_rss_mib']:.0f} | {c['increase_mib']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
