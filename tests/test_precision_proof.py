@@ -32,7 +32,7 @@ def digits_data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def digits_bundle(digits_data):
     """Export with --fp16 --int8 in one go (calibration: 512 training images as .npz; gate: the PNG test split)."""
-    from resnet_deploy import export
+    from resnet_deploy.api import export  # not resnet_deploy.export: importing that submodule shadows the function
 
     out = digits_data["root"] / "bundle"
     opts = PrecisionOptions(fp16=True, int8=True, calib=digits_data["root"] / "calib.npz", val=digits_data["val"])
