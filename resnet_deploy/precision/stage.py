@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +33,22 @@ WRITERS = {Target.TENSORRT: (quantize_trt, True), Target.ONNXRUNTIME: (quantize_
 
 def int8_name(target: Target) -> str:
     return f"model.int8.{target}.onnx"
+
+
+def parse_targets(value) -> tuple:
+    """INT8 targets from ``a,b`` or a sequence; the error names the INT8 targets only."""
+    parts = [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else list(value)
+    names = ", ".join(map(str, INT8_TARGETS))
+    out = []
+    for p in parts:
+        t = next((t for t in INT8_TARGETS if t.value == str(p).strip().lower()), None)
+        if t is None:
+            raise UserError(f"unknown --target {str(p)!r}: choose from {names}")
+        if t not in out:
+            out.append(t)
+    if not out:
+        raise UserError(f"empty --target: choose from {names}")
+    return tuple(out)
 
 
 @dataclass
@@ -67,12 +82,7 @@ class PrecisionOptions:
         self.calib_method = CalibMethod.parse(self.calib_method, "--calib-method")
         self.percentile = cal.check_percentile(self.percentile)
         self.max_drop = gate.check_max_drop(self.max_drop)
-        if isinstance(self.targets, str):
-            self.targets = Target.parse_list(self.targets, "--target")
-        self.targets = tuple(Target.parse(t, "--target") for t in self.targets)
-        bad = [t for t in self.targets if t not in INT8_TARGETS]
-        if bad:
-            raise UserError(f"unknown INT8 --target {bad[0]}: choose from {', '.join(map(str, INT8_TARGETS))}")
+        self.targets = parse_targets(self.targets)
         if int(self.calib_size) < 1:
             raise UserError(f"--calib-size {self.calib_size} must be >= 1")
         if self.int8:
