@@ -25,11 +25,11 @@ def calib_photos(images_dir, tmp_path):
     return root
 
 
-def test_quantize_real_photos(r18_bundle_copy, calib_photos, tmp_path, capsys):
+def test_quantize_real_photos(r18_bundle_copy, calib_photos, images_dir, tmp_path, capsys):
     cache = tmp_path / "keep" / "calibration.json"
     cache.parent.mkdir()
     args = ["quantize", str(r18_bundle_copy), "--fp16", "--int8", "--calib", str(calib_photos), "--calib-cache",
-            str(cache), "--max-drop", "100"]  # random weights: accuracy means nothing, the pipeline does
+            str(cache), "--val", str(images_dir), "--max-drop", "100"]  # random weights: the pipeline is the point
     assert main(args) == 0
     m = json.loads((r18_bundle_copy / "manifest.json").read_text())
     i8 = m["precision"]["int8"]
@@ -40,7 +40,12 @@ def test_quantize_real_photos(r18_bundle_copy, calib_photos, tmp_path, capsys):
     for name in ("model.fp16.onnx", "model.int8.tensorrt.onnx", "model.int8.onnxruntime.onnx", "calibration.json"):
         assert name in m["files"] and (r18_bundle_copy / name).is_file()
     assert cache.is_file()
-    assert m["validation"]["fp16"]["passed"] and m["validation"]["fp16"]["inputs"].startswith("--calib images")
+    assert m["validation"]["fp16"]["passed"] and m["validation"]["fp16"]["inputs"].startswith("--val images:5")
+    # a flat --val folder has no labels: the gate measures top-1 agreement with eager fp32
+    assert "agreement with eager" in i8["gate_data"]
+    for rec in i8["targets"].values():
+        assert rec["int8"]["top1"] is None and 0 <= rec["int8"]["agreement"] <= 100
+        assert rec["drop_points"] == pytest.approx(100 - rec["int8"]["agreement"], abs=1e-3)
     assert main(["info", str(r18_bundle_copy)]) == 0
     # the same data again: the kept cache is reused (the bundle's files are replaced only with --force)
     assert main(args[:1] + args[1:]) == 2
