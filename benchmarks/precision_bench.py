@@ -129,7 +129,7 @@ def main() -> None:
     p.add_argument("--archs", default="resnet18,resnet50")
     p.add_argument("--input-size", type=int, default=224)
     p.add_argument("--batches", default="1,8")
-    p.add_argument("--calib-size", type=int, default=64)
+    p.add_argument("--calib-size", type=int, default=32)
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--quick", action="store_true", help="resnet18 at 64x64, 16 samples, 0.5 s: a smoke test")
