@@ -70,14 +70,15 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
            opset: int = DEFAULT_OPSET, external_data: bool | None = None, images: "str | Path | None" = None,
            force: bool = False, seed: int = 0, validation_data: tuple[np.ndarray, str] | None = None,
            fuse: bool = True, fuse_skip=(), fold_bn: bool = True,
-           engine: str = "auto", engine_options=None) -> BundleResult:
+           precision=None, engine: str = "auto", engine_options=None) -> BundleResult:
     """Export any residual network (``nn.Module`` returning (N, C) logits) to a validated deploy bundle.
 
     Writes ``model.onnx`` and ``manifest.json`` into ``out_dir`` atomically. Raises ``CheckFailed`` (and
     leaves nothing) when the ONNX graph does not match the eager model in fp32. ``fold_bn`` folds Conv+BN in
     PyTorch before export; ``fuse`` runs the fusion stage (``model.onnxruntime.onnx``, ``fusion_report.json``),
     skipping the passes named in ``fuse_skip``. ``engine`` (auto|always|never) controls TensorRT plans
-    (``engine.export_engines``; ``engine_options`` an ``engine.BuildOptions``).
+    (``engine.export_engines``; ``engine_options`` an ``engine.BuildOptions``). ``precision`` (a
+    ``precision.PrecisionOptions``) adds FP16 / INT8 graphs to the same bundle.
     """
     import torch
 
@@ -94,6 +95,12 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
         with torch.no_grad():
             num_classes = int(model(torch.zeros(1, 3, *pre.input_size)).shape[-1])
     data, data_desc = validation_data or validation_inputs(pre, images, seed)
+    prepared = None
+    if precision is not None and precision.wanted:
+        from .precision import prepare
+
+        precision.images = precision.images or images
+        prepared = prepare(precision, pre)  # bad calibration data fails here, before any export work
     warnings = []
     if weights.get("source") == "random":
         warnings.append("weights are RANDOM: outputs and accuracy mean nothing; use for plumbing and timing only")
@@ -151,6 +158,11 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
             with step("Fusing (portable, onnxruntime) and validating vs eager"):
                 fuse_bundle(bundle, eager=model, data=data, skip=fuse_skip,
                             torch_fold=folded.to_dict() if folded else None)
+        if prepared is not None:
+            from .precision import apply_precision
+
+            # its warnings go into manifest["warnings"], which is this ``warnings`` list
+            apply_precision(bundle, precision, prepared, eager=model)
         from .engine import export_engines
 
         export_engines(bundle, engine, engine_options, images=images, seed=seed)
@@ -166,6 +178,8 @@ def export_arch(arch: str, out_dir: "str | Path", *, weights: str = "random", nu
     pre = make_preprocessing(input_size, resize, mean, std)
     check_opset(kwargs.get("opset", DEFAULT_OPSET))
     check_out_dir(out_dir, kwargs.get("force", False))
+    if kwargs.get("precision") is not None:
+        kwargs["precision"].check()  # option errors before loading anything
     kwargs.setdefault("validation_data", validation_inputs(pre, kwargs.get("images"), seed))
     with step(f"Loading {arch} ({weights} weights)"):
         loaded: LoadedModel = load_model(arch, weights, num_classes, seed)

@@ -181,12 +181,12 @@ def load_images(root: "str | Path", pre: Preprocessing, limit: int | None = None
         kept.append(p)
         if class_names is not None:
             labels.append(class_names.index(p.parent.name))
-    for p, why in skipped:
-        log.warning("skipped unreadable image %s: %s", p, why)
-    if not arrays:
+    if not arrays:  # one line for the user: the count of unreadable files, not one warning each
         raise UserError(
             f"{what} {str(root)!r} holds no readable image ({', '.join(IMAGE_SUFFIXES)}; {len(skipped)} unreadable)"
         )
+    for p, why in skipped:
+        log.warning("skipped unreadable image %s: %s", p, why)
     return ImageSet(
         data=np.stack(arrays).astype(np.float32),
         paths=kept,

@@ -75,3 +75,12 @@ class EngineMode(_ChoiceEnum):
     AUTO = "auto"
     ALWAYS = "always"
     NEVER = "never"
+
+
+class CalibMethod(_ChoiceEnum):
+    """How an activation range is chosen from the calibration histogram (see docs/precision.md)."""
+
+    MINMAX = "minmax"
+    PERCENTILE = "percentile"
+    ENTROPY = "entropy"
+    MSE = "mse"

@@ -8,6 +8,7 @@ from .. import registry
 from ..onnx_export import DEFAULT_OPSET
 from .build_cmd import engine_options, make_options, print_plans
 from .common import console, fmt_parity, force_option, verbose_option
+from .precision_options import PRECISION_KEYS, precision_options
 
 
 @click.command()
@@ -36,19 +37,20 @@ from .common import console, fmt_parity, force_option, verbose_option
 @click.option("--engine", default="auto", show_default=True, metavar="auto|always|never",
               help="Build TensorRT plans: when a GPU and TensorRT are present (says so when skipped), always, never.")
 @engine_options
+@precision_options
 @force_option
 @verbose_option
 def export(arch, weights, num_classes, input_size, resize, mean, std, opset, external_data, images, seed, out,
            no_fuse, fuse_skip, engine, batch, workspace, timing_cache, opt_level, hardware_compat, version_compat,
-           tf32, force, verbose) -> None:
+           tf32, force, verbose, **precision) -> None:
     """Export a ResNet to ONNX, validate it against eager PyTorch, and write a deploy bundle."""
     from ..api import export_arch
+    from ..types import EngineMode
     from .common import setup
+    from .precision_options import build, print_summary
 
     setup(verbose)
     out = out or f"{arch}-bundle"
-    from ..types import EngineMode
-
     EngineMode.parse(engine, "--engine")
     plan_options = make_options(batch, workspace, timing_cache, opt_level, hardware_compat, version_compat, tf32)
     fuse_skip = [v.strip() for item in fuse_skip for v in item.split(",") if v.strip()]
@@ -56,10 +58,11 @@ def export(arch, weights, num_classes, input_size, resize, mean, std, opset, ext
         from ..fuse import passes_for
 
         passes_for("onnxruntime", fuse_skip)
+    options = build(**{k: precision[k] for k in PRECISION_KEYS})
     res = export_arch(arch, out, weights=weights, num_classes=num_classes, input_size=input_size, resize=resize,
                       mean=mean, std=std, opset=opset, external_data=external_data or None, images=images,
                       seed=seed, force=force, fuse=not no_fuse, fuse_skip=fuse_skip, engine=engine,
-                      engine_options=plan_options)
+                      engine_options=plan_options, precision=options if options.wanted else None)
     con = console()
     v = res.manifest["validation"]["fp32"]
     con.print(f"[bold]bundle[/] {res.path}")
@@ -67,6 +70,7 @@ def export(arch, weights, num_classes, input_size, resize, mean, std, opset, ext
     for target, f in res.manifest.get("fusion", {}).get("targets", {}).items():
         con.print(f"fused {target}: {f['nodes_before']} -> {f['nodes_after']} nodes, parity vs eager: "
                   f"{fmt_parity(f['parity'])}")
+    print_summary(con, res.manifest)
     _print_engines(res.manifest)
     for w in res.warnings:
         con.print(f"[bold red]WARNING[/] {w}")

@@ -1,0 +1,65 @@
+"""Options of the precision stage, shared by ``export`` and ``quantize``; values are checked by the library."""
+
+from __future__ import annotations
+
+import click
+
+OPTIONS = [
+    click.option("--fp16", is_flag=True, help="Add model.fp16.onnx (fp16 weights/activations, validated vs eager)."),
+    click.option("--fp16-io", is_flag=True, help="FP16 graph with fp16 inputs/outputs [default: fp32 I/O + Casts]."),
+    click.option("--int8", is_flag=True, help="Add calibrated INT8 graphs model.int8.<target>.onnx (needs --calib)."),
+    click.option("--calib", type=click.Path(path_type=str), default=None,
+                 help="Calibration data: image folder (recursive) or .npy/.npz of preprocessed NCHW float32."),
+    click.option("--calib-size", type=int, default=512, show_default=True, help="Calibration samples used."),
+    click.option("--calib-method", default="mse", show_default=True, metavar="minmax|percentile|entropy|mse",
+                 help="How activation ranges are chosen."),
+    click.option("--percentile", default="99.99", show_default=True, help="For --calib-method percentile: (0, 100]."),
+    click.option("--calib-cache", type=click.Path(path_type=str), default=None,
+                 help="calibration.json to reuse (when model and data hashes match) and to keep."),
+    click.option("--target", "targets", default="tensorrt,onnxruntime", show_default=True,
+                 metavar="tensorrt,onnxruntime", help="INT8 graphs to write."),
+    click.option("--val", type=click.Path(path_type=str), default=None,
+                 help="Held-out images for the accuracy gate (ImageFolder layout: top-1/top-5; flat: agreement)."),
+    click.option("--max-drop", default="1.0", show_default=True,
+                 help="Allowed top-1 (or agreement) drop in percentage points before layers fall back to fp32."),
+]
+
+
+def precision_options(func):
+    for opt in reversed(OPTIONS):
+        func = opt(func)
+    return func
+
+
+def build(fp16, fp16_io, int8, calib, calib_size, calib_method, percentile, calib_cache, targets, val, max_drop,
+          images=None):
+    """``PrecisionOptions`` from the CLI values (the library validates them)."""
+    from ..precision import PrecisionOptions
+
+    return PrecisionOptions(fp16=fp16, fp16_io=fp16_io, int8=int8, calib=calib, calib_size=calib_size,
+                            calib_method=calib_method, percentile=percentile, calib_cache=calib_cache,
+                            targets=targets, val=val, max_drop=max_drop, images=images)
+
+
+PRECISION_KEYS = ("fp16", "fp16_io", "int8", "calib", "calib_size", "calib_method", "percentile", "calib_cache",
+                  "targets", "val", "max_drop")
+
+
+def print_summary(con, manifest: dict) -> None:
+    """A few lines per precision artifact: parity, accuracy, excluded layers."""
+    sec = manifest.get("precision", {})
+    if "fp16" in sec:
+        f = sec["fp16"]
+        con.print(f"fp16 {f['file']} (io {f['io']}): cosine {f['cosine']:.6f}, top-1 agreement "
+                  f"{f['top1_agreement']:.1%}; kept fp32: {', '.join(f['kept_fp32']) or 'none'}")
+    if "int8" in sec:
+        i = sec["int8"]
+        c = i["calibration"]
+        con.print(f"int8 calibration: {c['method']} on {c['num_samples']} samples"
+                  f"{' (cache reused)' if c['reused_cache'] else ''}; gate on {i['gate_data']}")
+        for target, t in i["targets"].items():
+            acc = t["int8"]
+            metric = (f"top-1 {t['fp32']['top1']:.2f}% -> {acc['top1']:.2f}%" if acc.get("top1") is not None
+                      else f"agreement {acc['agreement']:.2f}%")
+            con.print(f"  {target}: {t['file']}  {metric}, drop {t['drop_points']:.2f} points "
+                      f"(max {i['max_drop']}); excluded: {', '.join(t['excluded_layers']) or 'none'}")

@@ -1,0 +1,30 @@
+"""``resnet-deploy quantize BUNDLE``: add FP16 / calibrated INT8 graphs to an existing bundle."""
+
+from __future__ import annotations
+
+import click
+
+from .common import console, force_option, verbose_option
+from .precision_options import PRECISION_KEYS, precision_options
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=str))
+@precision_options
+@click.option("--images", type=click.Path(path_type=str), default=None,
+              help="Real images for the parity check vs eager [default: --val, else --calib samples].")
+@force_option
+@verbose_option
+def quantize(bundle, images, force, verbose, **precision) -> None:
+    """Add model.fp16.onnx and/or model.int8.<target>.onnx to BUNDLE (validated against its eager reference)."""
+    from ..precision.stage import quantize_bundle
+    from .common import setup
+    from .precision_options import build, print_summary
+
+    setup(verbose)
+    options = build(**{k: precision[k] for k in PRECISION_KEYS}, images=images)
+    manifest, warnings = quantize_bundle(bundle, options, force=force)
+    con = console()
+    print_summary(con, manifest)
+    for w in warnings:
+        con.print(f"[bold red]WARNING[/] {w}")

@@ -1,0 +1,157 @@
+"""The accuracy gate: measure the INT8 graph against eager fp32 on held-out data, and back off when over budget.
+
+Over budget, every Conv is ranked by its *own* quantization error (its output with only its input and weights
+quantized, against its fp32 output, both computed inside one ONNX Runtime session), and the most sensitive
+ones stay in higher precision: 1, 2, 4, ... layers until the budget is met or half the Convs are excluded.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import UserError
+from .graph import GraphIndex, dequantized_initializer, qdq_pair, quantize_weight_per_channel
+from .qdq import QuantizedGraph, asymmetric_uint8, symmetric_scale
+
+log = logging.getLogger(__name__)
+
+SENSITIVITY_SAMPLES = 32
+EVAL_BATCH = 16
+
+
+def check_max_drop(value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not math.isfinite(v) or v < 0:
+        raise UserError(f"--max-drop {value!r} must be a non-negative number of percentage points, e.g. 1.0")
+    return v
+
+
+def run_graph(model, data: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
+    """Logits of an in-memory ONNX model over ``data`` in ONNX Runtime (CPU)."""
+    from ..backends.onnxruntime import import_onnxruntime, session_options
+
+    ort = import_onnxruntime()
+    sess = ort.InferenceSession(model.SerializeToString(), sess_options=session_options("all"),
+                                providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+    outs = [sess.run(None, {inp.name: data[i:i + batch].astype(dtype)})[0] for i in range(0, len(data), batch)]
+    return np.concatenate(outs).astype(np.float32)
+
+
+@dataclass
+class Accuracy:
+    """Percentages: top-1/top-5 against labels (when there are labels) and top-1 agreement with eager fp32."""
+
+    samples: int
+    agreement: float
+    top1: float | None = None
+    top5: float | None = None
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def accuracy(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> Accuracy:
+    acc = Accuracy(len(logits), float((logits.argmax(1) == reference.argmax(1)).mean() * 100))
+    if labels is not None:
+        acc.top1 = float((logits.argmax(1) == labels).mean() * 100)
+        k = min(5, logits.shape[1])
+        top = np.argsort(-logits, axis=1)[:, :k]
+        acc.top5 = float((top == labels[:, None]).any(axis=1).mean() * 100)
+    return acc
+
+
+def drop(fp32: Accuracy, candidate: Accuracy) -> float:
+    """Points of top-1 lost (labelled data) or of disagreement with eager (unlabelled)."""
+    if fp32.top1 is not None and candidate.top1 is not None:
+        return fp32.top1 - candidate.top1
+    return 100.0 - candidate.agreement
+
+
+def sensitivity(model, ranges: dict, data: np.ndarray, symmetric: bool) -> list[tuple[str, float]]:
+    """Each Conv's relative output error (||y_q - y||^2 / ||y||^2) with only its own input and weights quantized."""
+    import onnx
+
+    m = copy.deepcopy(model)
+    idx = GraphIndex(m)
+    pairs = []
+    for n in list(m.graph.node):
+        if n.op_type != "Conv" or n.input[0] not in ranges:
+            continue
+        lo, hi = ranges[n.input[0]]
+        scale, zp = (symmetric_scale(lo, hi), 0) if symmetric else asymmetric_uint8(lo, hi)
+        x = qdq_pair(m, n.input[0], scale, zp, np.int8 if symmetric else np.uint8, suffix=f"_sens_{n.name}")
+        q, s = quantize_weight_per_channel(idx.array(n.input[1]))
+        w = dequantized_initializer(m, f"{n.input[1]}_sens_{n.name}", q, s, np.zeros(len(s), np.int8), axis=0)
+        twin = copy.deepcopy(n)
+        twin.name = f"{n.name}_sens"
+        twin.input[0], twin.input[1] = x, w
+        twin.output[0] = f"{n.output[0]}_sens"
+        m.graph.node.append(twin)
+        pairs.append((n.name, n.output[0], twin.output[0]))
+    for _, a, b in pairs:
+        m.graph.output.extend([onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in (a, b)])
+    from .graph import topological_sort
+    from ..backends.onnxruntime import import_onnxruntime, session_options
+
+    topological_sort(m)
+    ort = import_onnxruntime()
+    sess = ort.InferenceSession(m.SerializeToString(), sess_options=session_options("basic"),
+                                providers=["CPUExecutionProvider"])
+    names = [t for _, a, b in pairs for t in (a, b)]
+    num = {p[0]: 0.0 for p in pairs}
+    den = {p[0]: 0.0 for p in pairs}
+    for i in range(0, len(data), EVAL_BATCH):
+        outs = dict(zip(names, sess.run(names, {sess.get_inputs()[0].name: data[i:i + EVAL_BATCH]})))
+        for name, a, b in pairs:
+            num[name] += float(np.sum((outs[b].astype(np.float64) - outs[a]) ** 2))
+            den[name] += float(np.sum(outs[a].astype(np.float64) ** 2))
+    errs = [(name, num[name] / max(den[name], 1e-30)) for name, _, _ in pairs]
+    return sorted(errs, key=lambda e: -e[1])
+
+
+@dataclass
+class GateResult:
+    graph: QuantizedGraph
+    fp32: Accuracy
+    int8: Accuracy
+    drop: float
+    passed: bool
+    excluded: list[str] = field(default_factory=list)
+    attempts: list[dict] = field(default_factory=list)
+    ranking: list[tuple[str, float]] = field(default_factory=list)
+
+
+def gated_quantize(model, ranges: dict, quantize: Callable, symmetric: bool, data: np.ndarray,
+                   reference: np.ndarray, labels: np.ndarray | None, max_drop: float) -> GateResult:
+    """Quantize; while the drop exceeds ``max_drop``, keep more of the most sensitive Convs in fp32."""
+    fp32 = accuracy(reference, reference, labels)
+    graph = quantize(model, ranges)
+    acc = accuracy(run_graph(graph.model, data), reference, labels)
+    d = drop(fp32, acc)
+    attempts = [{"excluded": 0, "drop": round(d, 3), **acc.to_dict()}]
+    ranking: list = []
+    excluded: list[str] = []
+    n_convs = len(graph.quantized)
+    k = 1
+    while d > max_drop and k <= max(1, n_convs // 2):
+        if not ranking:
+            ranking = sensitivity(model, ranges, data[:SENSITIVITY_SAMPLES], symmetric)
+            log.info("over budget (%.2f > %.2f points): most sensitive layers %s", d, max_drop, ranking[:4])
+        excluded = [name for name, _ in ranking[:k]]
+        graph = quantize(model, ranges, set(excluded))
+        acc = accuracy(run_graph(graph.model, data), reference, labels)
+        d = drop(fp32, acc)
+        attempts.append({"excluded": k, "drop": round(d, 3), **acc.to_dict()})
+        k *= 2
+    return GateResult(graph, fp32, acc, d, d <= max_drop, excluded, attempts, ranking)

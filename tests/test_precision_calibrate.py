@@ -1,0 +1,91 @@
+"""Calibration methods on a real ONNX graph fed with a long-tailed activation distribution, and the cache."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from resnet_deploy.errors import UserError
+from resnet_deploy.precision import calibrate as cal
+from resnet_deploy.types import CalibMethod
+
+
+@pytest.fixture(scope="module")
+def relu_model(tmp_path_factory):
+    """input -> Relu -> output: the Relu output is the calibrated activation (like a ResNet's)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["input"], ["act"], name="relu")], "g",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 3, 64, 64])],
+                          [helper.make_tensor_value_info("act", TensorProto.FLOAT, [None, 3, 64, 64])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    path = tmp_path_factory.mktemp("calib") / "relu.onnx"
+    onnx.save(m, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def long_tailed():
+    """Signed log-normal magnitudes (sigma 1): a bulk around 1 and a long tail up to ~60."""
+    rng = np.random.default_rng(0)
+    shape = (16, 3, 64, 64)
+    sign = np.where(rng.random(shape) < 0.5, -1.0, 1.0)
+    return (rng.lognormal(0.0, 1.0, size=shape) * sign).astype(np.float32)
+
+
+def test_methods_clip_a_long_tail_differently(relu_model, long_tailed):
+    got = {}
+    for m in CalibMethod:
+        c = cal.calibrate(relu_model, ["input", "act"], long_tailed, "data", m, 99.9)
+        got[m] = c.ranges
+    hi_minmax = got[CalibMethod.MINMAX]["act"][1]
+    assert hi_minmax == pytest.approx(float(long_tailed.max()))
+    assert got[CalibMethod.MINMAX]["act"][0] == 0.0  # Relu output: range starts at 0
+    highs = {m: got[m]["act"][1] for m in (CalibMethod.PERCENTILE, CalibMethod.ENTROPY, CalibMethod.MSE)}
+    for m, hi in highs.items():
+        assert hi < 0.8 * hi_minmax, f"{m} did not clip the long tail: {hi} vs minmax {hi_minmax}"
+        assert hi > 1.0, f"{m} clipped into the bulk of the distribution: {hi}"
+    vals = sorted(highs.values())
+    assert all(b > a * 1.02 for a, b in zip(vals, vals[1:])), f"methods should differ: {highs}"
+    # percentile is what it says: 99.9% of |x| of the Relu output below the threshold (up to one bin)
+    act = np.maximum(long_tailed, 0)
+    frac = float((np.abs(act) <= highs[CalibMethod.PERCENTILE]).mean())
+    assert 0.999 <= frac <= 0.9993
+    # signed input: the symmetric threshold clips both sides
+    lo, hi = got[CalibMethod.MSE]["input"]
+    assert lo == pytest.approx(-hi, rel=1e-6) or lo > long_tailed.min()
+
+
+def test_mse_and_entropy_keep_a_gaussian_nearly_whole(relu_model):
+    """Without a tail there is little to clip: the methods stay near the true extent (no blind clipping)."""
+    x = np.random.default_rng(1).uniform(-1, 1, size=(4, 3, 64, 64)).astype(np.float32)
+    for m in (CalibMethod.ENTROPY, CalibMethod.MSE):
+        hi = cal.calibrate(relu_model, ["act"], x, "u", m).ranges["act"][1]
+        assert 0.85 < hi <= 1.0, (m, hi)
+
+
+def test_cache_reused_only_when_model_and_data_match(relu_model, long_tailed, tmp_path):
+    first = cal.calibrate(relu_model, ["act"], long_tailed, "sha-a", CalibMethod.MSE)
+    cache = tmp_path / "calibration.json"
+    cache.write_text(json.dumps(first.to_json()))
+    saved = json.loads(cache.read_text())
+    assert saved["method"] == "mse" and saved["model_sha256"] == first.model_sha256
+    assert saved["tensors"]["act"]["range"] == list(first.ranges["act"])
+    again = cal.calibrate(relu_model, ["act"], long_tailed, "sha-a", CalibMethod.MSE, caches=[cache])
+    assert again.reused and again.ranges == first.ranges
+    other_data = cal.calibrate(relu_model, ["act"], long_tailed[:8], "sha-b", CalibMethod.MSE, caches=[cache])
+    assert not other_data.reused
+    other_method = cal.calibrate(relu_model, ["act"], long_tailed, "sha-a", CalibMethod.MINMAX, caches=[cache])
+    assert not other_method.reused and other_method.ranges["act"][1] > first.ranges["act"][1]
+    saved["model_sha256"] = "0" * 64
+    cache.write_text(json.dumps(saved))
+    assert not cal.calibrate(relu_model, ["act"], long_tailed, "sha-a", CalibMethod.MSE, caches=[cache]).reused
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "100.5", "abc", "nan"])
+def test_percentile_outside_range(bad):
+    with pytest.raises(UserError, match="percentile"):
+        cal.check_percentile(bad)
