@@ -27,7 +27,12 @@ class TorchRunner(Runner):
 
         if self.threads:
             torch.set_num_threads(self.threads)
-        module = self.model.eval().to(self.device)
+        module = self.model
+        try:
+            module = module.eval()
+        except NotImplementedError:
+            pass  # a torch.export program (bundle.load_eager) is traced in eval mode and refuses .eval()
+        module = module.to(self.device)
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
         self._module = torch.compile(module) if self.compile else module

@@ -9,9 +9,9 @@ import click
 
 from .. import __version__
 from ..errors import ResnetDeployError
-from . import export_cmd, info_cmd
+from . import bench_cmd, export_cmd, info_cmd
 
-COMMANDS = [export_cmd.export, info_cmd.info]
+COMMANDS = [export_cmd.export, info_cmd.info, bench_cmd.bench]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
