@@ -197,7 +197,7 @@ def run_bench(bundle: "str | Path", cfg: BenchConfig, on_event: Callable[[dict],
     return {
         "schema_version": SCHEMA_VERSION,
         "machine": machine_info(),
-        "model": model_info(bundle, manifest),
+        "model": model_info(bundle.absolute(), manifest),
         "config": {"batches": batches, "warmup": cfg.warmup, "iters": cfg.iters, "duration_s": cfg.duration_s,
                    "threads": cfg.threads, "threads_note": "applied to every backend (torch.set_num_threads, ONNX "
                    "Runtime intra_op_num_threads); None: each runtime's default, see results[].runner",
@@ -206,3 +206,14 @@ def run_bench(bundle: "str | Path", cfg: BenchConfig, on_event: Callable[[dict],
         "notes": notes,
         "results": rows,
     }
+
+
+def remeasure(report: dict, keys: set) -> dict:
+    """Measure the (backend, precision, batch) ``keys`` again with the settings recorded in ``report``."""
+    c = report["config"]
+    backends = list(dict.fromkeys(Backend.parse(k[0]) for k in keys))
+    precisions = list(dict.fromkeys(Precision.parse(k[1]) for k in keys))
+    cfg = BenchConfig(backends=backends, precisions=precisions, batches=sorted({k[2] for k in keys}),
+                      warmup=c["warmup"], iters=c["iters"], duration_s=c["duration_s"], threads=c["threads"],
+                      device=c["device"], seed=c["seed"])
+    return run_bench(report["model"]["bundle"], cfg, only=keys, with_accuracy=False)

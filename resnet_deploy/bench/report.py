@@ -145,6 +145,7 @@ def plot(report: dict, path: "str | Path") -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     series: dict[str, list[tuple[int, float, float]]] = {}
     for r in report["results"]:
@@ -157,6 +158,8 @@ def plot(report: dict, path: "str | Path") -> Path:
         ax1.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
     ax1.set(xscale="log", yscale="log", xlabel="batch size", ylabel="latency p50 (ms)", title="Latency")
     ax1.set_xticks(batches, [str(b) for b in batches])
+    ax1.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax1.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax1.grid(True, which="both", alpha=0.3)
     ax1.legend(fontsize=8)
     width = 0.8 / max(len(series), 1)

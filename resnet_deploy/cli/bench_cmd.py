@@ -112,6 +112,7 @@ def bench(bundle, backends, precisions, batches, warmup, iters, duration, thread
                 console().print(f"re-measuring {len(keys)} suspect/reference row(s)")
                 return run_bench(bundle, cfg, on_event=on_event, only=keys, with_accuracy=False)
 
+
             result, report = gate(base, report, None if update_baseline else remeasure, threshold, ref,
                                   accuracy_tolerance=acc_tol)
 
