@@ -122,3 +122,16 @@ def test_parse_percent(text, value):
 def test_parse_percent_rejects(text):
     with pytest.raises(UserError):
         parse_percent(text)
+
+
+def test_retries_clear_a_suspect_on_any_normal_remeasurement():
+    answers = [_slow(_report(), "onnxruntime", "fp32", 2.0), _report()]  # slow again, then normal
+    res, _ = gate(_report(), _slow(_report(), "onnxruntime", "fp32", 2.0), lambda keys: answers.pop(0), 0.10,
+                  retries=2)
+    assert res.passed and not answers
+    answers = [_slow(_report(), "onnxruntime", "fp32", 2.0)] * 3
+    res, final = gate(_report(), _slow(_report(), "onnxruntime", "fp32", 2.0), lambda keys: answers.pop(0), 0.10,
+                      retries=3)
+    assert not res.passed and not answers and "3 round(s)" in res.notes[-1]
+    row = next(r for r in final["results"] if (r["backend"], r["precision"], r["batch"]) == ("onnxruntime", "fp32", 1))
+    assert row["first_latency_ms"]["p50"] == pytest.approx(10.0)  # the first run's time is kept

@@ -24,7 +24,10 @@ from .runners import Case, select_cases
 log = logging.getLogger(__name__)
 
 ISOLATION = ("each backend runs in its own fresh worker process (python -m resnet_deploy.bench.worker), one "
-             "after the other; ONNX Runtime thread spinning is also off")
+             "after the other")
+SPINNING_OFF = ("thread spin-waiting off: ONNX Runtime session.intra_op/inter_op.allow_spinning=0, OpenMP "
+                "(torch) OMP_WAIT_POLICY=PASSIVE")
+SPINNING_ON = "thread spin-waiting left on (each runtime's default)"
 DEFAULT_RANDOM_SAMPLES = 16
 
 
@@ -43,6 +46,7 @@ class BenchConfig:
     images: str | None = None
     samples: int | None = None  # accuracy inputs: random count, or a cap on images
     seed: int = 0
+    spinning: bool = False  # let runtimes spin-wait (lower latency on an idle machine, collapse on a busy one)
 
     def validate(self) -> None:
         if not self.batches or any(int(b) < 1 for b in self.batches):
@@ -96,13 +100,24 @@ def accuracy_fields(logits: np.ndarray, reference: np.ndarray | None, labels: np
     return acc
 
 
+def worker_env(spinning: bool) -> dict:
+    """The worker's environment: this package first on the path; OpenMP told not to spin unless asked.
+
+    On a loaded 2-core machine torch with 2 spinning OpenMP threads ran resnet18 (64x64, batch 1) at ~500-1000
+    ms per call instead of ~40 ms with OMP_WAIT_POLICY=PASSIVE (docs/benchmark.md)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
+                                                                    os.environ.get("PYTHONPATH")]))}
+    if not spinning:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    return env
+
+
 def run_worker(job: dict, workdir: Path, on_event: Callable[[dict], None]) -> dict:
     """Run one worker process; returns its result (raises the worker's user error as one line)."""
     job_dir = Path(tempfile.mkdtemp(prefix="case-", dir=workdir))
     job = {**job, "out_dir": str(job_dir)}
     (job_dir / "job.json").write_text(json.dumps(job))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
-                                                                    os.environ.get("PYTHONPATH")]))}
+    env = worker_env(job.get("spinning", False))
     proc = subprocess.Popen([sys.executable, "-m", "resnet_deploy.bench.worker", str(job_dir / "job.json")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -166,7 +181,7 @@ def run_bench(bundle: "str | Path", cfg: BenchConfig, on_event: Callable[[dict],
         tmp = Path(tmp)
         base_job = {"bundle": str(bundle.absolute()), "input_shape": input_shape, "warmup": cfg.warmup,
                     "iters": cfg.iters, "duration_s": cfg.duration_s, "threads": cfg.threads, "device": device,
-                    "seed": cfg.seed, "accuracy_inputs": None}
+                    "seed": cfg.seed, "accuracy_inputs": None, "spinning": cfg.spinning}
         if with_accuracy:
             data, labels, data_desc = accuracy_inputs(manifest, cfg)
             np.save(tmp / "accuracy_inputs.npy", data)
@@ -201,7 +216,8 @@ def run_bench(bundle: "str | Path", cfg: BenchConfig, on_event: Callable[[dict],
         "config": {"batches": batches, "warmup": cfg.warmup, "iters": cfg.iters, "duration_s": cfg.duration_s,
                    "threads": cfg.threads, "threads_note": "applied to every backend (torch.set_num_threads, ONNX "
                    "Runtime intra_op_num_threads); None: each runtime's default, see results[].runner",
-                   "device": device, "isolation": ISOLATION, "accuracy_inputs": data_desc,
+                   "device": device, "isolation": ISOLATION, "spinning": cfg.spinning,
+                   "threading": SPINNING_ON if cfg.spinning else SPINNING_OFF, "accuracy_inputs": data_desc,
                    "accuracy_reference": "eager fp32 (bundle model.pt2) at the same batch size", "seed": cfg.seed},
         "notes": notes,
         "results": rows,
@@ -215,5 +231,5 @@ def remeasure(report: dict, keys: set) -> dict:
     precisions = list(dict.fromkeys(Precision.parse(k[1]) for k in keys))
     cfg = BenchConfig(backends=backends, precisions=precisions, batches=sorted({k[2] for k in keys}),
                       warmup=c["warmup"], iters=c["iters"], duration_s=c["duration_s"], threads=c["threads"],
-                      device=c["device"], seed=c["seed"])
+                      device=c["device"], seed=c["seed"], spinning=c.get("spinning", False))
     return run_bench(report["model"]["bundle"], cfg, only=keys, with_accuracy=False)

@@ -139,7 +139,7 @@ def select_cases(manifest: dict, backends: list[Backend] | None = None,
     return cases, notes
 
 
-def make_runner(case: Case, bundle: Path, threads: int | None, device: str):
+def make_runner(case: Case, bundle: Path, threads: int | None, device: str, spinning: bool = False):
     """Build (not activate) the runner for ``case``. ``device`` applies to the torch backends."""
     from ..bundle import load_eager
 
@@ -158,6 +158,6 @@ def make_runner(case: Case, bundle: Path, threads: int | None, device: str):
         return TensorRTRunner(path, device=0)
     from ..backends.onnxruntime import OnnxRuntimeRunner
 
-    runner = OnnxRuntimeRunner(path, providers=ORT_PROVIDERS[case.backend], threads=threads, spinning=False)
+    runner = OnnxRuntimeRunner(path, providers=ORT_PROVIDERS[case.backend], threads=threads, spinning=spinning)
     runner.name = str(case.backend)
     return runner

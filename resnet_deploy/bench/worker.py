@@ -9,6 +9,7 @@ backend's own peak host memory. The worker reports progress as JSON lines on std
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
@@ -75,7 +76,8 @@ def main(job_path: str) -> int:
     try:
         case = Case.from_dict(job["case"])
         acc = np.load(job["accuracy_inputs"]) if job.get("accuracy_inputs") else None
-        runner = make_runner(case, Path(job["bundle"]), job.get("threads"), job.get("device", "cpu"))
+        runner = make_runner(case, Path(job["bundle"]), job.get("threads"), job.get("device", "cpu"),
+                             job.get("spinning", False))
         t0 = time.perf_counter()
         emit({"event": "activate"})
         with runner:
@@ -85,7 +87,7 @@ def main(job_path: str) -> int:
             rows, logits = run_case(runner, job["batches"], job["input_shape"], warmup=job["warmup"],
                                     iters=job["iters"], duration_s=job.get("duration_s"), timer=timer,
                                     seed=job.get("seed", 0), accuracy_inputs=acc, emit=emit)
-            describe = runner.describe()
+            describe = {**runner.describe(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}
         for b, y in logits.items():
             np.save(out / f"logits_b{b}.npy", y)
         result = {"rows": rows, "runner": describe, "timer": timer.kind, "activate_s": activate_s,

@@ -72,12 +72,17 @@ def _progress_display():
               help="Backend whose same-run fp32 time normalises the others ('none' to compare absolute only).")
 @click.option("--accuracy-tolerance", default="1%", show_default=True,
               help="Allowed drop of top-1 / top-5 / top-1 agreement (absolute points).")
+@click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Re-measure a suspect row up to this many times; it fails only if slower every time.")
 @click.option("--update-baseline", is_flag=True, help="Write this run's report to --baseline (no failing).")
+@click.option("--spinning", is_flag=True, help="Let ONNX Runtime and OpenMP threads spin-wait (quiet, dedicated "
+              "machines only; off by default because spinning threads collapse on a busy or shared machine).")
 @click.option("--no-plot", is_flag=True, help="Skip the PNG.")
 @force_option
 @verbose_option
 def bench(bundle, backends, precisions, batches, warmup, iters, duration, threads, device, images, samples, seed, out,
-          baseline, max_regression, reference, accuracy_tolerance, update_baseline, no_plot, force, verbose) -> None:
+          baseline, max_regression, reference, accuracy_tolerance, retries, update_baseline, spinning, no_plot, force,
+          verbose) -> None:
     """Benchmark a bundle's artifacts (latency, throughput, memory, accuracy vs eager) and gate regressions."""
     from ..bench import BenchConfig, gate, parse_percent, run_bench
     from ..bench import report as rep
@@ -92,7 +97,7 @@ def bench(bundle, backends, precisions, batches, warmup, iters, duration, thread
         backends=Backend.parse_list(backends, "backend") if backends else None,
         precisions=Precision.parse_list(precisions, "precision") if precisions else None,
         batches=_int_list(batches, "--batch"), warmup=warmup, iters=iters, duration_s=duration, threads=threads,
-        device=device, images=images, samples=samples, seed=seed)
+        device=device, images=images, samples=samples, seed=seed, spinning=spinning)
     cfg.validate()
     threshold = parse_percent(max_regression)
     acc_tol = parse_percent(accuracy_tolerance, "--accuracy-tolerance")
@@ -114,7 +119,7 @@ def bench(bundle, backends, precisions, batches, warmup, iters, duration, thread
 
 
             result, report = gate(base, report, None if update_baseline else remeasure, threshold, ref,
-                                  accuracy_tolerance=acc_tol)
+                                  retries=retries, accuracy_tolerance=acc_tol)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rep.write_json(report, out_dir / "report.json")
@@ -126,7 +131,7 @@ def bench(bundle, backends, precisions, batches, warmup, iters, duration, thread
     con = console()
     for note in report.get("notes", []):
         con.print(f"note: {note}")
-    con.print(f"isolation: {report['config']['isolation']}")
+    con.print(f"isolation: {report['config']['isolation']}; {report['config']['threading']}")
     con.print(f"report: {out_dir / 'report.json'} (+ .md{'' if no_plot else ', .png'})")
     if update_baseline:
         rep.write_json(report, baseline)
