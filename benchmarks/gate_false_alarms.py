@@ -43,8 +43,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bundle = args.bundle or export_arch("resnet18", Path(tmp) / "r18", weights="random", input_size=64,
                                             num_classes=10).path
-        cfg = BenchConfig(backends=[Backend.EAGER, Backend.ONNXRUNTIME], batches=[int(b) for b in args.batches.split(",")],
-                          warmup=5, iters=args.iters)
+        cfg = BenchConfig(backends=[Backend.EAGER, Backend.ONNXRUNTIME], warmup=5, iters=args.iters,
+                          batches=[int(b) for b in args.batches.split(",")])
         baseline = run_bench(bundle, cfg)
         runs = []
         for i in range(args.runs):

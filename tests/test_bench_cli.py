@@ -94,7 +94,8 @@ def test_gate_fails_on_injected_2x_slowdown_and_accuracy_drop(first_run, r18_bun
                 r["accuracy"]["top1"] = r["accuracy"]["top1"] + 0.25
     (tmp_path / "fast.json").write_text(json.dumps(fast))
     res = run_cli("bench", r18_bundle, "--backend", "eager,onnxruntime", "--batch", "1,2", *FAST, "--no-plot",
-                  "--images", image_folder, "--baseline", tmp_path / "fast.json", "--out", tmp_path / "r")
+                  "--images", image_folder, "--baseline", tmp_path / "fast.json", "--retries", "1",
+                  "--out", tmp_path / "r")
     assert res.returncode == 1, res.stdout + res.stderr
     assert "REGRESSIONS" in res.stdout
     assert "| onnxruntime | fp32 | 1 |" in res.stdout and "slower (re-measured)" in res.stdout
@@ -117,6 +118,7 @@ def test_gate_passes_same_model_with_loose_threshold(first_run, r18_bundle, imag
     (["--precision", "fp8"], "unknown precision 'fp8'"),
     (["--iters", "0"], "--iters 0 is invalid"),
     (["--backend", "tensorrt"], "tensorrt is not installed"),
+    (["--backend", "onnxruntime-cuda"], "onnxruntime-gpu is not installed"),
     (["--baseline", "does-not-exist.json"], "does not exist"),
     (["--max-regression", "lots"], "--max-regression 'lots' is invalid"),
 ])
