@@ -103,3 +103,17 @@ def test_duration_mode_stops_once_enough_time_is_timed():
 def test_measure_needs_a_stop_rule():
     with pytest.raises(ValueError):
         measure(lambda: None, WallTimer(), iters=None, duration_s=None)
+
+
+def test_peak_memory_of_a_worker_is_its_own_not_its_parents():
+    import subprocess
+    import sys
+
+    from resnet_deploy.bench.worker import peak_rss_mb
+
+    ballast = np.ones(40_000_000)  # ~300 MiB in this process
+    assert peak_rss_mb() > 300
+    res = subprocess.run([sys.executable, "-c", "from resnet_deploy.bench.worker import peak_rss_mb; "
+                          "print(peak_rss_mb())"], capture_output=True, text=True, timeout=60)
+    assert float(res.stdout) < 200, res.stdout + res.stderr
+    del ballast
