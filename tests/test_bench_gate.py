@@ -135,3 +135,11 @@ def test_retries_clear_a_suspect_on_any_normal_remeasurement():
     assert not res.passed and not answers and "3 round(s)" in res.notes[-1]
     row = next(r for r in final["results"] if (r["backend"], r["precision"], r["batch"]) == ("onnxruntime", "fp32", 1))
     assert row["first_latency_ms"]["p50"] == pytest.approx(10.0)  # the first run's time is kept
+
+
+def test_unmeasured_reference_falls_back_to_absolute_with_a_note():
+    now = _slow(_report(), "onnxruntime", "fp32", 1.25)
+    now["results"] = [r for r in now["results"] if r["backend"] != "eager"]
+    res = compare(_report(), now, 0.10, "eager")
+    assert set(res.suspects) == {("onnxruntime", "fp32", 1), ("onnxruntime", "fp32", 8)}
+    assert any("absolute time only" in n for n in res.notes)

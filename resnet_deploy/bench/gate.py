@@ -113,6 +113,8 @@ def compare(baseline: dict, current: dict, max_regression: float = 0.10, referen
     if baseline.get("machine", {}).get("cpu") != current.get("machine", {}).get("cpu"):
         notes.append(f"baseline was measured on {baseline.get('machine', {}).get('cpu')!r}, this run on "
                      f"{current.get('machine', {}).get('cpu')!r}: absolute times are not comparable")
+    if reference and not any(k[:2] == (reference, "fp32") for k in now_rows):
+        notes.append(f"reference {reference} fp32 was not measured in this run: rows are judged on absolute time only")
     checks = []
     for k, now in now_rows.items():
         base = base_rows.get(k)

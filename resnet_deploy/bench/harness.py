@@ -19,7 +19,7 @@ from ..bundle import read_manifest
 from ..errors import CheckFailed, UserError
 from ..types import Backend, Precision
 from .report import SCHEMA_VERSION, machine_info, model_info
-from .runners import Case, select_cases
+from .runners import select_cases
 
 log = logging.getLogger(__name__)
 
@@ -156,49 +156,10 @@ def resolve_device(device: str) -> str:
     return "cuda" if cuda_available() else "cpu"
 
 
-def run_bench(bundle: "str | Path", cfg: BenchConfig, on_event: Callable[[dict], None] = lambda e: None,
-              only: set[tuple[str, str, int]] | None = None, with_accuracy: bool = True) -> dict:
-    """Benchmark the bundle's cases (or ``only`` those (backend, precision, batch) keys) and return the report.
+EAGER_FP32 = (Backend.EAGER, Precision.FP32)
 
-    Accuracy is measured against the eager fp32 model of the bundle at every batch size, on the same inputs.
-    """
-    cfg.validate()
-    bundle = Path(bundle)
-    manifest = read_manifest(bundle)
-    cases, notes = select_cases(manifest, cfg.backends, cfg.precisions)
-    device = resolve_device(cfg.device)
-    input_shape = [int(v) for v in manifest["input"]["shape"][1:]]
-    batches = sorted({int(b) for b in cfg.batches})
-    data = labels = None
-    data_desc = None
-    plan = [(c, [b for b in batches if only is None or (str(c.backend), str(c.precision), b) in only])
-            for c in cases]
-    plan = [(c, bs) for c, bs in plan if bs]
-    if not plan:
-        raise UserError("nothing to benchmark: no selected case matches")
-    results, reference = {}, {}
-    with tempfile.TemporaryDirectory(prefix="resnet-deploy-bench-") as tmp:
-        tmp = Path(tmp)
-        base_job = {"bundle": str(bundle.absolute()), "input_shape": input_shape, "warmup": cfg.warmup,
-                    "iters": cfg.iters, "duration_s": cfg.duration_s, "threads": cfg.threads, "device": device,
-                    "seed": cfg.seed, "accuracy_inputs": None, "spinning": cfg.spinning}
-        if with_accuracy:
-            data, labels, data_desc = accuracy_inputs(manifest, cfg)
-            np.save(tmp / "accuracy_inputs.npy", data)
-            base_job["accuracy_inputs"] = str(tmp / "accuracy_inputs.npy")
-        eager = Case(Backend.EAGER, Precision.FP32, "")
-        plan.sort(key=lambda cb: (cb[0].backend, cb[0].precision) != (eager.backend, eager.precision))
-        if with_accuracy and (plan[0][0].backend, plan[0][0].precision) != (eager.backend, eager.precision):
-            ref_case = select_cases(manifest, [Backend.EAGER], [Precision.FP32])[0][0]
-            on_event({"event": "case", "case": ref_case.to_dict(), "label": "eager fp32 reference (accuracy only)"})
-            ref = run_worker({**base_job, "case": ref_case.to_dict(), "batches": batches, "iters": 0}, tmp, on_event)
-            reference = ref["logits"]
-        for case, bs in plan:
-            on_event({"event": "case", "case": case.to_dict(), "label": case.label, "batches": bs})
-            res = run_worker({**base_job, "case": case.to_dict(), "batches": bs}, tmp, on_event)
-            if (case.backend, case.precision) == (eager.backend, eager.precision) and with_accuracy:
-                reference = res["logits"]
-            results[case] = res
+
+def _result_rows(results: dict, reference: dict, labels, with_accuracy: bool) -> list[dict]:
     rows = []
     for case, res in results.items():
         for r in res["rows"]:
@@ -209,18 +170,68 @@ def run_bench(bundle: "str | Path", cfg: BenchConfig, on_event: Callable[[dict],
                          "throughput_ips": r["throughput_ips"], "iterations": r["iterations"],
                          "peak_host_memory_mb": res["peak_host_memory_mb"], "timer": res["timer"],
                          "runner": res["runner"], "accuracy": acc, "samples_ms": [s * 1e3 for s in r["samples_s"]]})
+    return rows
+
+
+def _config_block(cfg: BenchConfig, batches: list[int], device: str, data_desc: str | None) -> dict:
+    return {"batches": batches, "warmup": cfg.warmup, "iters": cfg.iters, "duration_s": cfg.duration_s,
+            "threads": cfg.threads, "threads_note": "applied to every backend (torch.set_num_threads, ONNX Runtime "
+            "intra_op_num_threads); None: each runtime's default, see results[].runner",
+            "device": device, "isolation": ISOLATION, "spinning": cfg.spinning,
+            "threading": SPINNING_ON if cfg.spinning else SPINNING_OFF, "accuracy_inputs": data_desc,
+            "accuracy_reference": "eager fp32 (bundle model.pt2) on CPU at the same batch size", "seed": cfg.seed}
+
+
+def run_bench(bundle: "str | Path", cfg: BenchConfig, on_event: Callable[[dict], None] = lambda e: None,
+              only: set[tuple[str, str, int]] | None = None, with_accuracy: bool = True) -> dict:
+    """Benchmark the bundle's cases (or ``only`` those (backend, precision, batch) keys) and return the report.
+
+    Each case runs in its own worker process, one after the other. Accuracy is measured against the eager
+    fp32 model of the bundle on CPU at every batch size, on the same inputs.
+    """
+    cfg.validate()
+    bundle = Path(bundle).absolute()
+    manifest = read_manifest(bundle)
+    cases, notes = select_cases(manifest, cfg.backends, cfg.precisions)
+    device = resolve_device(cfg.device)
+    batches = sorted({int(b) for b in cfg.batches})
+    plan = [(c, [b for b in batches if only is None or (str(c.backend), str(c.precision), b) in only])
+            for c in cases]
+    plan = sorted(((c, bs) for c, bs in plan if bs), key=lambda cb: (cb[0].backend, cb[0].precision) != EAGER_FP32)
+    if not plan:
+        raise UserError("nothing to benchmark: no selected case matches")
+    # eager fp32 timed on CPU doubles as the reference; otherwise (not selected, or on a GPU where TF32 may
+    # be on) a separate CPU worker computes the reference logits
+    eager_is_reference = device == "cpu" and (plan[0][0].backend, plan[0][0].precision) == EAGER_FP32
+    labels = data_desc = None
+    results, reference = {}, {}
+    with tempfile.TemporaryDirectory(prefix="resnet-deploy-bench-") as tmp:
+        tmp = Path(tmp)
+        base_job = {"bundle": str(bundle), "input_shape": [int(v) for v in manifest["input"]["shape"][1:]],
+                    "warmup": cfg.warmup, "iters": cfg.iters, "duration_s": cfg.duration_s, "threads": cfg.threads,
+                    "device": device, "seed": cfg.seed, "accuracy_inputs": None, "spinning": cfg.spinning}
+        if with_accuracy:
+            data, labels, data_desc = accuracy_inputs(manifest, cfg)
+            np.save(tmp / "accuracy_inputs.npy", data)
+            base_job["accuracy_inputs"] = str(tmp / "accuracy_inputs.npy")
+        if with_accuracy and not eager_is_reference:
+            ref_case = select_cases(manifest, [Backend.EAGER], [Precision.FP32])[0][0]
+            on_event({"event": "case", "case": ref_case.to_dict(), "label": "eager fp32 reference (accuracy only)"})
+            reference = run_worker({**base_job, "case": ref_case.to_dict(), "batches": batches, "iters": 0,
+                                    "device": "cpu"}, tmp, on_event)["logits"]
+        for case, bs in plan:
+            on_event({"event": "case", "case": case.to_dict(), "label": case.label, "batches": bs})
+            res = run_worker({**base_job, "case": case.to_dict(), "batches": bs}, tmp, on_event)
+            if with_accuracy and eager_is_reference and (case.backend, case.precision) == EAGER_FP32:
+                reference = res["logits"]
+            results[case] = res
     return {
         "schema_version": SCHEMA_VERSION,
         "machine": machine_info(),
-        "model": model_info(bundle.absolute(), manifest),
-        "config": {"batches": batches, "warmup": cfg.warmup, "iters": cfg.iters, "duration_s": cfg.duration_s,
-                   "threads": cfg.threads, "threads_note": "applied to every backend (torch.set_num_threads, ONNX "
-                   "Runtime intra_op_num_threads); None: each runtime's default, see results[].runner",
-                   "device": device, "isolation": ISOLATION, "spinning": cfg.spinning,
-                   "threading": SPINNING_ON if cfg.spinning else SPINNING_OFF, "accuracy_inputs": data_desc,
-                   "accuracy_reference": "eager fp32 (bundle model.pt2) at the same batch size", "seed": cfg.seed},
+        "model": model_info(bundle, manifest),
+        "config": _config_block(cfg, batches, device, data_desc),
         "notes": notes,
-        "results": rows,
+        "results": _result_rows(results, reference, labels, with_accuracy),
     }
 
 

@@ -63,7 +63,7 @@ def _progress_display():
 @click.option("--images", default=None, type=click.Path(path_type=str),
               help="ImageFolder (class sub-folders) for top-1/top-5 [default: seeded random inputs].")
 @click.option("--samples", type=int, default=None, help="Accuracy inputs: how many random ones / cap on images.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the timing and random accuracy inputs.")
 @click.option("--out", default=None, type=click.Path(path_type=str),
               help="Folder for report.json/.md/.png [default: ./bench-<bundle name>].")
 @click.option("--baseline", default=None, type=click.Path(path_type=str), help="Report to compare with (CI gate).")
