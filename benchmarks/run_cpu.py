@@ -55,7 +55,7 @@ def main() -> None:
         for name, bundle in bundles.items():
             t0 = time.time()
             cfg = BenchConfig(backends=backends, batches=[int(b) for b in args.batches.split(",")], warmup=warmup,
-                              iters=iters, threads=args.threads)
+                              iters=iters, threads=args.threads, device="cpu")  # torch rows stay CPU rows
             rep = run_bench(bundle, cfg, on_event=lambda e: e.get("event") == "case" and print("  ", e["label"],
                                                                                               flush=True))
             for r in rep["results"]:

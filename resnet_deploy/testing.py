@@ -83,7 +83,8 @@ def assert_accuracy(report: dict, backend: str, precision: str = "fp32", batch: 
 
 
 def assert_no_regression(report: dict, baseline: "str | Path", max_regression="10%", reference: str | None = "eager",
-                         accuracy_tolerance="1%", remeasure: bool = True, retries: int = 2) -> dict:
+                         accuracy_tolerance="1%", remeasure: bool = True, retries: int = 2,
+                         max_abs_regression="30%") -> dict:
     """Gate ``report`` against the baseline file as ``resnet-deploy bench --baseline`` does (ratios to the
     reference backend, one re-measurement of suspects). Writes the baseline when it does not exist yet or
     when ``RESNET_DEPLOY_UPDATE_BASELINE=1``. Returns the final report."""
@@ -99,6 +100,7 @@ def assert_no_regression(report: dict, baseline: "str | Path", max_regression="1
     base = load_report(baseline, what="baseline")
     rerun = (lambda keys: _remeasure(report, keys)) if remeasure else None
     result, final = gate(base, report, rerun, parse_percent(max_regression), reference, retries=retries,
+                         max_abs_regression=parse_percent(max_abs_regression, "max_abs_regression"),
                          accuracy_tolerance=parse_percent(accuracy_tolerance, "accuracy_tolerance"))
     assert result.passed, (f"{len(result.failed)} regression(s) against {baseline} (threshold "
                            f"{parse_percent(max_regression):.0%}):\n" + result.table(only_failed=True))

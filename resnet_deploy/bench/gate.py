@@ -5,9 +5,12 @@ Method (docs/benchmark.md has the reasoning and the measured false-alarm rate):
 - ``abs`` change: p50 now / p50 in the baseline. ``rel`` change: the same ratio after dividing each p50 by the
   p50 of the reference backend (``--reference``, default eager fp32) at the same batch *in the same run*; a
   machine that is 20% slower today slows the reference as much, so ``rel`` cancels it.
-- A row is *suspect* when abs > 1 + threshold and (rel > 1 + threshold, or it is the reference row itself,
-  or no reference was measured). Suspects are re-measured together with their reference rows (up to
-  ``retries`` rounds); a row fails only when it is suspect in the first run and in every re-measurement.
+- A row is *suspect* when abs > 1 + threshold and rel > 1 + threshold (slower in absolute time and against
+  the reference), or when abs > 1 + ``max_abs_regression`` (default 30%, beyond a shared machine's noise:
+  this catches a model that got slower everywhere, which the ratio cancels, and judges the reference row
+  itself). Without a reference (``None``, or not measured in the run) abs > 1 + threshold alone is suspect.
+  Suspects are re-measured together with their reference rows (up to ``retries`` rounds); a row fails only
+  when it is suspect in the first run and in every re-measurement.
 - Accuracy (deterministic inputs, not re-measured) fails when top1 / top5 / top1_agreement fall more than
   ``accuracy_tolerance`` (absolute, default 1 point) or cosine falls more than ``cosine_tolerance``.
 """
@@ -22,6 +25,7 @@ from ..errors import UserError
 
 DEFAULT_ACCURACY_TOLERANCE = 0.01
 DEFAULT_COSINE_TOLERANCE = 1e-3
+DEFAULT_MAX_ABS_REGRESSION = 0.30
 Key = tuple[str, str, int]
 
 
@@ -104,8 +108,8 @@ def accuracy_drops(base: dict | None, now: dict | None, tol: float, cos_tol: flo
 
 
 def compare(baseline: dict, current: dict, max_regression: float = 0.10, reference: str | None = "eager",
-            accuracy_tolerance: float = DEFAULT_ACCURACY_TOLERANCE,
-            cosine_tolerance: float = DEFAULT_COSINE_TOLERANCE) -> GateResult:
+            max_abs_regression: float = DEFAULT_MAX_ABS_REGRESSION,
+            accuracy_tolerance: float = DEFAULT_ACCURACY_TOLERANCE, cosine_tolerance: float = DEFAULT_COSINE_TOLERANCE) -> GateResult:
     """Compare two schema-1 reports row by row (no re-measurement; see ``gate``)."""
     base_rows = {key(r): r for r in baseline["results"]}
     now_rows = {key(r): r for r in current["results"]}
@@ -127,8 +131,13 @@ def compare(baseline: dict, current: dict, max_regression: float = 0.10, referen
         is_ref = reference is not None and k[:2] == (reference, "fp32")
         if bref and nref and not is_ref:
             c.rel_change = (n50 / nref) / (b50 / bref) - 1
-        slower = c.abs_change > max_regression
-        c.latency_suspect = slower and (is_ref or c.rel_change is None or c.rel_change > max_regression)
+        if c.rel_change is not None:
+            c.latency_suspect = (c.abs_change > max_regression and c.rel_change > max_regression) \
+                or c.abs_change > max(max_abs_regression, max_regression)
+        elif is_ref and nref:
+            c.latency_suspect = c.abs_change > max(max_abs_regression, max_regression)
+        else:
+            c.latency_suspect = c.abs_change > max_regression
         c.accuracy_drops = accuracy_drops(base.get("accuracy"), now.get("accuracy"), accuracy_tolerance,
                                           cosine_tolerance)
         c.verdict = "accuracy" if c.accuracy_drops else "slower" if c.latency_suspect else "ok"

@@ -70,6 +70,9 @@ def _progress_display():
 @click.option("--max-regression", default="10%", show_default=True, help="Allowed p50 slowdown per row.")
 @click.option("--reference", default="eager", show_default=True,
               help="Backend whose same-run fp32 time normalises the others ('none' to compare absolute only).")
+@click.option("--max-abs-regression", default="30%", show_default=True,
+              help="A row slower than this in absolute time is suspect even when the reference slowed as much "
+                   "(a model slower everywhere); the reference row itself is judged on it.")
 @click.option("--accuracy-tolerance", default="1%", show_default=True,
               help="Allowed drop of top-1 / top-5 / top-1 agreement (absolute points).")
 @click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
@@ -81,8 +84,8 @@ def _progress_display():
 @force_option
 @verbose_option
 def bench(bundle, backends, precisions, batches, warmup, iters, duration, threads, device, images, samples, seed, out,
-          baseline, max_regression, reference, accuracy_tolerance, retries, update_baseline, spinning, no_plot, force,
-          verbose) -> None:
+          baseline, max_regression, reference, max_abs_regression, accuracy_tolerance, retries, update_baseline,
+          spinning, no_plot, force, verbose) -> None:
     """Benchmark a bundle's artifacts (latency, throughput, memory, accuracy vs eager) and gate regressions."""
     from ..bench import BenchConfig, gate, parse_percent, run_bench
     from ..bench import report as rep
@@ -100,6 +103,7 @@ def bench(bundle, backends, precisions, batches, warmup, iters, duration, thread
         device=device, images=images, samples=samples, seed=seed, spinning=spinning)
     cfg.validate()
     threshold = parse_percent(max_regression)
+    abs_cap = parse_percent(max_abs_regression, "--max-abs-regression")
     acc_tol = parse_percent(accuracy_tolerance, "--accuracy-tolerance")
     ref = None if reference.lower() == "none" else str(Backend.parse(reference, "reference backend"))
     if update_baseline and not baseline:
@@ -119,7 +123,7 @@ def bench(bundle, backends, precisions, batches, warmup, iters, duration, thread
 
 
             result, report = gate(base, report, None if update_baseline else remeasure, threshold, ref,
-                                  retries=retries, accuracy_tolerance=acc_tol)
+                                  retries=retries, max_abs_regression=abs_cap, accuracy_tolerance=acc_tol)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rep.write_json(report, out_dir / "report.json")
