@@ -109,8 +109,13 @@ def bench(bundle, backends, precisions, batches, warmup, iters, duration, thread
     if update_baseline and not baseline:
         raise UserError("--update-baseline needs --baseline PATH (where to write the new baseline)")
     base = None
-    if baseline and not (update_baseline and not Path(baseline).exists()):
-        base = rep.load_report(baseline)  # fail fast, before any measuring
+    if baseline:
+        try:
+            base = rep.load_report(baseline)  # fail fast, before any measuring
+        except UserError as e:
+            if not update_baseline:
+                raise
+            console().print(f"note: no usable baseline to compare with, writing a new one ({e})")
     out_dir = check_out_dir(out or f"bench-{Path(bundle).absolute().name}", force)
 
     with _progress_display() as on_event:
@@ -121,23 +126,13 @@ def bench(bundle, backends, precisions, batches, warmup, iters, duration, thread
                 console().print(f"re-measuring {len(keys)} suspect/reference row(s)")
                 return run_bench(bundle, cfg, on_event=on_event, only=keys, with_accuracy=False)
 
-
             result, report = gate(base, report, None if update_baseline else remeasure, threshold, ref,
                                   retries=retries, max_abs_regression=abs_cap, accuracy_tolerance=acc_tol)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rep.write_json(report, out_dir / "report.json")
-    md = rep.to_markdown(report)
-    (out_dir / "report.md").write_text(md)
-    if not no_plot:
-        rep.plot(report, out_dir / "report.png")
-    click.echo(md)
+    _write_outputs(report, out_dir, no_plot)
     con = console()
-    for note in report.get("notes", []):
-        con.print(f"note: {note}")
-    con.print(f"isolation: {report['config']['isolation']}; {report['config']['threading']}")
-    con.print(f"report: {out_dir / 'report.json'} (+ .md{'' if no_plot else ', .png'})")
     if update_baseline:
+        Path(baseline).parent.mkdir(parents=True, exist_ok=True)
         rep.write_json(report, baseline)
         con.print(f"baseline written: {baseline}")
     if result is not None:
@@ -151,3 +146,21 @@ def bench(bundle, backends, precisions, batches, warmup, iters, duration, thread
             raise CheckFailed(f"{len(result.failed)} row(s) regressed against {baseline}")
         else:
             con.print(f"gate passed: no row slower than {threshold:.0%} (p50, vs {baseline}), no accuracy drop")
+
+
+def _write_outputs(report: dict, out_dir: Path, no_plot: bool) -> None:
+    """report.json, report.md (also printed) and report.png, plus the notes on how it was measured."""
+    from ..bench import report as rep
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rep.write_json(report, out_dir / "report.json")
+    md = rep.to_markdown(report)
+    (out_dir / "report.md").write_text(md)
+    if not no_plot:
+        rep.plot(report, out_dir / "report.png")
+    click.echo(md)
+    con = console()
+    for note in report.get("notes", []):
+        con.print(f"note: {note}")
+    con.print(f"isolation: {report['config']['isolation']}; {report['config']['threading']}")
+    con.print(f"report: {out_dir / 'report.json'} (+ .md{'' if no_plot else ', .png'})")
