@@ -30,8 +30,8 @@ class TorchRunner(Runner):
         module = self.model
         try:
             module = module.eval()
-        except NotImplementedError:
-            pass  # a torch.export program (bundle.load_eager) is traced in eval mode and refuses .eval()
+        except NotImplementedError:  # a torch.export module (bundle.load_eager) is already in eval mode
+            pass
         module = module.to(self.device)
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
