@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -66,7 +67,8 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     first = next(iter(reports.values()))
     (RESULTS / f"{args.name}.json").write_text(json.dumps(
-        {"machine": first["machine"], "weights": "random unless a --bundle says otherwise (timing only)",
+        {"machine": first["machine"], "load_average_at_end": os.getloadavg(),
+         "weights": "random unless a --bundle says otherwise (timing only)",
          "reports": reports}, indent=2, default=str) + "\n")
     (RESULTS / f"{args.name}.md").write_text("\n".join(md))
 
