@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--threshold", type=float, default=0.10)
     ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads of every backend")
     ap.add_argument("--bundle", default=None, help="existing bundle [default: resnet18 random 64x64, exported]")
     ap.add_argument("--name", default="gate_false_alarms")
     ap.add_argument("--pairs", action="store_true",
@@ -47,7 +48,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bundle = args.bundle or export_arch("resnet18", Path(tmp) / "r18", weights="random", input_size=64,
                                             num_classes=10).path
-        cfg = BenchConfig(backends=[Backend.EAGER, Backend.ONNXRUNTIME], warmup=5, iters=args.iters,
+        cfg = BenchConfig(backends=[Backend.EAGER, Backend.ONNXRUNTIME], warmup=5, iters=args.iters, threads=args.threads,
                           batches=[int(b) for b in args.batches.split(",")])
         baseline = run_bench(bundle, cfg)
         runs = []
@@ -80,13 +81,14 @@ def main() -> None:
                for k in ("abs_fail", "abs_ratio_fail", "retries1_fail", "retries2_fail", "retries3_fail",
                          "abs_ratio_fail_at_2x_threshold")}
     out = {"machine": baseline["machine"], "model": {k: baseline["model"][k] for k in ("arch", "input_shape")},
-           "config": {"runs": n, "iters": args.iters, "threshold": args.threshold, "batches": args.batches,
+           "config": {"runs": n, "iters": args.iters, "threads": args.threads, "threshold": args.threshold, "batches": args.batches,
                       "backends": "eager,onnxruntime", "load_average_at_end": os.getloadavg(),
                       "baseline": "the previous run (pairs)" if args.pairs else "one fixed baseline run"},
            "false_alarms": summary, "runs": runs}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(out, indent=2) + "\n")
     md = (f"Unchanged resnet18 (64x64), eager + ONNX Runtime fp32, batches {args.batches}, {args.iters} iters, "
+          f"threads {args.threads or 'default'}, "
           f"threshold {args.threshold:.0%}, {n} gate runs against "
           f"{'the previous run' if args.pairs else 'one fixed baseline run'} on {baseline['machine']['cpu']} "
           f"({baseline['machine']['cores_logical']} cores, load average at end {os.getloadavg()[0]:.1f}).\n\n"
