@@ -48,7 +48,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bundle = args.bundle or export_arch("resnet18", Path(tmp) / "r18", weights="random", input_size=64,
                                             num_classes=10).path
-        cfg = BenchConfig(backends=[Backend.EAGER, Backend.ONNXRUNTIME], warmup=5, iters=args.iters, threads=args.threads,
+        cfg = BenchConfig(backends=[Backend.EAGER, Backend.ONNXRUNTIME], warmup=5, iters=args.iters,
+                          threads=args.threads,
                           batches=[int(b) for b in args.batches.split(",")])
         baseline = run_bench(bundle, cfg)
         runs = []
@@ -66,7 +67,8 @@ def main() -> None:
             runs.append({
                 "abs_fail": bool(a.suspects), "abs_ratio_fail": bool(r.suspects),
                 **{f"retries{k}_fail": bool(r.suspects) and cleared_after > k for k in (1, 2, 3)},
-                "abs_ratio_fail_at_2x_threshold": bool(loose.suspects), "abs_suspect_rows": len(a.suspects), "abs_ratio_suspect_rows": len(r.suspects),
+                "abs_ratio_fail_at_2x_threshold": bool(loose.suspects), "abs_suspect_rows": len(a.suspects),
+                "abs_ratio_suspect_rows": len(r.suspects),
                 "remeasure_rounds": len(rounds), "failed_rows_after_3": [list(c.key) for c in full.failed],
                 "p50_change": {f"{c.key[0]}/{c.key[2]}": round(c.abs_change, 4) for c in a.checks
                                if c.abs_change is not None},
@@ -81,7 +83,8 @@ def main() -> None:
                for k in ("abs_fail", "abs_ratio_fail", "retries1_fail", "retries2_fail", "retries3_fail",
                          "abs_ratio_fail_at_2x_threshold")}
     out = {"machine": baseline["machine"], "model": {k: baseline["model"][k] for k in ("arch", "input_shape")},
-           "config": {"runs": n, "iters": args.iters, "threads": args.threads, "threshold": args.threshold, "batches": args.batches,
+           "config": {"runs": n, "iters": args.iters, "threads": args.threads, "threshold": args.threshold,
+                      "batches": args.batches,
                       "backends": "eager,onnxruntime", "load_average_at_end": os.getloadavg(),
                       "baseline": "the previous run (pairs)" if args.pairs else "one fixed baseline run"},
            "false_alarms": summary, "runs": runs}
