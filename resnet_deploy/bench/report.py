@@ -7,7 +7,7 @@ import os
 import platform
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import MissingDependency, UserError
 
 SCHEMA_VERSION = 1
 LATENCY_KEYS = ("p50", "p90", "p95", "p99", "mean", "std")
@@ -141,8 +141,10 @@ def to_markdown(report: dict) -> str:
 
 def plot(report: dict, path: "str | Path") -> Path:
     """Latency p50 against batch size per backend/precision (log-log), and throughput bars per batch."""
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:
+        raise MissingDependency("matplotlib", extra="plot", what="the benchmark plot (or pass --no-plot)") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker

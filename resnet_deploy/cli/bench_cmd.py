@@ -151,15 +151,20 @@ def bench(bundle, backends, precisions, batches, warmup, iters, duration, thread
 def _write_outputs(report: dict, out_dir: Path, no_plot: bool) -> None:
     """report.json, report.md (also printed) and report.png, plus the notes on how it was measured."""
     from ..bench import report as rep
+    from ..errors import MissingDependency
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rep.write_json(report, out_dir / "report.json")
     md = rep.to_markdown(report)
     (out_dir / "report.md").write_text(md)
-    if not no_plot:
-        rep.plot(report, out_dir / "report.png")
-    click.echo(md)
     con = console()
+    if not no_plot:
+        try:
+            rep.plot(report, out_dir / "report.png")
+        except MissingDependency as e:  # the measurements are worth keeping without the picture
+            con.print(f"note: no PNG: {e}")
+            no_plot = True
+    click.echo(md)
     for note in report.get("notes", []):
         con.print(f"note: {note}")
     con.print(f"isolation: {report['config']['isolation']}; {report['config']['threading']}")
