@@ -54,6 +54,7 @@ class Target(_ChoiceEnum):
 
 class Backend(_ChoiceEnum):
     EAGER = "eager"
+    EAGER_CHANNELS_LAST = "eager-channels-last"
     TORCH_COMPILE = "torch-compile"
     ONNXRUNTIME = "onnxruntime"
     ONNXRUNTIME_CUDA = "onnxruntime-cuda"

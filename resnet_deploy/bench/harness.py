@@ -1,0 +1,246 @@
+"""Run every selected case in its own worker process and assemble the report (``report.json`` schema 1)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import validate
+from ..bundle import read_manifest
+from ..errors import CheckFailed, UserError
+from ..types import Backend, Precision
+from .report import SCHEMA_VERSION, machine_info, model_info
+from .runners import select_cases
+
+log = logging.getLogger(__name__)
+
+ISOLATION = ("each backend runs in its own fresh worker process (python -m resnet_deploy.bench.worker), one "
+             "after the other")
+SPINNING_OFF = ("thread spin-waiting off: ONNX Runtime session.intra_op/inter_op.allow_spinning=0, OpenMP "
+                "(torch) OMP_WAIT_POLICY=PASSIVE")
+SPINNING_ON = "thread spin-waiting left on (each runtime's default)"
+DEFAULT_RANDOM_SAMPLES = 16
+
+
+@dataclass
+class BenchConfig:
+    """What to run and how to time it. ``iters`` or ``duration_s`` (the latter wins when both are set)."""
+
+    backends: list[Backend] | None = None  # None: eager + every artifact runnable here
+    precisions: list[Precision] | None = None
+    batches: list[int] = field(default_factory=lambda: [1, 8, 32])
+    warmup: int = 10
+    iters: int | None = 100
+    duration_s: float | None = None
+    threads: int | None = None
+    device: str = "auto"  # torch backends: auto (cuda when available), cpu, cuda
+    images: str | None = None
+    samples: int | None = None  # accuracy inputs: random count, or a cap on images
+    seed: int = 0
+    spinning: bool = False  # let runtimes spin-wait (lower latency on an idle machine, collapse on a busy one)
+
+    def validate(self) -> None:
+        if not self.batches or any(int(b) < 1 for b in self.batches):
+            raise UserError(f"--batch {','.join(map(str, self.batches))} is invalid: batch sizes must be >= 1")
+        if self.warmup < 0:
+            raise UserError(f"--warmup {self.warmup} is invalid: it must be >= 0")
+        if self.iters is not None and self.iters < 1 and self.duration_s is None:
+            raise UserError(f"--iters {self.iters} is invalid: it must be >= 1")
+        if self.duration_s is not None and self.duration_s <= 0:
+            raise UserError(f"--duration {self.duration_s} is invalid: it must be > 0 seconds")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"--threads {self.threads} is invalid: it must be >= 1")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise UserError(f"--device {self.device!r} is invalid: choose auto, cpu or cuda")
+        if self.samples is not None and self.samples < 1:
+            raise UserError(f"--samples {self.samples} is invalid: it must be >= 1")
+
+
+def accuracy_inputs(manifest: dict, cfg: BenchConfig) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Inputs for the accuracy columns: preprocessed images (labels from an ImageFolder layout) or seeded
+    standard-normal tensors (at least the largest batch, so every batch size runs full batches)."""
+    from ..preprocess import Preprocessing, load_images
+
+    pre = Preprocessing.from_dict(manifest["preprocessing"])
+    if cfg.images:
+        imgs = load_images(cfg.images, pre, limit=cfg.samples, what="--images")
+        if imgs.labels is not None and int(imgs.labels.max()) >= int(manifest.get("num_classes", 0)):
+            raise UserError(f"--images {cfg.images!r} has {len(imgs.class_names)} class folders but the model "
+                            f"has {manifest.get('num_classes')} classes")
+        desc = f"images:{len(imgs.data)} from {cfg.images}" + ("" if imgs.labels is not None else " (no labels)")
+        return imgs.data, imgs.labels, desc
+    n = cfg.samples or max(DEFAULT_RANDOM_SAMPLES, max(cfg.batches))
+    data = np.random.default_rng(cfg.seed).standard_normal((n, 3, *pre.input_size), dtype=np.float32)
+    return data, None, f"random:{n} seed={cfg.seed}"
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    k = min(k, logits.shape[1])
+    top = np.argsort(-logits, axis=1)[:, :k]
+    return float((top == labels[:, None]).any(axis=1).mean())
+
+
+def accuracy_fields(logits: np.ndarray, reference: np.ndarray | None, labels: np.ndarray | None) -> dict:
+    """The report's accuracy block; fields that do not apply are None."""
+    acc = {"top1": None, "top5": None, "top1_agreement": None, "max_abs_diff": None, "cosine": None}
+    if labels is not None:
+        acc["top1"], acc["top5"] = topk_accuracy(logits, labels, 1), topk_accuracy(logits, labels, 5)
+    if reference is not None:
+        p = validate.compare(reference, logits)
+        acc.update(top1_agreement=p.top1_agreement, max_abs_diff=p.max_abs_diff, cosine=p.cosine)
+    return acc
+
+
+def worker_env(spinning: bool) -> dict:
+    """The worker's environment: this package first on the path; OpenMP told not to spin unless asked.
+
+    On a loaded 2-core machine torch with 2 spinning OpenMP threads ran resnet18 (64x64, batch 1) at ~500-1000
+    ms per call instead of ~40 ms with OMP_WAIT_POLICY=PASSIVE (docs/benchmark.md)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
+                                                                    os.environ.get("PYTHONPATH")]))}
+    if not spinning:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    return env
+
+
+def run_worker(job: dict, workdir: Path, on_event: Callable[[dict], None]) -> dict:
+    """Run one worker process; returns its result (raises the worker's user error as one line)."""
+    job_dir = Path(tempfile.mkdtemp(prefix="case-", dir=workdir))
+    job = {**job, "out_dir": str(job_dir)}
+    (job_dir / "job.json").write_text(json.dumps(job))
+    env = worker_env(job.get("spinning", False))
+    proc = subprocess.Popen([sys.executable, "-m", "resnet_deploy.bench.worker", str(job_dir / "job.json")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in proc.stdout:
+            try:
+                on_event({**json.loads(line), "case": job["case"]})
+            except json.JSONDecodeError:
+                log.debug("worker: %s", line.rstrip())
+        stderr = proc.stderr.read()
+        proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    result_path = job_dir / "result.json"
+    if not result_path.exists():
+        raise CheckFailed(f"benchmark worker for {job['case']['backend']} {job['case']['precision']} died "
+                          f"(exit {proc.returncode}): {stderr.strip().splitlines()[-1] if stderr.strip() else ''}")
+    result = json.loads(result_path.read_text())
+    if "error" in result:
+        if result.get("traceback"):
+            log.error("worker traceback:\n%s", result["traceback"])
+        label = f"{job['case']['backend']} {job['case']['precision']}"
+        if result["exit_code"] == 2:
+            raise UserError(f"{label}: {result['error']}")
+        raise CheckFailed(f"{label} failed: {result['error']}")
+    result["logits"] = {int(p.stem.split("_b")[1]): np.load(p) for p in job_dir.glob("logits_b*.npy")}
+    return result
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    from .runners import cuda_available
+
+    return "cuda" if cuda_available() else "cpu"
+
+
+EAGER_FP32 = (Backend.EAGER, Precision.FP32)
+
+
+def _result_rows(results: dict, reference: dict, labels, with_accuracy: bool) -> list[dict]:
+    rows = []
+    for case, res in results.items():
+        for r in res["rows"]:
+            b = r["batch"]
+            acc = accuracy_fields(res["logits"][b], reference.get(b), labels) if with_accuracy else None
+            rows.append({"backend": str(case.backend), "precision": str(case.precision), "batch": b,
+                         "artifact": case.artifact, "latency_ms": r["latency_ms"],
+                         "throughput_ips": r["throughput_ips"], "iterations": r["iterations"],
+                         "peak_host_memory_mb": res["peak_host_memory_mb"], "timer": res["timer"],
+                         "runner": res["runner"], "accuracy": acc, "samples_ms": [s * 1e3 for s in r["samples_s"]]})
+    return rows
+
+
+def _config_block(cfg: BenchConfig, batches: list[int], device: str, data_desc: str | None) -> dict:
+    return {"batches": batches, "warmup": cfg.warmup, "iters": cfg.iters, "duration_s": cfg.duration_s,
+            "threads": cfg.threads, "threads_note": "applied to every backend (torch.set_num_threads, ONNX Runtime "
+            "intra_op_num_threads); None: each runtime's default, see results[].runner",
+            "device": device, "isolation": ISOLATION, "spinning": cfg.spinning,
+            "threading": SPINNING_ON if cfg.spinning else SPINNING_OFF, "accuracy_inputs": data_desc,
+            "accuracy_reference": "eager fp32 (bundle model.pt2) on CPU at the same batch size", "seed": cfg.seed}
+
+
+def run_bench(bundle: "str | Path", cfg: BenchConfig, on_event: Callable[[dict], None] = lambda e: None,
+              only: set[tuple[str, str, int]] | None = None, with_accuracy: bool = True) -> dict:
+    """Benchmark the bundle's cases (or ``only`` those (backend, precision, batch) keys) and return the report.
+
+    Each case runs in its own worker process, one after the other. Accuracy is measured against the eager
+    fp32 model of the bundle on CPU at every batch size, on the same inputs.
+    """
+    cfg.validate()
+    bundle = Path(bundle).absolute()
+    manifest = read_manifest(bundle)
+    cases, notes = select_cases(manifest, cfg.backends, cfg.precisions)
+    device = resolve_device(cfg.device)
+    batches = sorted({int(b) for b in cfg.batches})
+    plan = [(c, [b for b in batches if only is None or (str(c.backend), str(c.precision), b) in only])
+            for c in cases]
+    plan = sorted(((c, bs) for c, bs in plan if bs), key=lambda cb: (cb[0].backend, cb[0].precision) != EAGER_FP32)
+    if not plan:
+        raise UserError("nothing to benchmark: no selected case matches")
+    # eager fp32 timed on CPU doubles as the reference; otherwise (not selected, or on a GPU where TF32 may
+    # be on) a separate CPU worker computes the reference logits
+    eager_is_reference = device == "cpu" and (plan[0][0].backend, plan[0][0].precision) == EAGER_FP32
+    labels = data_desc = None
+    results, reference = {}, {}
+    with tempfile.TemporaryDirectory(prefix="resnet-deploy-bench-") as tmp:
+        tmp = Path(tmp)
+        base_job = {"bundle": str(bundle), "input_shape": [int(v) for v in manifest["input"]["shape"][1:]],
+                    "warmup": cfg.warmup, "iters": cfg.iters, "duration_s": cfg.duration_s, "threads": cfg.threads,
+                    "device": device, "seed": cfg.seed, "accuracy_inputs": None, "spinning": cfg.spinning}
+        if with_accuracy:
+            data, labels, data_desc = accuracy_inputs(manifest, cfg)
+            np.save(tmp / "accuracy_inputs.npy", data)
+            base_job["accuracy_inputs"] = str(tmp / "accuracy_inputs.npy")
+        if with_accuracy and not eager_is_reference:
+            ref_case = select_cases(manifest, [Backend.EAGER], [Precision.FP32])[0][0]
+            on_event({"event": "case", "case": ref_case.to_dict(), "label": "eager fp32 reference (accuracy only)"})
+            reference = run_worker({**base_job, "case": ref_case.to_dict(), "batches": batches, "iters": 0,
+                                    "device": "cpu"}, tmp, on_event)["logits"]
+        for case, bs in plan:
+            on_event({"event": "case", "case": case.to_dict(), "label": case.label, "batches": bs})
+            res = run_worker({**base_job, "case": case.to_dict(), "batches": bs}, tmp, on_event)
+            if with_accuracy and eager_is_reference and (case.backend, case.precision) == EAGER_FP32:
+                reference = res["logits"]
+            results[case] = res
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "machine": machine_info(),
+        "model": model_info(bundle, manifest),
+        "config": _config_block(cfg, batches, device, data_desc),
+        "notes": notes,
+        "results": _result_rows(results, reference, labels, with_accuracy),
+    }
+
+
+def remeasure(report: dict, keys: set) -> dict:
+    """Measure the (backend, precision, batch) ``keys`` again with the settings recorded in ``report``."""
+    c = report["config"]
+    backends = list(dict.fromkeys(Backend.parse(k[0]) for k in keys))
+    precisions = list(dict.fromkeys(Precision.parse(k[1]) for k in keys))
+    cfg = BenchConfig(backends=backends, precisions=precisions, batches=sorted({k[2] for k in keys}),
+                      warmup=c["warmup"], iters=c["iters"], duration_s=c["duration_s"], threads=c["threads"],
+                      device=c["device"], seed=c["seed"], spinning=c.get("spinning", False))
+    return run_bench(report["model"]["bundle"], cfg, only=keys, with_accuracy=False)

@@ -1,0 +1,163 @@
+"""Which (backend, precision) cases a bundle offers, and how to build the runner for each.
+
+Artifacts are found by manifest tags (``bundle.find_artifacts``), never by file name. GPU backends are
+imported lazily: ``--backend tensorrt`` on a machine without TensorRT is a one-line ``MissingDependency``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..bundle import find_artifacts
+from ..errors import MissingDependency, UserError
+from ..types import Backend, Precision
+
+log = logging.getLogger(__name__)
+
+TORCH_BACKENDS = (Backend.EAGER, Backend.EAGER_CHANNELS_LAST, Backend.TORCH_COMPILE)
+# Which ONNX graph each ONNX Runtime backend prefers, per precision: the one shaped for it first.
+ORT_TARGET_PREFERENCE = {
+    Backend.ONNXRUNTIME: ("onnxruntime", "portable"),
+    Backend.ONNXRUNTIME_CUDA: ("portable", "onnxruntime"),
+    Backend.ONNXRUNTIME_TENSORRT: ("tensorrt", "portable"),
+}
+ORT_PROVIDERS = {
+    Backend.ONNXRUNTIME: ["CPUExecutionProvider"],
+    Backend.ONNXRUNTIME_CUDA: ["CUDAExecutionProvider"],
+    Backend.ONNXRUNTIME_TENSORRT: ["TensorrtExecutionProvider", "CUDAExecutionProvider"],
+}
+GPU_BACKENDS = (Backend.ONNXRUNTIME_CUDA, Backend.ONNXRUNTIME_TENSORRT, Backend.TENSORRT)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One thing to benchmark: a backend running one artifact of the bundle at one precision."""
+
+    backend: Backend
+    precision: Precision
+    artifact: str  # file name inside the bundle
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["backend"], d["precision"] = str(self.backend), str(self.precision)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Case":
+        return cls(Backend.parse(d["backend"]), Precision.parse(d["precision"]), d["artifact"])
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend} {self.precision}"
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device (torch imported here only)."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def check_available(backend: Backend) -> None:
+    """Raise ``MissingDependency`` when ``backend`` cannot run on this machine (cheap checks, no model load)."""
+    if backend == Backend.TENSORRT:
+        if importlib.util.find_spec("tensorrt") is None:
+            raise MissingDependency("tensorrt", what="--backend tensorrt")
+        if importlib.util.find_spec("resnet_deploy.backends.tensorrt") is None:
+            raise MissingDependency("resnet_deploy.backends.tensorrt", what="--backend tensorrt")
+    elif backend in (Backend.ONNXRUNTIME_CUDA, Backend.ONNXRUNTIME_TENSORRT):
+        from ..backends.onnxruntime import import_onnxruntime
+
+        ort = import_onnxruntime()
+        wanted = ORT_PROVIDERS[backend][0]
+        if wanted not in ort.get_available_providers():
+            raise MissingDependency("onnxruntime-gpu", what=f"--backend {backend} ({wanted})")
+
+
+def gpu_backends_available() -> list[Backend]:
+    """GPU backends that could run here (used when the user names no backend)."""
+    out = []
+    for b in GPU_BACKENDS:
+        try:
+            check_available(b)
+        except MissingDependency:
+            continue
+        out.append(b)
+    if out and not cuda_available():
+        return []  # onnxruntime-gpu lists CUDA even without a GPU (REFERENCE.md): need a real device
+    return out
+
+
+def _artifact_for(manifest: dict, backend: Backend, precision: Precision) -> str | None:
+    if backend in TORCH_BACKENDS:
+        if precision != Precision.FP32:
+            return None
+        names = find_artifacts(manifest, kind="torch-exported-program")
+        return names[0] if names else None
+    if backend == Backend.TENSORRT:
+        names = find_artifacts(manifest, kind="tensorrt-plan", precision=precision)
+        return names[0] if names else None
+    for target in ORT_TARGET_PREFERENCE[backend]:
+        names = find_artifacts(manifest, kind="onnx", precision=precision, target=target)
+        if names:
+            return names[0]
+    return None
+
+
+def select_cases(manifest: dict, backends: list[Backend] | None = None,
+                 precisions: list[Precision] | None = None) -> tuple[list[Case], list[str]]:
+    """The cases to run and notes on what was asked for but is not in the bundle.
+
+    With no ``backends``: eager plus every backend that has an artifact (GPU ones only where a GPU is usable).
+    A backend named explicitly must be runnable here (else ``MissingDependency``).
+    """
+    explicit = backends is not None
+    if backends is None:
+        backends = [Backend.EAGER, Backend.ONNXRUNTIME, *gpu_backends_available()]
+    else:
+        for b in backends:
+            check_available(b)
+    explicit_precisions = precisions is not None
+    precisions = precisions or list(Precision)
+    cases, notes = [], []
+    for b in backends:
+        for p in precisions:
+            name = _artifact_for(manifest, b, p)
+            if name is None:
+                if explicit and explicit_precisions:
+                    notes.append(f"{b} {p}: the bundle has no artifact for it, skipped")
+                continue
+            cases.append(Case(b, p, name))
+    if not cases:
+        have = ", ".join(f"{n} ({e.get('kind')} {e.get('precision') or ''})".strip()
+                         for n, e in manifest.get("files", {}).items())
+        raise UserError(f"nothing to benchmark: no artifact for backends {', '.join(map(str, backends))} at "
+                        f"precisions {', '.join(map(str, precisions))}; the bundle has {have}")
+    return cases, notes
+
+
+def make_runner(case: Case, bundle: Path, threads: int | None, device: str, spinning: bool = False):
+    """Build (not activate) the runner for ``case``. ``device`` applies to the torch backends."""
+    from ..bundle import load_eager
+
+    path = Path(bundle) / case.artifact
+    if case.backend in TORCH_BACKENDS:
+        from ..backends.torch_eager import TorchRunner
+
+        runner = TorchRunner(load_eager(bundle), device=device,
+                             channels_last=case.backend == Backend.EAGER_CHANNELS_LAST,
+                             compile=case.backend == Backend.TORCH_COMPILE, threads=threads)
+        return runner
+    if case.backend == Backend.TENSORRT:
+        check_available(Backend.TENSORRT)
+        from ..backends.tensorrt import TensorRTRunner  # written in parallel; imported only when asked for
+
+        return TensorRTRunner(path, device=0)
+    from ..backends.onnxruntime import OnnxRuntimeRunner
+
+    runner = OnnxRuntimeRunner(path, providers=ORT_PROVIDERS[case.backend], threads=threads, spinning=spinning)
+    runner.name = str(case.backend)
+    return runner

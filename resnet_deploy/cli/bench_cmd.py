@@ -1,0 +1,171 @@
+"""``resnet-deploy bench BUNDLE``: benchmark every artifact of a bundle, report, and gate against a baseline."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import click
+
+from .common import console, force_option, verbose_option
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    from ..errors import UserError
+
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{what} {text!r} is invalid: give comma-separated integers, e.g. 1,8,32") from None
+    if not values or min(values) < 1:
+        raise UserError(f"{what} {text!r} is invalid: batch sizes must be integers >= 1")
+    return values
+
+
+@contextlib.contextmanager
+def _progress_display():
+    """A live progress bar fed by the workers' events (plain lines when stderr is not a terminal)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    con = console()
+    state = {"label": "", "task": None}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=con, disable=not con.is_terminal) as prog:
+        def on_event(e: dict) -> None:
+            kind = e.get("event")
+            if kind == "case":
+                state["label"] = e.get("label", "")
+                con.print(f"benchmarking {state['label']}")
+            elif kind == "batch":
+                if state["task"] is not None:
+                    prog.remove_task(state["task"])
+                total = e.get("iters") if not e.get("duration_s") else None
+                state["task"] = prog.add_task(f"{state['label']} batch {e['batch']}", total=total)
+            elif kind == "iter" and state["task"] is not None:
+                prog.update(state["task"], completed=e["done"])
+
+        yield on_event
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=str))
+@click.option("--backend", "backends", default=None, metavar="LIST",
+              help="Comma-separated: eager, eager-channels-last, torch-compile, onnxruntime, onnxruntime-cuda, "
+                   "onnxruntime-tensorrt, tensorrt [default: eager + every artifact runnable here].")
+@click.option("--precision", "precisions", default=None, metavar="LIST", help="fp32,fp16,int8 [default: all].")
+@click.option("--batch", "batches", default="1,8,32", show_default=True, metavar="LIST", help="Batch sizes.")
+@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed iterations first.")
+@click.option("--iters", type=int, default=100, show_default=True, help="Timed iterations per batch size.")
+@click.option("--duration", type=float, default=None, metavar="S", help="Time each batch size for S seconds instead.")
+@click.option("--threads", type=int, default=None, help="Intra-op threads for every backend [default: each runtime's].")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
+              help="Device of the torch backends.")
+@click.option("--images", default=None, type=click.Path(path_type=str),
+              help="ImageFolder (class sub-folders) for top-1/top-5 [default: seeded random inputs].")
+@click.option("--samples", type=int, default=None, help="Accuracy inputs: how many random ones / cap on images.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the timing and random accuracy inputs.")
+@click.option("--out", default=None, type=click.Path(path_type=str),
+              help="Folder for report.json/.md/.png [default: ./bench-<bundle name>].")
+@click.option("--baseline", default=None, type=click.Path(path_type=str), help="Report to compare with (CI gate).")
+@click.option("--max-regression", default="10%", show_default=True, help="Allowed p50 slowdown per row.")
+@click.option("--reference", default="eager", show_default=True,
+              help="Backend whose same-run fp32 time normalises the others ('none' to compare absolute only).")
+@click.option("--max-abs-regression", default="30%", show_default=True,
+              help="A row slower than this in absolute time is suspect even when the reference slowed as much "
+                   "(a model slower everywhere); the reference row itself is judged on it.")
+@click.option("--accuracy-tolerance", default="1%", show_default=True,
+              help="Allowed drop of top-1 / top-5 / top-1 agreement (absolute points).")
+@click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Re-measure a suspect row up to this many times; it fails only if slower every time.")
+@click.option("--update-baseline", is_flag=True, help="Write this run's report to --baseline (no failing).")
+@click.option("--spinning", is_flag=True, help="Let ONNX Runtime and OpenMP threads spin-wait (quiet, dedicated "
+              "machines only; off by default because spinning threads collapse on a busy or shared machine).")
+@click.option("--no-plot", is_flag=True, help="Skip the PNG.")
+@force_option
+@verbose_option
+def bench(bundle, backends, precisions, batches, warmup, iters, duration, threads, device, images, samples, seed, out,
+          baseline, max_regression, reference, max_abs_regression, accuracy_tolerance, retries, update_baseline,
+          spinning, no_plot, force, verbose) -> None:
+    """Benchmark a bundle's artifacts (latency, throughput, memory, accuracy vs eager) and gate regressions."""
+    from ..bench import BenchConfig, gate, parse_percent, run_bench
+    from ..bench import report as rep
+    from ..bundle import check_out_dir, read_manifest
+    from ..errors import CheckFailed, UserError
+    from ..types import Backend, Precision
+    from .common import setup
+
+    setup(verbose)
+    read_manifest(bundle)
+    cfg = BenchConfig(
+        backends=Backend.parse_list(backends, "backend") if backends else None,
+        precisions=Precision.parse_list(precisions, "precision") if precisions else None,
+        batches=_int_list(batches, "--batch"), warmup=warmup, iters=iters, duration_s=duration, threads=threads,
+        device=device, images=images, samples=samples, seed=seed, spinning=spinning)
+    cfg.validate()
+    threshold = parse_percent(max_regression)
+    abs_cap = parse_percent(max_abs_regression, "--max-abs-regression")
+    acc_tol = parse_percent(accuracy_tolerance, "--accuracy-tolerance")
+    ref = None if reference.lower() == "none" else str(Backend.parse(reference, "reference backend"))
+    if update_baseline and not baseline:
+        raise UserError("--update-baseline needs --baseline PATH (where to write the new baseline)")
+    base = None
+    if baseline:
+        try:
+            base = rep.load_report(baseline)  # fail fast, before any measuring
+        except UserError as e:
+            if not update_baseline:
+                raise
+            console().print(f"note: no usable baseline to compare with, writing a new one ({e})")
+    out_dir = check_out_dir(out or f"bench-{Path(bundle).absolute().name}", force)
+
+    with _progress_display() as on_event:
+        report = run_bench(bundle, cfg, on_event=on_event)
+        result = None
+        if base is not None:
+            def remeasure(keys: set) -> dict:
+                console().print(f"re-measuring {len(keys)} suspect/reference row(s)")
+                return run_bench(bundle, cfg, on_event=on_event, only=keys, with_accuracy=False)
+
+            result, report = gate(base, report, None if update_baseline else remeasure, threshold, ref,
+                                  retries=retries, max_abs_regression=abs_cap, accuracy_tolerance=acc_tol)
+
+    _write_outputs(report, out_dir, no_plot)
+    con = console()
+    if update_baseline:
+        Path(baseline).parent.mkdir(parents=True, exist_ok=True)
+        rep.write_json(report, baseline)
+        con.print(f"baseline written: {baseline}")
+    if result is not None:
+        for note in result.notes:
+            con.print(f"note: {note}")
+        if update_baseline:
+            click.echo(result.table())
+        elif not result.passed:
+            click.echo(f"REGRESSIONS (threshold {threshold:.0%} on p50, reference {ref}):")
+            click.echo(result.table(only_failed=True))
+            raise CheckFailed(f"{len(result.failed)} row(s) regressed against {baseline}")
+        else:
+            con.print(f"gate passed: no row slower than {threshold:.0%} (p50, vs {baseline}), no accuracy drop")
+
+
+def _write_outputs(report: dict, out_dir: Path, no_plot: bool) -> None:
+    """report.json, report.md (also printed) and report.png, plus the notes on how it was measured."""
+    from ..bench import report as rep
+    from ..errors import MissingDependency
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rep.write_json(report, out_dir / "report.json")
+    md = rep.to_markdown(report)
+    (out_dir / "report.md").write_text(md)
+    con = console()
+    if not no_plot:
+        try:
+            rep.plot(report, out_dir / "report.png")
+        except MissingDependency as e:  # the measurements are worth keeping without the picture
+            con.print(f"note: no PNG: {e}")
+            no_plot = True
+    click.echo(md)
+    for note in report.get("notes", []):
+        con.print(f"note: {note}")
+    con.print(f"isolation: {report['config']['isolation']}; {report['config']['threading']}")
+    con.print(f"report: {out_dir / 'report.json'} (+ .md{'' if no_plot else ', .png'})")

@@ -1,0 +1,152 @@
+"""``resnet-deploy bench`` end to end on the small resnet18 bundle: real workers, real ORT sessions, real images."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from resnet_deploy.bench.report import ACCURACY_KEYS, LATENCY_KEYS, schema_problems
+
+from .conftest import IMAGES, run_cli
+from .tolerances import FP32
+
+FAST = ("--iters", "5", "--warmup", "1", "--threads", "1")
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """An ImageFolder layout (class sub-folders) of the test photos: gives labels, hence top-1/top-5."""
+    root = tmp_path_factory.mktemp("imagefolder")
+    for cls, names in {"cat_or_cup": ["chelsea.jpg", "coffee.jpg"], "space": ["astronaut.png", "rocket.png"]}.items():
+        (root / cls).mkdir()
+        for n in names:
+            shutil.copy(IMAGES / n, root / cls / n)
+    return root
+
+
+@pytest.fixture(scope="module")
+def first_run(r18_bundle, image_folder, tmp_path_factory):
+    """One real run (eager + ONNX Runtime, batches 1 and 2) that also writes a baseline."""
+    out = tmp_path_factory.mktemp("bench")
+    base = out / "baseline.json"
+    res = run_cli("bench", r18_bundle, "--backend", "eager,onnxruntime", "--batch", "1,2", *FAST,
+                  "--images", image_folder, "--out", out / "report", "--baseline", base, "--update-baseline")
+    assert res.returncode == 0, res.stderr
+    return res, out / "report", base
+
+
+def test_report_is_schema_1_with_every_field(first_run):
+    res, out, base = first_run
+    report = json.loads((out / "report.json").read_text())
+    assert schema_problems(report) == []
+    assert report["schema_version"] == 1
+    m = report["machine"]
+    assert m["cpu"] and m["cores_logical"] >= 1 and m["libraries"]["onnxruntime"] and "gpus" in m
+    assert report["model"]["arch"] == "resnet18"
+    keys = {(r["backend"], r["precision"], r["batch"]) for r in report["results"]}
+    assert keys == {("eager", "fp32", 1), ("eager", "fp32", 2), ("onnxruntime", "fp32", 1), ("onnxruntime", "fp32", 2)}
+    for r in report["results"]:
+        assert set(LATENCY_KEYS) <= set(r["latency_ms"]) and r["iterations"] == 5
+        assert r["latency_ms"]["p50"] <= r["latency_ms"]["p99"]
+        assert r["throughput_ips"] > 0 and r["peak_host_memory_mb"] > 50
+        assert set(r["accuracy"]) == set(ACCURACY_KEYS)
+        acc = r["accuracy"]
+        assert 0 <= acc["top1"] <= acc["top5"] <= 1  # labelled images: both measured
+        assert acc["top1_agreement"] >= FP32["min_agreement"] and acc["cosine"] >= FP32["min_cosine"]
+    eager = [r for r in report["results"] if r["backend"] == "eager"]
+    assert all(r["accuracy"]["max_abs_diff"] == 0 for r in eager)  # the reference against itself
+    # --threads reaches every backend and is reported
+    assert report["config"]["threads"] == 1
+    assert all(r["runner"]["threads"] == 1 for r in report["results"])
+    assert "own fresh worker process" in report["config"]["isolation"]
+    assert report["config"]["accuracy_inputs"].startswith("images:4")
+
+
+def test_markdown_and_png_are_written_and_printed(first_run):
+    res, out, base = first_run
+    md = (out / "report.md").read_text()
+    assert "| onnxruntime | fp32 | 2 |" in md and md in res.stdout
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(base.read_text())["results"] == json.loads((out / "report.json").read_text())["results"]
+
+
+def test_random_inputs_give_agreement_but_no_top1(r18_bundle, tmp_path):
+    res = run_cli("bench", r18_bundle, "--backend", "onnxruntime", "--batch", "4", *FAST, "--no-plot",
+                  "--out", tmp_path / "r")
+    assert res.returncode == 0, res.stderr
+    (row,) = json.loads((tmp_path / "r" / "report.json").read_text())["results"]
+    acc = row["accuracy"]
+    assert acc["top1"] is None and acc["top5"] is None
+    assert acc["top1_agreement"] == 1.0 and acc["cosine"] >= FP32["min_cosine"] and acc["max_abs_diff"] < 1e-3
+    assert not (tmp_path / "r" / "report.png").exists()
+
+
+def test_gate_fails_on_injected_2x_slowdown_and_accuracy_drop(first_run, r18_bundle, image_folder, tmp_path):
+    _, _, base = first_run
+    fast = json.loads(base.read_text())
+    for r in fast["results"]:
+        if r["backend"] == "onnxruntime":
+            # the baseline says ONNX Runtime was 3x faster: this run is a >2x slowdown against it
+            r["latency_ms"] = {k: v / 3 for k, v in r["latency_ms"].items()}
+            if r["batch"] == 2:
+                r["accuracy"]["top1"] = r["accuracy"]["top1"] + 0.25
+    (tmp_path / "fast.json").write_text(json.dumps(fast))
+    res = run_cli("bench", r18_bundle, "--backend", "eager,onnxruntime", "--batch", "1,2", *FAST, "--no-plot",
+                  "--images", image_folder, "--baseline", tmp_path / "fast.json", "--retries", "1",
+                  "--out", tmp_path / "r")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "REGRESSIONS" in res.stdout
+    assert "| onnxruntime | fp32 | 1 |" in res.stdout and "slower (re-measured)" in res.stdout
+    assert "accuracy" in res.stdout and "top1 " in res.stdout
+    assert "regressed against" in res.stderr.strip().splitlines()[-1]
+
+
+def test_gate_passes_same_model_with_loose_threshold(first_run, r18_bundle, image_folder, tmp_path):
+    _, _, base = first_run
+    res = run_cli("bench", r18_bundle, "--backend", "onnxruntime", "--batch", "1", *FAST, "--no-plot",
+                  "--images", image_folder, "--baseline", base, "--max-regression", "400%", "--out", tmp_path / "r")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "gate passed" in res.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--backend", "tpu"], "unknown backend 'tpu'"),
+    (["--batch", "0"], "--batch '0' is invalid"),
+    (["--batch", "1,x"], "--batch '1,x' is invalid"),
+    (["--precision", "fp8"], "unknown precision 'fp8'"),
+    (["--iters", "0"], "--iters 0 is invalid"),
+    (["--backend", "tensorrt"], "tensorrt is not installed"),
+    (["--backend", "onnxruntime-cuda"], "onnxruntime-gpu is not installed"),
+    (["--baseline", "does-not-exist.json"], "does not exist"),
+    (["--max-regression", "lots"], "--max-regression 'lots' is invalid"),
+])
+def test_bad_input_is_one_line_exit_2(r18_bundle, tmp_path, args, needle):
+    res = run_cli("bench", r18_bundle, *args, "--out", tmp_path / "r", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], res.stderr
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("{not json", "is not valid JSON"),
+    (json.dumps({"schema_version": 1, "results": []}), "is not a benchmark report"),
+    (json.dumps({"schema_version": 2, "machine": {}, "model": {}, "results": []}), "schema_version is 2"),
+])
+def test_malformed_baseline_is_one_line_exit_2(r18_bundle, tmp_path, content, needle):
+    (tmp_path / "old.json").write_text(content)
+    res = run_cli("bench", r18_bundle, "--baseline", tmp_path / "old.json", "--out", tmp_path / "r")
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], res.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_existing_output_needs_force(r18_bundle, tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "report.json").write_text("{}")
+    res = run_cli("bench", r18_bundle, "--out", tmp_path / "r")
+    assert res.returncode == 2 and "--force" in res.stderr
+    assert (tmp_path / "r" / "report.json").read_text() == "{}"
