@@ -18,18 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from resnet_deploy.bench.report import cpu_model
+
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def run_one(arch: str, input_size: str, workdir: Path) -> dict:
