@@ -28,22 +28,23 @@ def run_one(arch: str, input_size: str, workdir: Path) -> dict:
     out = workdir / arch
     argv = ["export", "--arch", arch, "--weights", "random", "--input-size", input_size, "--out", str(out)]
     # The child reports its own peak RSS after the command finished, so each arch is measured alone.
-    code = ("import resource, sys; from resnet_deploy.cli import main; rc = main(sys.argv[1:]); "
-            "print('PEAK_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
+    # (VmHWM, not ru_maxrss: ru_maxrss carries the parent's RSS over fork+exec.)
+    code = ("import sys; from resnet_deploy.cli import main; from resnet_deploy.bench.worker import peak_rss_mb; "
+            "rc = main(sys.argv[1:]); print('PEAK_MIB', peak_rss_mb()); sys.exit(rc)")
     cmd = [sys.executable, "-c", code, *argv]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{arch}: export failed: {proc.stderr.strip().splitlines()[-1]}")
-    peak_kib = int(proc.stdout.split("PEAK_KIB")[1].split()[0])
+    peak_mib = float(proc.stdout.split("PEAK_MIB")[1].split()[0])
     manifest = json.loads((out / "manifest.json").read_text())
     return {
         "arch": arch,
         "input_size": input_size,
         "export_s": manifest["export"]["seconds"],
         "wall_s": round(wall, 2),
-        "peak_rss_mib": round(peak_kib / 1024, 1),
+        "peak_rss_mib": round(peak_mib, 1),
         "onnx_mib": round(manifest["files"]["model.onnx"]["size"] / 2**20, 1),
         "nodes": manifest["export"]["nodes"],
         "fp32_cosine": manifest["validation"]["fp32"]["cosine"],

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from resnet_deploy.bench.worker import peak_rss_mb
 
 VARIANTS = [("fp32", "model.onnx"), ("fp16", "model.fp16.onnx"), ("int8-tensorrt", "model.int8.tensorrt.onnx"),
             ("int8-onnxruntime", "model.int8.onnxruntime.onnx")]
@@ -46,18 +47,6 @@ def worker_throughput(model: str, batch: int, seconds: float, size: int) -> dict
     return {"img_per_s": n * batch / elapsed, "iterations": n, "runner": desc}
 
 
-def peak_rss_mib() -> float:
-    """This process's high-water RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork+exec from the
-    parent (the benchmark driver, which exported the models), VmHWM starts fresh with the new program."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def worker_calibration(model: str, method: str, data: str) -> dict:
     import onnx
 
@@ -74,7 +63,7 @@ def worker_calibration(model: str, method: str, data: str) -> dict:
     start = time.perf_counter()
     cal.calibrate(model, tensors, x, "bench", method)
     seconds = time.perf_counter() - start
-    peak = peak_rss_mib()
+    peak = peak_rss_mb()
     return {"seconds": seconds, "peak_rss_mib": peak, "increase_mib": max(0.0, peak - before),
             "samples": len(x), "tensors": len(tensors)}
 

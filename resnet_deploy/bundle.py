@@ -196,15 +196,21 @@ def find_artifacts(manifest: dict, kind: str | None = None, precision: str | Non
     return out
 
 
-def load_eager(bundle: "str | Path"):
-    """The bundle's eager reference model (its ``torch.export`` program) as a callable ``nn.Module``."""
+def load_eager(bundle):
+    """The bundle's eager reference model (its ``torch.export`` program) as a callable ``nn.Module``.
+
+    ``bundle`` is a bundle folder, or a ``BundleWriter``/``BundleUpdate`` being written (the file may be staged).
+    """
     from .onnx_export import load_exported_program
 
-    manifest = read_manifest(bundle)
+    if isinstance(bundle, (BundleWriter, BundleUpdate)):
+        manifest, where, label = bundle.manifest, lambda n: locate(bundle, n), bundle.out
+    else:
+        manifest, where, label = read_manifest(bundle), lambda n: Path(bundle) / n, bundle
     names = find_artifacts(manifest, kind="torch-exported-program")
     if not names:
-        raise UserError(f"bundle {str(bundle)!r} has no eager reference (model.pt2): re-export it")
-    return load_exported_program(Path(bundle) / names[0])
+        raise UserError(f"bundle {str(label)!r} has no eager reference (model.pt2): re-export it")
+    return load_exported_program(where(names[0]))
 
 
 def verify(bundle: "str | Path") -> list[str]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import validate
-from ..bundle import BundleUpdate, find_artifacts, locate
+from ..bundle import BundleUpdate, find_artifacts, load_eager, locate
 from ..errors import CheckFailed, UserError
 from ..types import Target
 from .core import FuseResult, fuse_model, load_onnx, passes_for, save_onnx
@@ -37,16 +37,6 @@ class FuseStageResult:
 def _inputs(manifest: dict, seed: int = 0) -> np.ndarray:
     shape = manifest.get("input", {}).get("shape") or [-1, 3, 224, 224]
     return np.random.default_rng(seed).standard_normal((8, *shape[1:]), dtype=np.float32)
-
-
-def _bundle_eager(bundle):
-    """The bundle's eager reference (``model.pt2``), found whether it is staged or already in place."""
-    from ..onnx_export import load_exported_program
-
-    names = find_artifacts(bundle.manifest, kind="torch-exported-program")
-    if not names:
-        raise UserError(f"bundle {str(bundle.out)!r} has no eager reference (model.pt2) to validate against")
-    return load_exported_program(locate(bundle, names[0]))
 
 
 def _parity(eager, path, data) -> validate.Parity:
@@ -79,7 +69,7 @@ def fuse_bundle(bundle, *, eager=None, data: np.ndarray | None = None, skip=(), 
             torch_fold = None
     src = locate(bundle, names[0])
     if eager is None:
-        eager = _bundle_eager(bundle)
+        eager = load_eager(bundle)
     data = _inputs(bundle.manifest) if data is None else data
     results, parity, reports = {}, {}, {}
     for target, name in ((Target.PORTABLE, names[0]), (Target.ONNXRUNTIME, ORT_ONNX)):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import validate
-from ..bundle import find_artifacts, locate, write_json_atomic
+from ..bundle import find_artifacts, load_eager, locate, write_json_atomic
 from ..errors import CheckFailed, UserError
 from ..preprocess import Preprocessing, load_images
 from ..progress import step
@@ -137,21 +137,11 @@ class PrecisionResult:
 
 
 def _eager_logits(eager, data: np.ndarray, batch: int = 16) -> np.ndarray:
-    """Eager fp32 logits. Called directly: a loaded ``torch.export`` module refuses ``.eval()`` (TorchRunner)."""
-    import torch
+    """Eager fp32 logits of ``data``, in chunks of ``batch``."""
+    from ..backends.torch_eager import TorchRunner
 
-    with torch.inference_mode():
-        return np.concatenate([eager(torch.from_numpy(np.ascontiguousarray(data[i:i + batch]))).float().numpy()
-                               for i in range(0, len(data), batch)])
-
-
-def _load_eager(bundle):
-    from ..onnx_export import load_exported_program
-
-    names = find_artifacts(bundle.manifest, kind="torch-exported-program")
-    if not names:
-        raise UserError(f"bundle {str(bundle.out)!r} has no eager reference (model.pt2): re-export it")
-    return load_exported_program(locate(bundle, names[0]))
+    with TorchRunner(eager) as runner:
+        return validate.run_batches(runner, data, batch)
 
 
 def add_fp16(bundle, options: PrecisionOptions, data: PreparedData, reference: np.ndarray) -> dict:
@@ -254,7 +244,7 @@ def apply_precision(bundle, options: PrecisionOptions, data: PreparedData, eager
     ``eager`` is the fp32 reference module (default: the bundle's ``model.pt2``). Raises ``CheckFailed`` when a
     graph misses its bar; the caller's bundle context then discards everything written.
     """
-    eager = eager if eager is not None else _load_eager(bundle)
+    eager = eager if eager is not None else load_eager(bundle)
     reference = _eager_logits(eager, data.check)
     if data.val is not None:
         data.val_reference = _eager_logits(eager, data.val.data)
