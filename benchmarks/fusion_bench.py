@@ -17,8 +17,10 @@ How it measures (the effect is a few percent; this VM's speed drifts by more tha
 - Speed-up of a configuration = median over rounds of (baseline time / its time) in the same round, with a
   95% bootstrap interval over rounds. The issue's target, "the fused graph reaches >= 95% of the speed-up
   ORT_ENABLE_EXTENDED gets", is checked as margin = (fused - 1) - 0.95 * (extended - 1) >= 0.
-- A profiled pass (ORT's profiler, one session per configuration in one process) sums kernel time per op
-  type, which says where the difference comes from (the Relu / Add kernels each graph still runs).
+- A profiled pass (ORT's profiler; same processes-per-configuration and interleaving, first batch size) sums
+  kernel time per op type, which says where the difference comes from (the Relu / Add kernels each graph runs).
+- A single-layer check times four resnet50 conv shapes fused and unfused (one process, interleaved), the
+  kernels' cost without a whole model's layout luck.
 
     PYTHONPATH=. python benchmarks/fusion_bench.py                        # resnet50 224x224, batches 1 and 8
     PYTHONPATH=. python benchmarks/fusion_bench.py --threads 1 --name fusion_bench_threads1
