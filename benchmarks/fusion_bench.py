@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import random
+import shlex
 import statistics
 import subprocess
 import sys
@@ -455,7 +456,7 @@ def main() -> None:
     ops = list(dict.fromkeys(o for k in kernels.values() for o in k if o != "total_ms"))
     internal = ("worker", "model", "level", "batch", "size", "profile", "out_dir")
     res = {"args": {k: v for k, v in vars(args).items() if k not in internal},
-           "command": "python benchmarks/fusion_bench.py " + " ".join(sys.argv[1:]),
+           "command": shlex.join(["python", "benchmarks/fusion_bench.py", *sys.argv[1:]]),
            "cpu": cpu_model(), "cores": os.cpu_count(), "onnxruntime": ort.__version__,
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "wall_s": time.perf_counter() - started,
            "batches": results, "profile": {"batch": batches[0], "ops": ops, "kernel_ms": kernels},
