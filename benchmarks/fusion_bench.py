@@ -107,8 +107,8 @@ def kernel_ms(profile: Path, skip: int) -> dict:
 
 class Worker:
     def __init__(self, config: str, model: Path, batch: int, args, profile: bool = False):
-        cmd = [sys.executable, __file__, "--worker", "--model", str(model), "--level", config.split("/")[1], "--batch", str(batch),
-               "--size", str(args.input_size), "--warmup", str(args.warmup)]
+        cmd = [sys.executable, __file__, "--worker", "--model", str(model), "--level", config.split("/")[1],
+               "--batch", str(batch), "--size", str(args.input_size), "--warmup", str(args.warmup)]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         if args.spinning:
@@ -302,7 +302,8 @@ def layer_graph(kind: str, cin: int, cout: int, k: int, hw: int) -> bytes:
     io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, c, hw, hw]) for n, c in (("X", cin), ("Z", cout))]
     out = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, cout, hw, hw])
     graph = helper.make_graph(nodes, kind, io if with_z else io[:1], [out], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)])
+    opsets = [helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 9
     return model.SerializeToString()
 
@@ -375,9 +376,10 @@ def markdown(res: dict) -> str:
                      f"{fmt_ci(s['target_margin'], pct=True)} | {s['target']} | {fmt_ci(s['fused_vs_extended'])} | "
                      f"{fmt_ci(s['all_vs_extended'])} | {fmt_ci(s['fused_all_vs_all'])} |")
     if res["profile"]["kernel_ms"]:
-        lines += ["", f"Kernel time per op type from ONNX Runtime's profiler (batch {res['profile']['batch']}, measured "
-                  f"like the timings: {a['replicas']} process(es) per configuration, {a['profile_runs']} interleaved "
-                  "rounds; per node the median, summed per op type, ms per run). The profiler adds overhead per "
+        lines += ["", "Kernel time per op type from ONNX Runtime's profiler "
+                  f"(batch {res['profile']['batch']}, measured like the timings: {a['replicas']} process(es) per "
+                  f"configuration, {a['profile_runs']} interleaved rounds; per node the median, summed per op type, "
+                  "ms per run). The profiler adds overhead per "
                   "node: compare rows with each other, not with the timings above.", "",
                   "| configuration | total | " + " | ".join(res["profile"]["ops"]) + " |",
                   "|---|---|" + "---|" * len(res["profile"]["ops"])]
