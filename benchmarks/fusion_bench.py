@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
@@ -58,6 +58,7 @@ def worker(args) -> None:
     import onnxruntime as ort
 
     from resnet_deploy.backends.onnxruntime import session_options
+    from resnet_deploy.bench.stats import WallTimer, measure
 
     def create(profile: bool = False):
         so = session_options(args.level, threads=args.threads, spinning=args.spinning)
@@ -81,12 +82,8 @@ def worker(args) -> None:
         cmd = line.split()
         if not cmd or cmd[0] == "quit":
             break
-        times = []
-        for _ in range(int(cmd[1])):
-            start = time.perf_counter()
-            session.run(None, feed)
-            times.append(time.perf_counter() - start)
-        print(json.dumps({"times": times}), flush=True)
+        timed = measure(lambda: session.run(None, feed), WallTimer(), warmup=0, iters=int(cmd[1]))
+        print(json.dumps({"times": timed.samples_s}), flush=True)
     if args.profile:
         print(json.dumps({"kernel_ms": kernel_ms(Path(session.end_profiling()), skip=args.warmup)}), flush=True)
 
@@ -267,12 +264,12 @@ def ort_optimized_ops(model: Path, level: str, tmp: Path) -> dict:
     import onnxruntime as ort
 
     from resnet_deploy.backends.onnxruntime import session_options
+    from resnet_deploy.fuse.graph import op_counts
 
     out = tmp / f"ort_{model.stem}_{level}.onnx"
     ort.InferenceSession(str(model), session_options(level, optimized_model_path=str(out)),
                          providers=["CPUExecutionProvider"])
-    counts = Counter((f"{n.domain}:" if n.domain else "") + n.op_type for n in onnx.load(str(out)).graph.node)
-    return dict(sorted(counts.items()))
+    return op_counts(onnx.load(str(out)))
 
 
 # ------------------------------------------------------------------------------------------- single layers
@@ -316,8 +313,9 @@ def layer_bench(args) -> list[dict]:
     import onnxruntime as ort
 
     from resnet_deploy.backends.onnxruntime import session_options
+    from resnet_deploy.bench.stats import WallTimer
 
-    rows, rng = [], random.Random(0)
+    rows, rng, timer = [], random.Random(0), WallTimer()
     for cin, cout, k, hw in LAYER_SHAPES:
         sessions = {kind: ort.InferenceSession(layer_graph(kind, cin, cout, k, hw),
                                                session_options("disable", threads=args.threads),
@@ -334,9 +332,7 @@ def layer_bench(args) -> list[dict]:
             order = LAYER_KINDS[:]
             rng.shuffle(order)
             for kind in order:
-                start = time.perf_counter()
-                sessions[kind].run(None, feeds[kind])
-                times[kind].append(time.perf_counter() - start)
+                times[kind].append(timer(lambda: sessions[kind].run(None, feeds[kind])))
         rows.append({"layer": f"{cin}->{cout} {k}x{k} at {hw}x{hw}",
                      **{kind: statistics.median(times[kind]) * 1e3 for kind in LAYER_KINDS}})
     return rows
@@ -401,20 +397,48 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+class Parser(argparse.ArgumentParser):
+    """Bad input: one line on stderr that names the option and what it accepts, exit 2, nothing written."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= {low}")
+        return value
+    return parse
+
+
+def batch_sizes(text: str) -> str:
+    """Comma-separated batch sizes >= 1; kept as written (the results record it so)."""
+    for part in text.split(","):
+        int_at_least(1)(part.strip())
+    return text
+
+
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="resnet50")
-    p.add_argument("--input-size", type=int, default=224)
-    p.add_argument("--batches", default="1,8")
-    p.add_argument("--rounds", type=int, default=40, help="interleaved rounds per batch size")
-    p.add_argument("--replicas", type=int, default=2, help="processes per configuration")
-    p.add_argument("--runs-per-visit", type=int, default=1)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: ORT's choice)")
+    p.add_argument("--input-size", type=int_at_least(32), default=224)
+    p.add_argument("--batches", type=batch_sizes, default="1,8", help="comma-separated, e.g. 1,8")
+    p.add_argument("--rounds", type=int_at_least(1), default=40, help="interleaved rounds per batch size")
+    p.add_argument("--replicas", type=int_at_least(1), default=2, help="processes per configuration")
+    p.add_argument("--runs-per-visit", type=int_at_least(1), default=1)
+    p.add_argument("--warmup", type=int_at_least(0), default=3)
+    p.add_argument("--threads", type=int_at_least(1), default=None, help="intra-op threads (default: ORT's choice)")
     p.add_argument("--spinning", action="store_true", help="ORT thread spinning (off by default, see REFERENCE)")
-    p.add_argument("--profile-runs", type=int, default=10,
+    p.add_argument("--profile-runs", type=int_at_least(0), default=10,
                    help="interleaved rounds of the profiled pass (first batch size; 0: skip)")
-    p.add_argument("--layer-rounds", type=int, default=200, help="rounds of the single-layer check (0: skip)")
+    p.add_argument("--layer-rounds", type=int_at_least(0), default=200,
+                   help="rounds of the single-layer check (0: skip)")
     p.add_argument("--note", default="", help="a line written under the title (e.g. how loaded the machine was)")
     p.add_argument("--name", default="fusion_bench", help="results file stem")
     p.add_argument("--out-dir", type=Path, default=RESULTS, help="where results go (default: benchmarks/results)")
@@ -427,6 +451,19 @@ def main() -> None:
     args = p.parse_args()
     if args.worker:
         return worker(args)
+
+    from resnet_deploy.errors import UserError
+    from resnet_deploy.registry import get_arch
+
+    try:
+        get_arch(args.arch)
+    except UserError as e:
+        p.error(f"argument --arch: {e}")
+    try:  # fail now, not after minutes of measuring
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=args.out_dir).close()
+    except OSError as e:
+        p.error(f"argument --out-dir: cannot write to {str(args.out_dir)!r} ({e.strerror})")
 
     import onnxruntime as ort
 
@@ -463,7 +500,6 @@ def main() -> None:
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "wall_s": time.perf_counter() - started,
            "batches": results, "profile": {"batch": batches[0], "ops": ops, "kernel_ms": kernels},
            "layers": layers, "graph_ops": graph_ops}
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / f"{args.name}.json").write_text(json.dumps(res, indent=2) + "\n")
     (args.out_dir / f"{args.name}.md").write_text(markdown(res))
     print(markdown(res))

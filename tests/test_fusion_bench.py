@@ -113,3 +113,19 @@ def test_end_to_end_smoke_run(tmp_path):
     assert all(row[kind] > 0 for row in res["layers"] for kind in ("Conv", "FusedConv(Relu, Z)"))
     md = (tmp_path / "smoke.md").read_text()
     assert "| fused | disable | 2 |" in md and "margin" in md
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["--rounds", "0"], ["--rounds", "'0'", ">= 1"]),
+    (["--batches", "1,x"], ["--batches", "'x'", ">= 1"]),
+    (["--input-size", "8"], ["--input-size", "'8'", ">= 32"]),
+    (["--arch", "resnet99"], ["--arch", "'resnet99'", "resnet50"]),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, argv, names):
+    out = tmp_path / "results"
+    r = subprocess.run([sys.executable, str(SCRIPT), *argv, "--out-dir", str(out)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and all(n in lines[0] for n in names), r.stderr
+    assert not out.exists()
