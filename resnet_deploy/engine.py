@@ -363,7 +363,8 @@ def build_engines(bundle, options: BuildOptions, images=None, seed: int = 0) -> 
                     acc = plan_accuracy(reference, runner, data, options.batch, precision)
             acc.update({"backend": "tensorrt", "reference": f"torch eager fp32 ({device})", "inputs": desc})
             _check_accuracy(plan_name, precision, acc, result.warnings)
-            bundle.add_file(plan_name, kind="tensorrt-plan", precision=precision, target="tensorrt")
+            bundle.add_file(plan_name, kind="tensorrt-plan", precision=precision, target="tensorrt",
+                            compute_capability=info["compute_capability"])
             bundle.add_file(layers_name(plan_name), kind="tensorrt-layers", precision=precision)
             plans[plan_name] = info
             manifest.setdefault("validation", {})[plan_name] = acc

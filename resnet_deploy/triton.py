@@ -94,12 +94,8 @@ def _graph_io(onnx_path: Path, batched: bool) -> tuple[_Tensor, _Tensor]:
 
 
 def _plan_cc(manifest: dict, name: str) -> str | None:
-    entry = manifest["files"][name]
-    cc = entry.get("compute_capability")
-    if cc is None:  # also accept the build stage's engines section: {"engines": {name or precision: {...}}}
-        engines = manifest.get("engines") or {}
-        info = engines.get(name) or engines.get(entry.get("precision")) or {}
-        cc = info.get("compute_capability") if isinstance(info, dict) else None
+    """The GPU compute capability a plan was built for: ``build`` tags each plan's file entry with it."""
+    cc = manifest["files"][name].get("compute_capability")
     return normalize_cc(cc) if cc is not None else None
 
 

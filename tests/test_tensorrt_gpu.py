@@ -76,6 +76,7 @@ def test_build_fp32_fp16_plans_with_manifest_and_accuracy(gpu_bundle, tmp_path):
         info = m["engines"]["plans"][name]
         for key in ("tensorrt", "cuda", "driver", "gpu", "compute_capability", "build_seconds", "layer_count"):
             assert info[key] not in (None, ""), key
+        assert m["files"][name]["compute_capability"] == info["compute_capability"]  # what triton reads
         assert info["profile"]["min"][0] == 1 and info["profile"]["opt"][0] == 4 and info["profile"]["max"][0] == 8
         acc = m["validation"][name]
         assert acc["batches"] == [1, 4, 8] and acc["passed"], acc
