@@ -84,7 +84,10 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
 
     from .types import EngineMode
 
-    EngineMode.parse(engine, "--engine")
+    if EngineMode.parse(engine, "--engine") is EngineMode.ALWAYS:
+        from .backends import tensorrt as trt_backend
+
+        trt_backend.require()  # the same one-line error build_engines would give, before minutes of export
 
     pre = preprocessing or make_preprocessing(input_size)
     check_opset(opset)
