@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import os
 import subprocess
 import sys
 import tempfile
@@ -127,10 +127,11 @@ def main() -> None:
     if a.quick:
         a.archs, a.input_size, a.calib_size, a.seconds = "resnet18", 64, 16, 0.5
     batches = [int(b) for b in a.batches.split(",")]
+    from resnet_deploy.bench.report import cpu_model
     from resnet_deploy.bundle import toolchain_versions
 
     res = {"input_size": a.input_size, "batches": batches, "seconds": a.seconds, "calib_size": a.calib_size,
-           "machine": {"cpu": platform.processor() or platform.machine(), "cores": __import__("os").cpu_count()},
+           "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
            "toolchain": toolchain_versions(), "archs": {}}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -8,9 +8,9 @@ import platform
 from pathlib import Path
 
 from ..errors import MissingDependency, UserError
+from .stats import LATENCY_KEYS
 
 SCHEMA_VERSION = 1
-LATENCY_KEYS = ("p50", "p90", "p95", "p99", "mean", "std")
 ACCURACY_KEYS = ("top1", "top5", "top1_agreement", "max_abs_diff", "cosine")
 
 

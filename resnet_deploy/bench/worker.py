@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..validate import run_batches
 from .stats import CudaEventTimer, WallTimer, measure
 
 
@@ -55,8 +56,7 @@ def run_case(runner, batches: list[int], input_shape: list[int], *, warmup: int,
                         on_iter=lambda i: emit({"event": "iter", "batch": b, "done": i}) if i % 5 == 0 else None)
             rows.append({"batch": b, **m.summary(b), "samples_s": m.samples_s})
         if accuracy_inputs is not None:
-            logits[b] = np.concatenate([runner.infer(accuracy_inputs[i:i + b])
-                                        for i in range(0, len(accuracy_inputs), b)])
+            logits[b] = run_batches(runner, accuracy_inputs, b)
     return rows, logits
 
 

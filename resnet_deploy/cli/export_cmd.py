@@ -8,7 +8,7 @@ from .. import registry
 from ..onnx_export import DEFAULT_OPSET
 from .build_cmd import engine_options, make_options, print_plans
 from .common import console, fmt_parity, force_option, verbose_option
-from .precision_options import PRECISION_KEYS, precision_options
+from .precision_options import precision_options
 
 
 @click.command()
@@ -58,7 +58,7 @@ def export(arch, weights, num_classes, input_size, resize, mean, std, opset, ext
         from ..fuse import passes_for
 
         passes_for("onnxruntime", fuse_skip)
-    options = build(**{k: precision[k] for k in PRECISION_KEYS})
+    options = build(**precision)  # every option not named above is a precision option
     res = export_arch(arch, out, weights=weights, num_classes=num_classes, input_size=input_size, resize=resize,
                       mean=mean, std=std, opset=opset, external_data=external_data or None, images=images,
                       seed=seed, force=force, fuse=not no_fuse, fuse_skip=fuse_skip, engine=engine,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from ..bundle import read_manifest, verify
-from ..errors import CheckFailed
 from .common import console, fmt_parity, human_size
 
 
@@ -13,6 +11,9 @@ from .common import console, fmt_parity, human_size
 @click.argument("bundle", type=click.Path(file_okay=False, path_type=str))
 def info(bundle: str) -> None:
     """Print a bundle's summary and verify the checksum of every file (exit 1 on a mismatch)."""
+    from ..bundle import read_manifest, verify
+    from ..errors import CheckFailed
+
     m = read_manifest(bundle)
     problems = verify(bundle)
     con = console()

@@ -41,10 +41,6 @@ def build(fp16, fp16_io, int8, calib, calib_size, calib_method, percentile, cali
                             targets=targets, val=val, max_drop=max_drop, images=images)
 
 
-PRECISION_KEYS = ("fp16", "fp16_io", "int8", "calib", "calib_size", "calib_method", "percentile", "calib_cache",
-                  "targets", "val", "max_drop")
-
-
 def print_summary(con, manifest: dict) -> None:
     """A few lines per precision artifact: parity, accuracy, excluded layers."""
     sec = manifest.get("precision", {})

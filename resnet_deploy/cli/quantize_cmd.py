@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .common import console, force_option, verbose_option
-from .precision_options import PRECISION_KEYS, precision_options
+from .precision_options import precision_options
 
 
 @click.command()
@@ -22,7 +22,7 @@ def quantize(bundle, images, force, verbose, **precision) -> None:
     from .precision_options import build, print_summary
 
     setup(verbose)
-    options = build(**{k: precision[k] for k in PRECISION_KEYS}, images=images)
+    options = build(**precision, images=images)
     manifest, warnings = quantize_bundle(bundle, options, force=force)
     con = console()
     print_summary(con, manifest)
