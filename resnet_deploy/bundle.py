@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import CheckFailed, UserError
+from .errors import UserError
 from .models import sha256_file
 
 log = logging.getLogger(__name__)
@@ -227,9 +227,3 @@ def verify(bundle: "str | Path") -> list[str]:
         elif sha256_file(p) != entry.get("sha256"):
             problems.append(f"{name}: sha256 mismatch")
     return problems
-
-
-def verify_or_raise(bundle: "str | Path") -> None:
-    problems = verify(bundle)
-    if problems:
-        raise CheckFailed(f"bundle {str(bundle)!r} failed its checksums: {'; '.join(problems)}")

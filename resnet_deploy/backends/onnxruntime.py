@@ -12,8 +12,6 @@ from .base import Runner
 
 log = logging.getLogger(__name__)
 
-GRAPH_LEVELS = ("disable", "basic", "extended", "all")
-
 
 def import_onnxruntime():
     try:

@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
@@ -29,7 +29,6 @@ class FuseResult:
     ops_before: dict
     ops_after: dict
     seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     @property
     def rewrites(self) -> list:

@@ -28,7 +28,6 @@ def target_report(res: FuseResult) -> dict:
         "cleanup": [r.to_dict() for r in res.rewrites if r.pass_name in CLEANUP],
         "declined": [d.to_dict() for p in res.passes for d in p.declined],
         "seconds": round(res.seconds, 3),
-        **res.extra,
     }
 
 
@@ -48,14 +47,3 @@ def op_rows(report: dict) -> list[tuple[str, int, int]]:
     ops = sorted(set(report["ops_before"]) | set(report["ops_after"]))
     return [(op, report["ops_before"].get(op, 0), report["ops_after"].get(op, 0)) for op in ops]
 
-
-def format_text(report: dict) -> str:
-    """A plain-text rendering (the CLI uses rich tables; this is for logs and docs)."""
-    lines = [f"target {report['target']}: {report['nodes_before']} -> {report['nodes_after']} nodes"]
-    for block, pass_name, src, dst in block_rows(report):
-        lines.append(f"  {block:<14} {pass_name:<20} {src} -> {dst}")
-    for op, a, b in op_rows(report):
-        lines.append(f"  {op:<28} {a:>5} {b:>5}")
-    for d in report["declined"]:
-        lines.append(f"  declined {d['pass_name']} at {', '.join(d['nodes'])}: {d['reason']}")
-    return "\n".join(lines)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,7 +31,6 @@ class FuseStageResult:
     results: dict[str, FuseResult]
     parity: dict[str, validate.Parity]
     report: dict
-    warnings: list[str] = field(default_factory=list)
 
 
 def _inputs(manifest: dict, seed: int = 0) -> np.ndarray:

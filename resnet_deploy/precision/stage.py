@@ -132,7 +132,6 @@ class PrecisionResult:
     files: list[str] = field(default_factory=list)
     fp16: dict | None = None
     int8: dict = field(default_factory=dict)
-    calibration: dict | None = None
     warnings: list[str] = field(default_factory=list)
 
 
