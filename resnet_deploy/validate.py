@@ -69,10 +69,11 @@ def run_batches(runner, data: np.ndarray, batch: int) -> np.ndarray:
 
 def parity_at_batches(reference_runner, candidate_runner, data: np.ndarray, batches=(1, 4)) -> dict:
     """Compare two active runners at each batch size; returns per-batch and overall ``Parity`` dicts."""
-    per_batch = {}
-    for b in batches:
-        ref = run_batches(reference_runner, data, b)
-        cand = run_batches(candidate_runner, data, b)
-        per_batch[b] = compare(ref, cand)
-    overall = merge(list(per_batch.values()))
-    return {"overall": overall, "per_batch": per_batch}
+    return parity_vs_logits({b: run_batches(reference_runner, data, b) for b in batches}, candidate_runner, data)
+
+
+def parity_vs_logits(reference: dict, candidate_runner, data: np.ndarray) -> dict:
+    """Like ``parity_at_batches`` against reference logits already computed per batch size ({batch: logits}),
+    so one reference run serves several candidates."""
+    per_batch = {b: compare(ref, run_batches(candidate_runner, data, b)) for b, ref in reference.items()}
+    return {"overall": merge(list(per_batch.values())), "per_batch": per_batch}

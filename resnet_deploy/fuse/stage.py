@@ -38,13 +38,20 @@ def _inputs(manifest: dict, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((8, *shape[1:]), dtype=np.float32)
 
 
-def _parity(eager, path, data) -> validate.Parity:
-    """Our graph as written: ONNX Runtime with its own graph optimizations off, so it cannot re-fuse or fix it."""
-    from ..backends.onnxruntime import OnnxRuntimeRunner
+def _eager_reference(eager, data) -> dict:
+    """Eager logits at each parity batch size, computed once for both targets."""
     from ..backends.torch_eager import TorchRunner
 
-    with TorchRunner(eager) as ref, OnnxRuntimeRunner(path, graph_level="disable") as cand:
-        return validate.parity_at_batches(ref, cand, data, PARITY_BATCHES)["overall"]
+    with TorchRunner(eager) as ref:
+        return {b: validate.run_batches(ref, data, b) for b in PARITY_BATCHES}
+
+
+def _parity(reference: dict, path, data) -> validate.Parity:
+    """Our graph as written: ONNX Runtime with its own graph optimizations off, so it cannot re-fuse or fix it."""
+    from ..backends.onnxruntime import OnnxRuntimeRunner
+
+    with OnnxRuntimeRunner(path, graph_level="disable") as cand:
+        return validate.parity_vs_logits(reference, cand, data)["overall"]
 
 
 def fuse_bundle(bundle, *, eager=None, data: np.ndarray | None = None, skip=(), torch_fold: dict | None = None,
@@ -70,6 +77,7 @@ def fuse_bundle(bundle, *, eager=None, data: np.ndarray | None = None, skip=(), 
     if eager is None:
         eager = load_eager(bundle)
     data = _inputs(bundle.manifest) if data is None else data
+    reference = _eager_reference(eager, data)
     results, parity, reports = {}, {}, {}
     for target, name in ((Target.PORTABLE, names[0]), (Target.ONNXRUNTIME, ORT_ONNX)):
         res = fuse_model(load_onnx(src), target, skip)
@@ -77,7 +85,7 @@ def fuse_bundle(bundle, *, eager=None, data: np.ndarray | None = None, skip=(), 
         path = bundle.path / name if changed else src
         if changed:
             save_onnx(res.model, path, external=True if f"{names[0]}.data" in bundle.manifest["files"] else None)
-        parity[str(target)] = _parity(eager, path, data)
+        parity[str(target)] = _parity(reference, path, data)
         results[str(target)] = res
         reports[str(target)] = target_report(res)
         if changed:
