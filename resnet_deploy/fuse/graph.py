@@ -158,16 +158,20 @@ class Graph:
         dead_tensors = {o for n in self.g.node if n.name in names for o in n.output} - {o for n in keep for o in n.output}
         del self.g.node[:]
         self.g.node.extend(keep)
-        keep_vi = [v for v in self.g.value_info if v.name not in dead_tensors]
-        del self.g.value_info[:]
-        self.g.value_info.extend(keep_vi)
-        self.refresh()
+        self.drop_value_info(dead_tensors)
 
     def drop_value_info(self, tensors) -> None:
         tensors = set(tensors)
         keep_vi = [v for v in self.g.value_info if v.name not in tensors]
         del self.g.value_info[:]
         self.g.value_info.extend(keep_vi)
+        self.refresh()
+
+    def drop_initializers(self, names) -> None:
+        names = set(names)
+        keep = [t for t in self.g.initializer if t.name not in names]
+        del self.g.initializer[:]
+        self.g.initializer.extend(keep)
         self.refresh()
 
     def toposort(self) -> None:

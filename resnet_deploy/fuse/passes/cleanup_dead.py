@@ -30,10 +30,7 @@ class RemoveDeadNodes(Pass):
         used = {i for n in g.g.node for i in n.input} | g.outputs
         unused = [t for t in g.g.initializer if t.name not in used and t.name not in g.inputs]
         if unused:
-            keep = [t for t in g.g.initializer if t.name in used or t.name in g.inputs]
-            del g.g.initializer[:]
-            g.g.initializer.extend(keep)
-            g.refresh()
+            g.drop_initializers(t.name for t in unused)
             res.rewrites.append(Rewrite(self.name, [(t.name, "initializer") for t in unused], None,
                                         detail=f"{len(unused)} unused initializer(s)"))
         return res

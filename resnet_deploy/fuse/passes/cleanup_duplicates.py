@@ -36,10 +36,7 @@ class DedupInitializers(Pass):
         res = super().run(g)
         gone = {r.sources[0][0] for r in res.rewrites}
         if gone:
-            keep = [t for t in g.g.initializer if t.name not in gone]
-            del g.g.initializer[:]
-            g.g.initializer.extend(keep)
-            g.refresh()
+            g.drop_initializers(gone)
         return res
 
     def alive(self, g: Graph, m) -> bool:
