@@ -39,3 +39,8 @@ class MissingDependency(UserError):
 def choices(values: Iterable[object]) -> str:
     """Format valid choices for an error message: ``a, b, c``."""
     return ", ".join(str(v) for v in values)
+
+
+def unknown(what: str, value: object, valid: Iterable[object]) -> UserError:
+    """The one-line error for a name that is not one of ``valid``: ``unknown arch 'x': choose one of a, b``."""
+    return UserError(f"unknown {what} {value!r}: choose one of {choices(valid)}")

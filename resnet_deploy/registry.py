@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import UserError, choices
+from .errors import unknown
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def get_arch(name: str) -> ArchSpec:
     try:
         return ARCHS[name]
     except KeyError:
-        raise UserError(f"unknown arch {name!r}: choose one of {choices(ARCHS)}") from None
+        raise unknown("arch", name, ARCHS) from None
 
 
 def build(name: str, num_classes: int = 1000):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .bundle import find_artifacts, read_manifest
-from .errors import UserError, choices
+from .errors import UserError, unknown
 from .types import Precision
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ def write_triton_repo(bundle: "str | Path", repo: "str | Path", *, name: str | N
     prec = Precision.parse(precision, "precision")
     base = check_model_name(name or str(manifest.get("arch") or "resnet"))
     if device not in DEVICES:
-        raise UserError(f"unknown device {device!r}: choose one of {choices(DEVICES)}")
+        raise unknown("device", device, DEVICES)
     if instances < 1:
         raise UserError(f"--instances {instances} must be >= 1")
     if max_batch_size < 0:
@@ -164,7 +164,7 @@ def write_triton_repo(bundle: "str | Path", repo: "str | Path", *, name: str | N
         backends = ["onnxruntime"] + (["tensorrt"] if plans and device == "gpu" else [])
     for b in backends:
         if b not in PLATFORMS:
-            raise UserError(f"unknown backend {b!r}: choose one of {choices(PLATFORMS)}")
+            raise unknown("backend", b, PLATFORMS)
     if not onnx_names:
         have = ", ".join(find_artifacts(manifest, "onnx")) or "none"
         raise UserError(f"bundle {str(bundle)!r} has no {prec} ONNX model (it has: {have}): "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from .errors import UserError, choices
+from .errors import UserError, choices, unknown
 
 
 class _ChoiceEnum(str, enum.Enum):
@@ -19,7 +19,7 @@ class _ChoiceEnum(str, enum.Enum):
             if member.value == text:
                 return member
         label = what or cls.__name__.lower()
-        raise UserError(f"unknown {label} {value!r}: choose one of {choices(m.value for m in cls)}")
+        raise unknown(label, value, (m.value for m in cls))
 
     @classmethod
     def parse_list(cls, text: str, what: str | None = None) -> list:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MissingDependency, UserError
+from ..errors import MissingDependency, UserError, unknown
 from .base import Runner
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def session_options(graph_level: str = "all", threads: int | None = None, spinni
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }
     if graph_level not in levels:
-        raise UserError(f"unknown graph optimization level {graph_level!r}: choose one of {', '.join(levels)}")
+        raise unknown("graph optimization level", graph_level, levels)
     so = ort.SessionOptions()
     so.graph_optimization_level = levels[graph_level]
     so.log_severity_level = 3

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...errors import UserError, choices
+from ...errors import unknown
 from .base import Declined, Pass, PassResult, Rewrite
 from .cleanup_constants import FoldConstants
 from .cleanup_dead import RemoveDeadNodes
@@ -28,7 +28,7 @@ def get_pass(name: str) -> Pass:
     try:
         return PASSES[name]
     except KeyError:
-        raise UserError(f"unknown pass {name!r}: choose one of {choices(PASSES)}") from None
+        raise unknown("pass", name, PASSES) from None
 
 
 __all__ = ["PASSES", "Declined", "Pass", "PassResult", "Rewrite", "get_pass", "pass_names"]
