@@ -108,19 +108,21 @@ class BundleWriter:
             return
         try:
             write_json_atomic(self.path / MANIFEST, self.manifest)
-            self._swap_in()
+            swap_in(self.path, self.out)
         except BaseException:
             shutil.rmtree(self.path, ignore_errors=True)
             raise
 
-    def _swap_in(self) -> None:
-        old = None
-        if self.out.exists():
-            old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
-            os.rename(self.out, old)
-        os.rename(self.path, self.out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+
+def swap_in(staged: Path, out: Path) -> None:
+    """Move a fully written folder ``staged`` to ``out`` (a sibling), replacing any old ``out`` by renames."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.rename(out, old)
+    os.rename(staged, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 class BundleUpdate:

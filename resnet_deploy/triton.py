@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .bundle import find_artifacts, read_manifest
+from .bundle import find_artifacts, read_manifest, swap_in
 from .errors import UserError, unknown
 from .types import Precision
 
@@ -230,13 +229,7 @@ def write_triton_repo(bundle: "str | Path", repo: "str | Path", *, name: str | N
             "bundle": str(bundle.absolute()), "precision": str(prec), "models": [m.name for m in models],
             "preprocessing": manifest.get("preprocessing"), "num_classes": manifest.get("num_classes"),
         }, indent=2) + "\n")
-        if repo.exists():
-            old = repo.with_name(f".{repo.name}.old-{os.getpid()}")
-            os.rename(repo, old)
-            os.rename(tmp, repo)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, repo)
+        swap_in(tmp, repo)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
