@@ -62,6 +62,13 @@ def merge(parts: list[Parity]) -> Parity:
     )
 
 
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Fraction of rows whose label is among the ``k`` highest logits (``k`` capped at the class count)."""
+    k = min(k, logits.shape[1])
+    top = np.argsort(-logits, axis=1)[:, :k]
+    return float((top == labels[:, None]).any(axis=1).mean())
+
+
 def run_batches(runner, data: np.ndarray, batch: int) -> np.ndarray:
     """Run ``data`` through an active runner in chunks of ``batch``."""
     return np.concatenate([runner.infer(data[i:i + batch]) for i in range(0, len(data), batch)])

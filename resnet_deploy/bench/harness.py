@@ -83,17 +83,11 @@ def accuracy_inputs(manifest: dict, cfg: BenchConfig) -> tuple[np.ndarray, np.nd
     return data, None, f"random:{n} seed={cfg.seed}"
 
 
-def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
-    k = min(k, logits.shape[1])
-    top = np.argsort(-logits, axis=1)[:, :k]
-    return float((top == labels[:, None]).any(axis=1).mean())
-
-
 def accuracy_fields(logits: np.ndarray, reference: np.ndarray | None, labels: np.ndarray | None) -> dict:
     """The report's accuracy block; fields that do not apply are None."""
     acc = {"top1": None, "top5": None, "top1_agreement": None, "max_abs_diff": None, "cosine": None}
     if labels is not None:
-        acc["top1"], acc["top5"] = topk_accuracy(logits, labels, 1), topk_accuracy(logits, labels, 5)
+        acc["top1"], acc["top5"] = (validate.topk_accuracy(logits, labels, k) for k in (1, 5))
     if reference is not None:
         p = validate.compare(reference, logits)
         acc.update(top1_agreement=p.top1_agreement, max_abs_diff=p.max_abs_diff, cosine=p.cosine)

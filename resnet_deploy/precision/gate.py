@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import UserError
+from ..validate import topk_accuracy
 from .graph import GraphIndex, dequantized_initializer, qdq_pair, quantize_weight_per_channel
 from .qdq import QuantizedGraph, asymmetric_uint8, symmetric_scale
 
@@ -65,9 +66,7 @@ def accuracy(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray | Non
     acc = Accuracy(len(logits), float((logits.argmax(1) == reference.argmax(1)).mean() * 100))
     if labels is not None:
         acc.top1 = float((logits.argmax(1) == labels).mean() * 100)
-        k = min(5, logits.shape[1])
-        top = np.argsort(-logits, axis=1)[:, :k]
-        acc.top5 = float((top == labels[:, None]).any(axis=1).mean() * 100)
+        acc.top5 = topk_accuracy(logits, labels, 5) * 100
     return acc
 
 
