@@ -47,12 +47,13 @@ def session_options(graph_level: str = "all", threads: int | None = None, spinni
 
 
 class OnnxRuntimeRunner(Runner):
-    """One ``InferenceSession`` over an ONNX file; the input is fed by name, the first output returned."""
+    """One ``InferenceSession`` over an ONNX file (or a serialized model in memory); the input is fed by name,
+    the first output returned."""
 
-    def __init__(self, model_path: "str | Path", providers: list | None = None, graph_level: str = "all",
+    def __init__(self, model_path: "str | Path | bytes", providers: list | None = None, graph_level: str = "all",
                  threads: int | None = None, spinning: bool = False, require_providers: bool = True):
         super().__init__()
-        self.model_path = str(model_path)
+        self.model_path = model_path if isinstance(model_path, bytes) else str(model_path)
         self.providers = providers or ["CPUExecutionProvider"]
         self.graph_level, self.threads, self.spinning = graph_level, threads, spinning
         self.require_providers = require_providers
@@ -86,6 +87,7 @@ class OnnxRuntimeRunner(Runner):
 
     def describe(self) -> dict:
         ort = import_onnxruntime()
-        return {"name": self.name, "model": Path(self.model_path).name, "onnxruntime": ort.__version__,
+        model = "(in memory)" if isinstance(self.model_path, bytes) else Path(self.model_path).name
+        return {"name": self.name, "model": model, "onnxruntime": ort.__version__,
                 "providers": self.session.get_providers() if self.session else self.providers,
                 "graph_optimization_level": self.graph_level, "threads": self.threads, "spinning": self.spinning}

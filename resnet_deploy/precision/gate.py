@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import UserError
-from ..validate import topk_accuracy
+from ..validate import run_batches, topk_accuracy
 from .graph import GraphIndex, dequantized_initializer, qdq_pair, quantize_weight_per_channel
 from .qdq import QuantizedGraph, asymmetric_uint8, symmetric_scale
 
@@ -38,15 +38,10 @@ def check_max_drop(value) -> float:
 
 def run_graph(model, data: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
     """Logits of an in-memory ONNX model over ``data`` in ONNX Runtime (CPU)."""
-    from ..backends.onnxruntime import import_onnxruntime, session_options
+    from ..backends.onnxruntime import OnnxRuntimeRunner
 
-    ort = import_onnxruntime()
-    sess = ort.InferenceSession(model.SerializeToString(), sess_options=session_options("all"),
-                                providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0]
-    dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
-    outs = [sess.run(None, {inp.name: data[i:i + batch].astype(dtype)})[0] for i in range(0, len(data), batch)]
-    return np.concatenate(outs).astype(np.float32)
+    with OnnxRuntimeRunner(model.SerializeToString()) as runner:
+        return run_batches(runner, data, batch)
 
 
 @dataclass
