@@ -62,3 +62,8 @@ def human_size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
+
+
+def split_names(values) -> list[str]:
+    """A repeatable option's values, each possibly comma-separated (``--skip a,b --skip c``), as one list."""
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]

@@ -7,7 +7,7 @@ import click
 from .. import registry
 from ..onnx_export import DEFAULT_OPSET
 from .build_cmd import engine_options, make_options, print_plans
-from .common import console, fmt_parity, force_option, verbose_option
+from .common import console, fmt_parity, force_option, split_names, verbose_option
 from .precision_options import precision_options
 
 
@@ -53,7 +53,7 @@ def export(arch, weights, num_classes, input_size, resize, mean, std, opset, ext
     out = out or f"{arch}-bundle"
     EngineMode.parse(engine, "--engine")
     plan_options = make_options(batch, workspace, timing_cache, opt_level, hardware_compat, version_compat, tf32)
-    fuse_skip = [v.strip() for item in fuse_skip for v in item.split(",") if v.strip()]
+    fuse_skip = split_names(fuse_skip)
     if fuse_skip:
         from ..fuse import passes_for
 

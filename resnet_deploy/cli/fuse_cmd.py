@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import console, fmt_parity, force_option, verbose_option
-
-
-def _split(values) -> list[str]:
-    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+from .common import console, fmt_parity, force_option, split_names, verbose_option
 
 
 def print_passes() -> None:
@@ -73,7 +69,7 @@ def fuse(source, out, target, skip, list_, report, quiet, force, verbose) -> Non
         print_passes()
         return
     setup(verbose)
-    skip = _split(skip)
+    skip = split_names(skip)
     if source is None:
         raise UserError("missing SOURCE: give an .onnx file (with -o) or a bundle folder (or --list)")
     if Path(source).is_dir():
