@@ -16,8 +16,8 @@ from onnx import TensorProto, helper
 
 from .conftest import DATA, run_cli
 from resnet_deploy import bundle as bundle_mod
-from resnet_deploy.engine import (BatchProfile, BuildOptions, check_plan_compat, detect_precision, graphs_to_build,
-                                  plan_accuracy, plan_compat_problems, plan_info)
+from resnet_deploy.engine import (BatchProfile, BuildOptions, check_plan_compat, detect_precision, engines_unavailable,
+                                  graphs_to_build, plan_accuracy, plan_compat_problems, plan_info)
 from resnet_deploy.engine_layers import load_layer_info, onnx_nodes_of, parse_layer_info
 from resnet_deploy.errors import MissingDependency, UserError
 from resnet_deploy.types import HardwareCompat, Precision
@@ -27,12 +27,7 @@ GPU_EXTRA = "pip install 'resnet-deploy[gpu]'"
 
 
 def _has_tensorrt_gpu() -> bool:
-    try:
-        import tensorrt  # noqa: F401
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
+    return engines_unavailable() is None  # the library's own check: TensorRT importable and a CUDA GPU
 
 
 no_trt = pytest.mark.skipif(_has_tensorrt_gpu(), reason="TensorRT and a GPU are present: the no-TensorRT path differs")

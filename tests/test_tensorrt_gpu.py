@@ -14,17 +14,12 @@ import pytest
 
 from .conftest import SMALL, run_cli
 from resnet_deploy import bundle as bundle_mod
-from resnet_deploy.engine import BuildOptions, build_bundle
+from resnet_deploy.engine import BuildOptions, build_bundle, engines_unavailable
 from resnet_deploy.errors import UserError
 
 
 def _has_tensorrt_gpu() -> bool:
-    try:
-        import tensorrt  # noqa: F401
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
+    return engines_unavailable() is None  # the library's own check: TensorRT importable and a CUDA GPU
 
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not _has_tensorrt_gpu(), reason="needs TensorRT and a CUDA GPU")]
