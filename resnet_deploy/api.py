@@ -12,10 +12,9 @@ from . import __version__, validate
 from .backends.onnxruntime import OnnxRuntimeRunner
 from .backends.torch_eager import TorchRunner
 from .bundle import BundleWriter
-from .errors import CheckFailed
 from .bundle import check_out_dir
 from .onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_opset, export_onnx, save_exported_program
-from .models import LoadedModel, load_model
+from .models import LoadedModel, check_finite_weights, load_model
 from .preprocess import Preprocessing, load_images, make_preprocessing
 from .progress import step
 
@@ -41,7 +40,7 @@ def validation_inputs(pre: Preprocessing, images: "str | Path | None", seed: int
     """Real images when given (up to ``VALIDATION_SAMPLES``), else seeded standard-normal inputs."""
     if images is not None:
         imgs = load_images(images, pre, limit=VALIDATION_SAMPLES, what="--images")
-        return imgs.data, f"images:{len(imgs.data)} from {images}"
+        return imgs.data, imgs.describe(images)
     rng = np.random.default_rng(seed)
     data = rng.standard_normal((VALIDATION_SAMPLES, 3, *pre.input_size), dtype=np.float32)
     return data, f"random:{VALIDATION_SAMPLES} seed={seed}"
@@ -52,6 +51,11 @@ def check_parity(model, onnx_path: Path, data: np.ndarray) -> dict:
     with TorchRunner(model) as eager, OnnxRuntimeRunner(onnx_path) as ort:
         res = validate.parity_at_batches(eager, ort, data, VALIDATION_BATCHES)
     return res
+
+
+def locate_nonfinite(eager, graph, data: np.ndarray) -> str | None:
+    """The first module of ``eager`` with a non-finite output, else the first such node of ``graph``."""
+    return validate.first_nonfinite_module(eager, data) or validate.first_nonfinite_node(graph, data)
 
 
 def model_metadata(arch: str, weights: dict, pre: Preprocessing, num_classes: int) -> dict:
@@ -94,6 +98,7 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
     check_out_dir(out_dir, force)
     weights = weights or {"source": "user-module", "sha256": None}
     model = model.eval()
+    check_finite_weights(model.state_dict(), f"model {arch!r}")
     if num_classes is None:
         with torch.no_grad():
             num_classes = int(model(torch.zeros(1, 3, *pre.input_size)).shape[-1])
@@ -149,12 +154,8 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
             }},
             "warnings": warnings,
         })
-        if not overall.passes(validate.FP32_MIN_COSINE, validate.FP32_MIN_AGREEMENT):
-            raise CheckFailed(
-                f"fp32 parity broken: cosine {overall.cosine:.7f} (needs >= {validate.FP32_MIN_COSINE}), "
-                f"top-1 agreement {overall.top1_agreement:.1%} (needs 100%), max abs diff {overall.max_abs_diff:.3g}"
-                f"; no bundle written"
-            )
+        validate.require_parity("fp32 ONNX graph vs eager", overall, validate.FP32_MIN_COSINE,
+                                validate.FP32_MIN_AGREEMENT, where=lambda: locate_nonfinite(model, onnx_path, data))
         if fuse:
             from .fuse.stage import fuse_bundle
 

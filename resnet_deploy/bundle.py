@@ -17,8 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import UserError
-from .models import sha256_file
+from .errors import CheckFailed, UserError
+from .files import StagedDir, check_output, locked, rename_no_replace, sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -43,33 +43,18 @@ def toolchain_versions() -> dict:
 
 def check_out_dir(out: "str | Path", force: bool) -> Path:
     """Refuse an existing non-empty folder without ``force``, a file in the way, or an unwritable parent."""
-    out = Path(out).expanduser().absolute()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {str(out)!r} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise UserError(f"--out {str(out)!r} exists and is not empty: pass --force to replace it")
-    parent = out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    try:  # a real probe: os.access says yes to root even on read-only or virtual file systems
-        os.rmdir(tempfile.mkdtemp(prefix=".resnet-deploy-probe-", dir=parent))
-    except OSError as e:
-        raise UserError(f"--out {str(out)!r} is not writable ({str(parent)!r}: {e.strerror or e})") from None
-    return out
+    return check_output(out, force, "--out")
 
 
 def file_entry(path: Path, **info) -> dict:
     return {"size": path.stat().st_size, "sha256": sha256_file(path), **{k: v for k, v in info.items() if v is not None}}
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-class BundleWriter:
+class BundleWriter(StagedDir):
     """Builds a new bundle atomically. Use as a context manager; ``path`` is the temporary folder to write into.
+
+    The manifest is written last and the folder renamed into place; an ``--out`` that appeared meanwhile (a
+    concurrent export) is refused without ``force``.
 
     >>> with BundleWriter(out, force=False) as b:      # doctest: +SKIP
     ...     export_onnx(model, b.path / "model.onnx", ...)
@@ -77,8 +62,7 @@ class BundleWriter:
     """
 
     def __init__(self, out: "str | Path", force: bool = False):
-        self.out = check_out_dir(out, force)
-        self.force = force
+        super().__init__(out, force, "--out")
         self.manifest: dict = {
             "schema_version": SCHEMA_VERSION,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -86,15 +70,6 @@ class BundleWriter:
             "toolchain": toolchain_versions(),
             "files": {},
         }
-        self.path: Path | None = None
-
-    def __enter__(self) -> "BundleWriter":
-        try:
-            self.out.parent.mkdir(parents=True, exist_ok=True)
-            self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
-        except OSError as e:
-            raise UserError(f"--out {str(self.out)!r} is not writable: {e.strerror or e}") from None
-        return self
 
     def add_file(self, name: str, **info) -> dict:
         """Record a file already written under ``path`` (size, sha256 and any info such as kind/precision)."""
@@ -102,35 +77,17 @@ class BundleWriter:
         self.manifest["files"][name] = entry
         return entry
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
-            return
-        try:
-            write_json_atomic(self.path / MANIFEST, self.manifest)
-            swap_in(self.path, self.out)
-        except BaseException:
-            shutil.rmtree(self.path, ignore_errors=True)
-            raise
-
-
-def swap_in(staged: Path, out: Path) -> None:
-    """Move a fully written folder ``staged`` to ``out`` (a sibling), replacing any old ``out`` by renames."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.rename(out, old)
-    os.rename(staged, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    def commit(self) -> None:
+        write_json_atomic(self.path / MANIFEST, self.manifest)
 
 
 class BundleUpdate:
     """Adds files to an existing bundle with the same interface as ``BundleWriter``.
 
-    New files are written into ``path``, a hidden staging folder inside the bundle; on success they are moved
-    into the bundle and the manifest is replaced last; on failure the staging folder is removed and the bundle
-    is unchanged. Replacing a file the bundle already has needs ``force``.
+    The bundle folder is locked for the whole update (a second resnet-deploy changing the same bundle is
+    refused with one line). New files are written into ``path``, a hidden staging folder inside the bundle; on
+    success they are moved into the bundle and the manifest is replaced last; on failure the staging folder is
+    removed and the bundle is unchanged. Replacing a file the bundle already has needs ``force``.
     """
 
     def __init__(self, bundle: "str | Path", force: bool = False):
@@ -139,9 +96,18 @@ class BundleUpdate:
         self.force = force
         self.path: Path | None = None
         self._added: list[str] = []
+        self._lock = None
 
     def __enter__(self) -> "BundleUpdate":
-        self.path = Path(tempfile.mkdtemp(prefix=".stage-", dir=self.out))
+        busy = f"bundle {str(self.out)!r} is being changed by another resnet-deploy process: wait for it to finish"
+        self._lock = locked(self.out, blocking=False, busy=busy)
+        self._lock.__enter__()
+        try:
+            self.manifest = read_manifest(self.out)  # as it is now, under the lock
+            self.path = Path(tempfile.mkdtemp(prefix=".stage-", dir=self.out))
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
         return self
 
     def add_file(self, name: str, **info) -> dict:
@@ -157,16 +123,51 @@ class BundleUpdate:
         try:
             if exc_type is None:
                 for name in self._added:
-                    os.replace(self.path / name, self.out / name)
+                    if self.force:
+                        os.replace(self.path / name, self.out / name)
+                    else:
+                        try:
+                            rename_no_replace(self.path / name, self.out / name)
+                        except FileExistsError:
+                            raise UserError(f"{str(self.out / name)!r} already exists: pass --force to replace "
+                                            "it") from None
                 write_json_atomic(self.out / MANIFEST, self.manifest)
         finally:
             shutil.rmtree(self.path, ignore_errors=True)
+            self._lock.__exit__(None, None, None)
+
+
+def file_problem(path: Path, entry: dict | None) -> str | None:
+    """Why ``path`` does not match its manifest ``entry`` (missing, size or sha256), None when it does."""
+    if entry is None:
+        return "not listed in the manifest"
+    if not path.is_file():
+        return "missing"
+    if path.stat().st_size != entry.get("size"):
+        return f"size {path.stat().st_size} != manifest {entry.get('size')}"
+    if sha256_file(path) != entry.get("sha256"):
+        return "sha256 mismatch"
+    return None
+
+
+def verified(bundle_dir: "str | Path", manifest: dict, name: str) -> Path:
+    """The path of bundle file ``name`` after checking it (and its external-data file) against the manifest;
+    a missing or altered file is a one-line ``CheckFailed`` (exit 1) that points to ``resnet-deploy info``."""
+    bundle_dir = Path(bundle_dir)
+    files = manifest.get("files", {})
+    for n in [name] + ([name + ".data"] if name + ".data" in files else []):
+        problem = file_problem(bundle_dir / n, files.get(n))
+        if problem:
+            raise CheckFailed(f"{n} in bundle {str(bundle_dir)!r} failed verification ({problem}): run "
+                              f"resnet-deploy info {bundle_dir} to check every file")
+    return bundle_dir / name
 
 
 def locate(bundle, name: str) -> Path:
-    """Where a bundle file is now: staged in ``bundle.path`` during a write/update, else in the bundle folder."""
+    """Where a bundle file is now: staged in ``bundle.path`` during a write/update (just written), else in the
+    bundle folder, checked against the manifest before anyone loads it."""
     staged = bundle.path / name
-    return staged if staged.exists() else bundle.out / name
+    return staged if staged.exists() else verified(bundle.out, bundle.manifest, name)
 
 
 def read_manifest(bundle: "str | Path") -> dict:
@@ -208,7 +209,8 @@ def load_eager(bundle):
     if isinstance(bundle, (BundleWriter, BundleUpdate)):
         manifest, where, label = bundle.manifest, lambda n: locate(bundle, n), bundle.out
     else:
-        manifest, where, label = read_manifest(bundle), lambda n: Path(bundle) / n, bundle
+        manifest = read_manifest(bundle)
+        where, label = (lambda n: verified(bundle, manifest, n)), bundle
     names = find_artifacts(manifest, kind="torch-exported-program")
     if not names:
         raise UserError(f"bundle {str(label)!r} has no eager reference (model.pt2): re-export it")
@@ -221,11 +223,7 @@ def verify(bundle: "str | Path") -> list[str]:
     manifest = read_manifest(bundle)
     problems = []
     for name, entry in manifest.get("files", {}).items():
-        p = bundle / name
-        if not p.is_file():
-            problems.append(f"{name}: missing")
-        elif p.stat().st_size != entry.get("size"):
-            problems.append(f"{name}: size {p.stat().st_size} != manifest {entry.get('size')}")
-        elif sha256_file(p) != entry.get("sha256"):
-            problems.append(f"{name}: sha256 mismatch")
+        problem = file_problem(bundle / name, entry)
+        if problem:
+            problems.append(f"{name}: {problem}")
     return problems

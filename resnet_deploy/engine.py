@@ -18,6 +18,7 @@ from . import validate
 from .bundle import MANIFEST, BundleUpdate, file_entry, find_artifacts, locate, read_manifest, write_json_atomic
 from .engine_layers import parse_layer_info
 from .errors import CheckFailed, UserError
+from .files import write_file_no_replace
 from .progress import step
 from .types import HardwareCompat, Precision, Target
 
@@ -263,9 +264,10 @@ def accuracy_inputs(shape: list, n: int, images=None, pre=None, seed: int = 0) -
     if images is not None and pre is not None:
         from .preprocess import load_images
 
-        imgs = load_images(images, pre, what="--images").data
+        loaded = load_images(images, pre, what="--images")
+        imgs = loaded.data
         reps = -(-n // len(imgs))
-        return np.concatenate([imgs] * reps)[:n], f"images:{len(imgs)} from {images} (cycled to {n})"
+        return np.concatenate([imgs] * reps)[:n], f"{loaded.describe(images)} (cycled to {n})"
     rng = np.random.default_rng(seed)
     return rng.standard_normal((n, *shape[1:]), dtype=np.float32), f"random:{n} seed={seed}"
 
@@ -274,7 +276,8 @@ def plan_accuracy(reference, plan_runner, data: np.ndarray, profile: BatchProfil
     """Plan vs reference at the profile's min, opt and max batch (TensorRT 11.1 once broke some batch sizes)."""
     per_batch = {}
     for b in sorted({profile.min, profile.opt, profile.max}):
-        per_batch[b] = validate.compare(reference.infer(data[:b]), plan_runner.infer(data[:b]))
+        per_batch[b] = validate.compare(reference.infer(data[:b]), plan_runner.infer(data[:b]),
+                                        candidate_name="plan")
     overall = validate.merge(list(per_batch.values()))
     min_cos, min_agree = ACCURACY_BARS[precision]
     return {"batches": sorted(per_batch), **overall.to_dict(),
@@ -315,12 +318,14 @@ def build_one(onnx_path: Path, out_dir: Path, plan_name: str, precision: str, op
 
 
 def _check_accuracy(name: str, precision: str, acc: dict, warnings: list[str]) -> None:
+    """fp32/fp16 plans below their bar, and any plan with NaN/Inf, are refused; an int8 plan below its sanity
+    bar is recorded and warned about."""
+    parity = validate.Parity.from_dict(acc)
     if acc["passed"]:
         return
-    msg = (f"{name} vs eager: cosine {acc['cosine']:.6f}, top-1 agreement {acc['top1_agreement']:.1%} at batches "
-           f"{acc['batches']} (bar: cosine >= {acc['bar']['min_cosine']}, agreement >= "
-           f"{acc['bar']['min_top1_agreement']:.0%})")
-    if precision in HARD_FAIL:
+    msg = validate.failure_message(f"{name} vs eager at batches {acc['batches']}", parity,
+                                   acc["bar"]["min_cosine"], acc["bar"]["min_top1_agreement"])
+    if precision in HARD_FAIL or parity.nonfinite:
         raise CheckFailed(msg + "; nothing written")
     warnings.append(msg)
 
@@ -341,11 +346,13 @@ def build_engines(bundle, options: BuildOptions, images=None, seed: int = 0) -> 
         existing = [f"model.{p}.plan" for p, _ in graphs if (bundle.out / f"model.{p}.plan").exists()]
         if existing:
             raise UserError(f"{', '.join(existing)} already exist in {str(bundle.out)!r}: pass --force to replace")
-    trt_backend.require()  # one line (exit 2) before any work when TensorRT or the GPU is missing
     manifest = bundle.manifest
-    eager_path = locate(bundle, "model.pt2")
-    if not eager_path.exists():
+    sources = {p: locate(bundle, n) for p, n in graphs}  # a missing or altered graph: one line, before anything
+    eager_names = find_artifacts(manifest, kind="torch-exported-program")
+    if not eager_names:
         raise UserError(f"bundle {str(bundle.out)!r} has no eager reference (model.pt2): re-export it")
+    eager_path = locate(bundle, eager_names[0])
+    trt_backend.require()  # one line (exit 2) before any work when TensorRT or the GPU is missing
     eager = load_exported_program(eager_path)
     pre = Preprocessing.from_dict(manifest["preprocessing"]) if manifest.get("preprocessing") else None
     data, desc = accuracy_inputs(manifest["input"]["shape"], options.batch.max, images, pre, seed)
@@ -355,9 +362,9 @@ def build_engines(bundle, options: BuildOptions, images=None, seed: int = 0) -> 
     plans = engines.setdefault("plans", {})
     device = "cpu"  # the exported eager program is traced on CPU; plans are few and small batches are cheap
     with TorchRunner(eager, device=device) as reference:
-        for precision, onnx_name in graphs:
+        for precision, _ in graphs:
             plan_name = f"model.{precision}.plan"
-            info = build_one(locate(bundle, onnx_name), bundle.path, plan_name, precision, options)
+            info = build_one(sources[precision], bundle.path, plan_name, precision, options)
             with step(f"Checking {plan_name} vs eager at batches {options.batch}"):
                 with trt_backend.TensorRTRunner(bundle.path / plan_name, build_info=info) as runner:
                     acc = plan_accuracy(reference, runner, data, options.batch, precision)
@@ -421,8 +428,8 @@ def build_onnx_file(onnx_path: "str | Path", out_dir: "str | Path | None", optio
         info["validation"] = acc
         info["files"] = {n: file_entry(stage / n) for n in (plan_name, layers_name(plan_name))}
         write_json_atomic(stage / sidecar_path(plan_name).name, info)
-        for t in targets:
-            os.replace(stage / t.name, t)
+        for t in sorted(targets, key=lambda t: t.suffix == ".plan"):  # the plan last, after its records
+            write_file_no_replace(stage / t.name, t, force, "plan file")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return EngineBuildResult([PlanResult(plan_name, precision, info, acc)], warnings=warnings)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from pathlib import Path
 
 from . import registry
 from .errors import UserError
+from .files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +30,20 @@ class LoadedModel:
         return self.weights.get("source") == RANDOM
 
 
-def sha256_file(path: "str | Path", chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def check_finite_weights(state: dict, source: str) -> None:
+    """Refuse weights holding NaN/Inf (a diverged training run): one line naming the first bad tensor."""
+    import torch
+
+    for name, t in state.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point():
+            finite = torch.isfinite(t)
+            if not bool(finite.all()):
+                bad = int((~finite).sum())
+                others = sum(1 for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+                             and not bool(torch.isfinite(v).all())) - 1
+                more = f" (and {others} more tensor(s))" if others else ""
+                raise UserError(f"{source}: tensor {name!r} holds {bad} NaN/Inf value(s){more}: refusing to export "
+                                "a model with non-finite weights")
 
 
 def randomize_batchnorm(model, seed: int = 0) -> None:
@@ -102,7 +110,9 @@ def _torchvision_weights(arch: str, name: str, num_classes: int, seed: int) -> L
                 f"or --weights random"
             ) from None
     model = registry.build(arch, 1000)
-    model.load_state_dict(_read_checkpoint(path))
+    state = _read_checkpoint(path)
+    check_finite_weights(state, f"weights {str(path)!r}")
+    model.load_state_dict(state)
     if num_classes != 1000:
         replace_classifier(model, num_classes, seed)
         log.warning("classifier replaced: %d classes, untrained head", num_classes)
@@ -167,6 +177,7 @@ def load_state_dict_checked(model, state: dict, source: str) -> None:
 
 def _checkpoint_model(arch: str, path: Path, num_classes: int) -> LoadedModel:
     state = _read_checkpoint(path)
+    check_finite_weights(state, f"weights file {str(path)!r}")
     model = registry.build(arch, num_classes)
     load_state_dict_checked(model, state, repr(str(path)))
     info = {"source": "checkpoint", "path": str(path), "sha256": sha256_file(path)}

@@ -153,6 +153,11 @@ class ImageSet:
     labels: np.ndarray | None = None
     class_names: list[str] | None = None
 
+    def describe(self, root) -> str:
+        """``images:7 from DIR`` plus how many files were skipped as unreadable (counted in every summary)."""
+        skipped = f", {len(self.skipped)} unreadable skipped" if self.skipped else ""
+        return f"images:{len(self.data)} from {root}{skipped}"
+
 
 def load_images(root: "str | Path", pre: Preprocessing, limit: int | None = None, what: str = "--images") -> ImageSet:
     """Read and preprocess the images under ``root``; unreadable files are skipped and listed.
@@ -175,7 +180,8 @@ def load_images(root: "str | Path", pre: Preprocessing, limit: int | None = None
         try:
             with Image.open(p) as im:
                 arrays.append(preprocess_image(im, pre))
-        except (UnidentifiedImageError, OSError, ValueError) as e:
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+            # PIL reports a broken file in many ways (a bad PNG chunk is a SyntaxError): all mean "skip it"
             skipped.append((p, str(e).splitlines()[0] if str(e) else type(e).__name__))
             continue
         kept.append(p)
@@ -185,8 +191,10 @@ def load_images(root: "str | Path", pre: Preprocessing, limit: int | None = None
         raise UserError(
             f"{what} {str(root)!r} holds no readable image ({', '.join(IMAGE_SUFFIXES)}; {len(skipped)} unreadable)"
         )
-    for p, why in skipped:
-        log.warning("skipped unreadable image %s: %s", p, why)
+    if skipped:
+        shown = "; ".join(f"{p.name} ({why})" for p, why in skipped[:3])
+        log.warning("%s: skipped %d unreadable image(s): %s%s", what, len(skipped), shown,
+                    " ..." if len(skipped) > 3 else "")
     return ImageSet(
         data=np.stack(arrays).astype(np.float32),
         paths=kept,

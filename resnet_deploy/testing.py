@@ -71,6 +71,8 @@ def assert_accuracy(report: dict, backend: str, precision: str = "fp32", batch: 
     """Accuracy floors for one row (vs labels with ``images``, vs eager fp32 always)."""
     r = row(report, backend, precision, batch)
     acc, fails = r.get("accuracy") or {}, []
+    if acc.get("nonfinite"):
+        fails.append(f"outputs are not finite: {acc['nonfinite']}")
     for name, floor in (("top1", min_top1), ("top5", min_top5), ("top1_agreement", min_top1_agreement),
                         ("cosine", min_cosine)):
         if floor is None:

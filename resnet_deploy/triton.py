@@ -13,12 +13,12 @@ import json
 import logging
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .bundle import find_artifacts, read_manifest, swap_in
+from .bundle import find_artifacts, read_manifest, verified
 from .errors import UserError, unknown
+from .files import StagedDir, check_output
 from .types import Precision
 
 log = logging.getLogger(__name__)
@@ -117,15 +117,6 @@ def _config_text(name: str, platform: str, max_batch: int, inp: _Tensor, out: _T
     return "\n".join(lines) + "\n"
 
 
-def _check_repo(repo: Path, force: bool) -> Path:
-    repo = Path(repo).expanduser().absolute()
-    if repo.exists() and not repo.is_dir():
-        raise UserError(f"--repo {str(repo)!r} exists and is not a folder")
-    if repo.is_dir() and any(repo.iterdir()) and not force:
-        raise UserError(f"--repo {str(repo)!r} exists and is not empty: pass --force to replace it")
-    return repo
-
-
 def write_triton_repo(bundle: "str | Path", repo: "str | Path", *, name: str | None = None,
                       backends: "list[str] | None" = None, precision: "str | Precision" = "fp32",
                       max_batch_size: int = 8, dynamic_batching: bool = False,
@@ -181,27 +172,26 @@ def write_triton_repo(bundle: "str | Path", repo: "str | Path", *, name: str | N
         raise UserError(f"the model has a fixed batch of {batch_dim}: use --max-batch-size 0")
     batched = max_batch_size > 0
     onnx_file = onnx_names[0]
-    inp, out = _graph_io(bundle / onnx_file, batched)
+    check_output(repo, force, "--repo")  # before reading anything big
+    inp, out = _graph_io(verified(bundle, manifest, onnx_file), batched)
     for t in (inp, out):
         if any(d == 0 for d in t.dims) or (not batched and any(d < 0 for d in t.dims)):
             raise UserError(f"{onnx_file}: tensor {t.name!r} has dims {t.dims} Triton cannot serve as configured")
 
-    repo = _check_repo(repo, force)
-    repo.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{repo.name}.tmp-", dir=repo.parent))
     models: list[TritonModel] = []
-    try:
+    with StagedDir(repo, force, "--repo") as staged:
+        tmp, repo = staged.path, staged.out
         for backend in backends:
             model_name = check_model_name(f"{base}_{'onnx' if backend == 'onnxruntime' else 'trt'}")
             version = tmp / model_name / "1"
             version.mkdir(parents=True)
             cc_files: dict[str, str] = {}
             if backend == "onnxruntime":
-                shutil.copy2(bundle / onnx_file, version / "model.onnx")
+                shutil.copy2(verified(bundle, manifest, onnx_file), version / "model.onnx")
                 files = [onnx_file]
                 data = onnx_file + ".data"
                 if data in manifest["files"]:
-                    shutil.copy2(bundle / data, version / data)
+                    shutil.copy2(bundle / data, version / data)  # checked with its graph by verified()
                     files.append(data)
                 kind = "KIND_GPU" if device == "gpu" else "KIND_CPU"
             else:
@@ -209,14 +199,14 @@ def write_triton_repo(bundle: "str | Path", repo: "str | Path", *, name: str | N
                 for plan in plans:
                     by_cc.setdefault(_plan_cc(manifest, plan), plan)
                 if len(by_cc) == 1:
-                    shutil.copy2(bundle / next(iter(by_cc.values())), version / "model.plan")
+                    shutil.copy2(verified(bundle, manifest, next(iter(by_cc.values()))), version / "model.plan")
                 else:
                     if None in by_cc:
                         raise UserError(f"bundle {str(bundle)!r} has several {prec} plans but "
                                         f"{by_cc[None]!r} has no compute_capability tag: cannot tell them apart")
                     for cc, plan in by_cc.items():
                         fname = f"model.sm{cc.replace('.', '')}.plan"
-                        shutil.copy2(bundle / plan, version / fname)
+                        shutil.copy2(verified(bundle, manifest, plan), version / fname)
                         cc_files[cc] = fname
                 files = list(by_cc.values())
                 kind = "KIND_GPU"
@@ -229,9 +219,5 @@ def write_triton_repo(bundle: "str | Path", repo: "str | Path", *, name: str | N
             "bundle": str(bundle.absolute()), "precision": str(prec), "models": [m.name for m in models],
             "preprocessing": manifest.get("preprocessing"), "num_classes": manifest.get("num_classes"),
         }, indent=2) + "\n")
-        swap_in(tmp, repo)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("wrote Triton repository %s with %s", repo, ", ".join(m.name for m in models))
     return TritonResult(repo, models)

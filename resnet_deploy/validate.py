@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from .errors import CheckFailed
 
 # fp32 parity bar from the issue: any broken export is far below it; float noise is far above it.
 FP32_MIN_COSINE = 0.99999
@@ -17,6 +21,8 @@ class Parity:
 
     ``max_rel_diff`` is the max abs diff divided by the largest reference magnitude (element-wise relative
     differences explode near zero logits); ``cosine`` is the smallest per-sample cosine similarity.
+    ``nonfinite`` says which side produced NaN/Inf (None when both are finite): such a comparison never passes,
+    and its metrics are NaN (``null`` in JSON), never a lucky 1.0.
     """
 
     samples: int
@@ -24,20 +30,45 @@ class Parity:
     max_rel_diff: float
     cosine: float
     top1_agreement: float
+    nonfinite: str | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Parity":
+        """Back from ``to_dict`` (or a validation record holding its keys); null metrics become NaN."""
+        nan = float("nan")
+        return cls(int(d["samples"]), *(nan if d[k] is None else float(d[k]) for k in
+                                        ("max_abs_diff", "max_rel_diff", "cosine", "top1_agreement")),
+                   d.get("nonfinite"))
 
     def passes(self, min_cosine: float, min_agreement: float) -> bool:
-        return self.cosine >= min_cosine and self.top1_agreement >= min_agreement
+        return self.nonfinite is None and self.cosine >= min_cosine and self.top1_agreement >= min_agreement
 
 
-def compare(reference: np.ndarray, candidate: np.ndarray) -> Parity:
-    """Parity of two (N, C) logit arrays."""
+def nonfinite_summary(values: np.ndarray, side: str) -> str | None:
+    """``"<side> output has 3 NaN and 0 Inf values in 2 of 8 samples"``, or None when all values are finite."""
+    arr = np.asarray(values)
+    bad = ~np.isfinite(arr)
+    if not bad.any():
+        return None
+    rows = int(bad.reshape(len(arr), -1).any(axis=1).sum()) if arr.ndim else 1
+    return (f"{side} output has {int(np.isnan(arr).sum())} NaN and {int(np.isinf(arr).sum())} Inf values in {rows} "
+            f"of {len(arr) if arr.ndim else 1} samples")
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, reference_name: str = "eager",
+            candidate_name: str = "candidate") -> Parity:
+    """Parity of two (N, C) logit arrays. NaN/Inf on either side is named in ``nonfinite`` and fails."""
     ref = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
     cand = np.asarray(candidate, dtype=np.float64).reshape(len(candidate), -1)
     if ref.shape != cand.shape:
         raise ValueError(f"shape mismatch: reference {ref.shape} vs candidate {cand.shape}")
+    bad = [m for m in (nonfinite_summary(ref, reference_name), nonfinite_summary(cand, candidate_name)) if m]
+    if bad:
+        nan = float("nan")
+        return Parity(len(ref), nan, nan, nan, float((ref.argmax(1) == cand.argmax(1)).mean()), "; ".join(bad))
     diff = np.abs(ref - cand)
     denom = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
     cos = np.where(denom > 0, (ref * cand).sum(axis=1) / np.maximum(denom, 1e-300), 1.0)
@@ -53,6 +84,10 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> Parity:
 def merge(parts: list[Parity]) -> Parity:
     """Worst case over several comparisons (e.g. batch 1 and batch 4)."""
     n = sum(p.samples for p in parts)
+    nonfinite = "; ".join(dict.fromkeys(p.nonfinite for p in parts if p.nonfinite)) or None
+    if nonfinite:
+        nan = float("nan")
+        return Parity(n, nan, nan, nan, sum(p.top1_agreement * p.samples for p in parts) / n, nonfinite)
     return Parity(
         samples=n,
         max_abs_diff=max(p.max_abs_diff for p in parts),
@@ -63,10 +98,12 @@ def merge(parts: list[Parity]) -> Parity:
 
 
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
-    """Fraction of rows whose label is among the ``k`` highest logits (``k`` capped at the class count)."""
+    """Fraction of rows whose label is among the ``k`` highest logits (``k`` capped at the class count); a row
+    holding NaN/Inf is a miss, whatever its argmax."""
     k = min(k, logits.shape[1])
-    top = np.argsort(-logits, axis=1)[:, :k]
-    return float((top == labels[:, None]).any(axis=1).mean())
+    finite = np.isfinite(logits).all(axis=1)
+    top = np.argsort(-np.nan_to_num(logits), axis=1)[:, :k]
+    return float(((top == labels[:, None]).any(axis=1) & finite).mean())
 
 
 def run_batches(runner, data: np.ndarray, batch: int) -> np.ndarray:
@@ -84,3 +121,85 @@ def parity_vs_logits(reference: dict, candidate_runner, data: np.ndarray) -> dic
     so one reference run serves several candidates."""
     per_batch = {b: compare(ref, run_batches(candidate_runner, data, b)) for b, ref in reference.items()}
     return {"overall": merge(list(per_batch.values())), "per_batch": per_batch}
+
+
+def failure_message(what: str, parity: Parity, min_cosine: float, min_agreement: float, where: str | None = None) -> str:
+    """The one message for a comparison that misses its bar (or is not finite); ``where`` names the first
+    non-finite node or module when known."""
+    if parity.nonfinite:
+        return f"{what}: not finite: {parity.nonfinite}" + (f" (first non-finite output: {where})" if where else "")
+    return (f"{what}: parity broken: cosine {parity.cosine:.7f} (needs >= {min_cosine}), top-1 agreement "
+            f"{parity.top1_agreement:.1%} (needs >= {min_agreement:.0%}), max abs diff {parity.max_abs_diff:.3g}")
+
+
+def require_parity(what: str, parity: Parity, min_cosine: float, min_agreement: float,
+                   where: "Callable[[], str | None] | None" = None) -> None:
+    """Raise ``CheckFailed`` (exit 1, one line ending in "nothing written") unless ``parity`` meets its bar.
+
+    ``where`` is called only on a non-finite failure, to name the first node or module that produced NaN/Inf.
+    """
+    if parity.passes(min_cosine, min_agreement):
+        return
+    located = where() if (where is not None and parity.nonfinite) else None
+    raise CheckFailed(failure_message(what, parity, min_cosine, min_agreement, located) + "; nothing written")
+
+
+FLOAT_ELEM_TYPES = (1, 10, 11, 16)  # ONNX FLOAT, FLOAT16, DOUBLE, BFLOAT16
+
+
+def first_nonfinite_module(model, data: np.ndarray, max_samples: int = 8) -> str | None:
+    """The first leaf module (in execution order) whose output holds NaN/Inf, over up to ``max_samples``
+    samples one at a time; None when no leaf module's output is non-finite (e.g. a functional op at the end)."""
+    import torch
+
+    found: list[str] = []
+
+    def hook(name):
+        def fn(module, args, out):
+            if not found and isinstance(out, torch.Tensor) and out.is_floating_point() \
+                    and not bool(torch.isfinite(out).all()):
+                found.append(f"module {name!r} ({type(module).__name__})")
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n and not any(m.children())]
+    try:
+        with torch.inference_mode():
+            for i in range(min(len(data), max_samples)):
+                model(torch.from_numpy(np.ascontiguousarray(data[i:i + 1], dtype=np.float32)))
+                if found:
+                    break
+    finally:
+        for h in handles:
+            h.remove()
+    return found[0] if found else None
+
+
+def first_nonfinite_node(model, data: np.ndarray, max_samples: int = 8) -> str | None:
+    """The first ONNX node (in graph order) with a NaN/Inf float output, running ``model`` (a ``ModelProto``
+    or a path) in ONNX Runtime with every typed intermediate tensor exposed; None when none is found."""
+    import copy
+
+    import onnx
+
+    from .backends.onnxruntime import OnnxRuntimeRunner
+
+    proto = onnx.load(str(model)) if not hasattr(model, "graph") else copy.deepcopy(model)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # noqa: BLE001 - a diagnosis aid: without types there is nothing to expose
+        return None
+    types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    exposed = {o.name for o in proto.graph.output}
+    for node in proto.graph.node:
+        for out in node.output:
+            if out and out not in exposed and types.get(out) in FLOAT_ELEM_TYPES:
+                proto.graph.output.append(onnx.helper.make_tensor_value_info(out, types[out], None))
+                exposed.add(out)
+    names = [o.name for o in proto.graph.output]
+    with OnnxRuntimeRunner(proto.SerializeToString(), graph_level="disable") as runner:
+        for i in range(min(len(data), max_samples)):
+            values = dict(zip(names, runner.run_all(data[i:i + 1])))
+            for node in proto.graph.node:
+                if any(o in values and not np.isfinite(values[o]).all() for o in node.output):
+                    return f"ONNX node {node.name!r} ({node.op_type})"
+    return None

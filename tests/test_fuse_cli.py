@@ -24,7 +24,7 @@ def test_fuse_file_with_report(r18_bundle, tmp_path):
     out, rep = tmp_path / "m.ort.onnx", tmp_path / "report.json"
     r = run_cli("fuse", r18_bundle / "model.onnx", "-o", out, "--target", "onnxruntime", "--report", rep)
     assert r.returncode == 0, r.stderr
-    assert "layer4.1" in r.stderr and "FusedConv" in r.stderr  # the per-block table
+    assert "layer4.1" in r.stdout and "FusedConv" in r.stdout  # the per-block table (the summary is on stdout)
     ops = [n.op_type for n in onnx.load(str(out)).graph.node]
     assert ops.count("FusedConv") == 17 and "Relu" not in ops
     assert json.loads(rep.read_text())["ops_after"]["com.microsoft:FusedConv"] == 17
@@ -59,7 +59,7 @@ def test_fuse_bundle_in_place(r18_bundle_copy):
     assert r.returncode == 2 and "--force" in r.stderr  # the bundle already has its fused graph
     r = run_cli("fuse", r18_bundle_copy, "--force", "-q")
     assert r.returncode == 0, r.stderr
-    assert "onnxruntime parity vs eager" in r.stderr
+    assert "onnxruntime parity vs eager" in r.stdout
     assert verify(r18_bundle_copy) == []
     fusion = read_manifest(r18_bundle_copy)["fusion"]
     assert fusion["targets"]["onnxruntime"]["parity"]["passed"]

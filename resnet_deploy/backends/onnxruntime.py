@@ -80,10 +80,18 @@ class OnnxRuntimeRunner(Runner):
     def _deactivate(self) -> None:
         self.session = None
 
+    def _feed(self, batch: np.ndarray) -> dict:
+        return {self._input.name: np.ascontiguousarray(batch, dtype=np.float16 if self._fp16_input else np.float32)}
+
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(batch, dtype=np.float16 if self._fp16_input else np.float32)
-        (y,) = self.session.run([self._output], {self._input.name: x})
+        (y,) = self.session.run([self._output], self._feed(batch))
         return y.astype(np.float32, copy=False)
+
+    def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output of the session (in ``get_outputs`` order), as the runtime returns them."""
+        if not self.is_active:
+            raise RuntimeError(f"{self.name}: run_all() called before activate()")
+        return self.session.run(None, self._feed(batch))
 
     def describe(self) -> dict:
         ort = import_onnxruntime()

@@ -97,6 +97,8 @@ def _reference_p50(rows: dict, reference: str | None, batch: int) -> float | Non
 
 def accuracy_drops(base: dict | None, now: dict | None, tol: float, cos_tol: float) -> list[str]:
     drops = []
+    if now and now.get("nonfinite"):
+        drops.append(f"not finite: {now['nonfinite']}")
     if not base or not now:
         return drops
     for k in ("top1", "top5", "top1_agreement"):

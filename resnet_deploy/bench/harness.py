@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import validate
-from ..bundle import read_manifest
+from ..bundle import find_artifacts, read_manifest, verified
 from ..errors import CheckFailed, UserError
 from ..types import Backend, Precision
 from .report import SCHEMA_VERSION, machine_info, model_info
@@ -76,7 +76,7 @@ def accuracy_inputs(manifest: dict, cfg: BenchConfig) -> tuple[np.ndarray, np.nd
         if imgs.labels is not None and int(imgs.labels.max()) >= int(manifest.get("num_classes", 0)):
             raise UserError(f"--images {cfg.images!r} has {len(imgs.class_names)} class folders but the model "
                             f"has {manifest.get('num_classes')} classes")
-        desc = f"images:{len(imgs.data)} from {cfg.images}" + ("" if imgs.labels is not None else " (no labels)")
+        desc = imgs.describe(cfg.images) + ("" if imgs.labels is not None else " (no labels)")
         return imgs.data, imgs.labels, desc
     n = cfg.samples or max(DEFAULT_RANDOM_SAMPLES, max(cfg.batches))
     data = np.random.default_rng(cfg.seed).standard_normal((n, 3, *pre.input_size), dtype=np.float32)
@@ -85,12 +85,16 @@ def accuracy_inputs(manifest: dict, cfg: BenchConfig) -> tuple[np.ndarray, np.nd
 
 def accuracy_fields(logits: np.ndarray, reference: np.ndarray | None, labels: np.ndarray | None) -> dict:
     """The report's accuracy block; fields that do not apply are None."""
-    acc = {"top1": None, "top5": None, "top1_agreement": None, "max_abs_diff": None, "cosine": None}
+    acc = {"top1": None, "top5": None, "top1_agreement": None, "max_abs_diff": None, "cosine": None,
+           "nonfinite": validate.nonfinite_summary(logits, "this backend")}  # kept below only when set
     if labels is not None:
         acc["top1"], acc["top5"] = (validate.topk_accuracy(logits, labels, k) for k in (1, 5))
     if reference is not None:
-        p = validate.compare(reference, logits)
-        acc.update(top1_agreement=p.top1_agreement, max_abs_diff=p.max_abs_diff, cosine=p.cosine)
+        p = validate.compare(reference, logits, "eager fp32", "this backend").to_dict()
+        acc.update(top1_agreement=p["top1_agreement"], max_abs_diff=p["max_abs_diff"], cosine=p["cosine"],
+                   nonfinite=p["nonfinite"])
+    if acc["nonfinite"] is None:  # an optional key: reports of finite runs keep the schema-1 shape exactly
+        del acc["nonfinite"]
     return acc
 
 
@@ -187,6 +191,8 @@ def run_bench(bundle: "str | Path", cfg: BenchConfig, on_event: Callable[[dict],
     bundle = Path(bundle).absolute()
     manifest = read_manifest(bundle)
     cases, notes = select_cases(manifest, cfg.backends, cfg.precisions)
+    for name in dict.fromkeys([c.artifact for c in cases] + find_artifacts(manifest, kind="torch-exported-program")):
+        verified(bundle, manifest, name)  # a missing or altered file is one line here, not a worker traceback
     device = resolve_device(cfg.device)
     batches = sorted({int(b) for b in cfg.batches})
     plan = [(c, [b for b in batches if only is None or (str(c.backend), str(c.precision), b) in only])
@@ -238,3 +244,9 @@ def remeasure(report: dict, keys: set) -> dict:
                       warmup=c["warmup"], iters=c["iters"], duration_s=c["duration_s"], threads=c["threads"],
                       device=c["device"], seed=c["seed"], spinning=c.get("spinning", False))
     return run_bench(report["model"]["bundle"], cfg, only=keys, with_accuracy=False)
+
+
+def nonfinite_rows(report: dict) -> list[str]:
+    """``backend precision batch N: what`` for every row whose outputs held NaN/Inf (never a pass)."""
+    return [f"{r['backend']} {r['precision']} batch {r['batch']}: {r['accuracy']['nonfinite']}"
+            for r in report["results"] if (r.get("accuracy") or {}).get("nonfinite")]

@@ -104,6 +104,9 @@ def main(job_path: str) -> int:
                   "peak_host_memory_mb": peak_rss_mb()}
     except ResnetDeployError as e:
         result = {"error": str(e), "exit_code": e.exit_code}
+    except FileNotFoundError as e:  # an artifact vanished after the parent checked it
+        result = {"error": f"{Path(e.filename or '?').name} could not be read ({e.strerror}): run resnet-deploy info "
+                           f"{job['bundle']} to check every file", "exit_code": 1}
     except Exception as e:  # a bug or a runtime failure: keep the traceback for the report
         result = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(), "exit_code": 3}
     (out / "result.json").write_text(json.dumps(result, default=str))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import console, force_option, verbose_option
+from .common import console, emit_json, force_option, json_option, verbose_option
 
 
 def _int_list(text: str, what: str) -> list[int]:
@@ -82,19 +82,21 @@ def _progress_display():
               "machines only; off by default because spinning threads collapse on a busy or shared machine).")
 @click.option("--no-plot", is_flag=True, help="Skip the PNG.")
 @force_option
+@json_option
 @verbose_option
 def bench(bundle, backends, precisions, batches, warmup, iters, duration, threads, device, images, samples, seed, out,
           baseline, max_regression, reference, max_abs_regression, accuracy_tolerance, retries, update_baseline,
-          spinning, no_plot, force, verbose) -> None:
+          spinning, no_plot, force, as_json, verbose) -> None:
     """Benchmark a bundle's artifacts (latency, throughput, memory, accuracy vs eager) and gate regressions."""
     from ..bench import BenchConfig, gate, parse_percent, run_bench
+    from ..bench.harness import nonfinite_rows
     from ..bench import report as rep
     from ..bundle import check_out_dir, read_manifest
     from ..errors import CheckFailed, UserError
     from ..types import Backend, Precision
     from .common import setup
 
-    setup(verbose)
+    setup(verbose, as_json)
     read_manifest(bundle)
     cfg = BenchConfig(
         backends=Backend.parse_list(backends, "backend") if backends else None,
@@ -129,43 +131,63 @@ def bench(bundle, backends, precisions, batches, warmup, iters, duration, thread
             result, report = gate(base, report, None if update_baseline else remeasure, threshold, ref,
                                   retries=retries, max_abs_regression=abs_cap, accuracy_tolerance=acc_tol)
 
-    _write_outputs(report, out_dir, no_plot)
+    written = _write_outputs(report, out_dir, no_plot, force, as_json)
     con = console()
     if update_baseline:
         Path(baseline).parent.mkdir(parents=True, exist_ok=True)
         rep.write_json(report, baseline)
         con.print(f"baseline written: {baseline}")
+    bad = nonfinite_rows(report)
+    if as_json:
+        emit_json({"ok": not bad and (result is None or result.passed or update_baseline), "report": written,
+                   "notes": report.get("notes", []) + (result.notes if result else []),
+                   "nonfinite": bad, "results": [{k: v for k, v in r.items() if k != "samples_ms"}
+                                                 for r in report["results"]],
+                   "gate": None if result is None else {
+                       "passed": result.passed, "threshold": threshold, "reference": ref,
+                       "failed": [{"backend": c.key[0], "precision": c.key[1], "batch": c.key[2],
+                                   "verdict": c.verdict, "abs_change": c.abs_change, "rel_change": c.rel_change,
+                                   "accuracy_drops": c.accuracy_drops} for c in result.failed]}})
+    if bad:
+        raise CheckFailed(f"{len(bad)} row(s) produced NaN/Inf (never a pass): {bad[0]}")
     if result is not None:
         for note in result.notes:
             con.print(f"note: {note}")
         if update_baseline:
-            click.echo(result.table())
+            if not as_json:
+                click.echo(result.table())
         elif not result.passed:
-            click.echo(f"REGRESSIONS (threshold {threshold:.0%} on p50, reference {ref}):")
-            click.echo(result.table(only_failed=True))
+            if not as_json:
+                click.echo(f"REGRESSIONS (threshold {threshold:.0%} on p50, reference {ref}):")
+                click.echo(result.table(only_failed=True))
             raise CheckFailed(f"{len(result.failed)} row(s) regressed against {baseline}")
         else:
             con.print(f"gate passed: no row slower than {threshold:.0%} (p50, vs {baseline}), no accuracy drop")
 
 
-def _write_outputs(report: dict, out_dir: Path, no_plot: bool) -> None:
-    """report.json, report.md (also printed) and report.png, plus the notes on how it was measured."""
+def _write_outputs(report: dict, out_dir: Path, no_plot: bool, force: bool, as_json: bool) -> dict:
+    """report.json, report.md (also printed, unless ``as_json``) and report.png, written into a staged folder that
+    replaces ``out_dir`` only with ``force``; returns the paths written."""
     from ..bench import report as rep
     from ..errors import MissingDependency
+    from ..files import StagedDir
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rep.write_json(report, out_dir / "report.json")
-    md = rep.to_markdown(report)
-    (out_dir / "report.md").write_text(md)
     con = console()
-    if not no_plot:
-        try:
-            rep.plot(report, out_dir / "report.png")
-        except MissingDependency as e:  # the measurements are worth keeping without the picture
-            con.print(f"note: no PNG: {e}")
-            no_plot = True
-    click.echo(md)
+    md = rep.to_markdown(report)
+    with StagedDir(out_dir, force, "--out") as staged:
+        rep.write_json(report, staged.path / "report.json")
+        (staged.path / "report.md").write_text(md)
+        if not no_plot:
+            try:
+                rep.plot(report, staged.path / "report.png")
+            except MissingDependency as e:  # the measurements are worth keeping without the picture
+                con.print(f"note: no PNG: {e}")
+                no_plot = True
+    if not as_json:
+        click.echo(md)
     for note in report.get("notes", []):
         con.print(f"note: {note}")
     con.print(f"isolation: {report['config']['isolation']}; {report['config']['threading']}")
     con.print(f"report: {out_dir / 'report.json'} (+ .md{'' if no_plot else ', .png'})")
+    names = ["report.json", "report.md"] + ([] if no_plot else ["report.png"])
+    return {n.split(".")[1]: str(out_dir / n) for n in names}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import console, fmt_parity, force_option, verbose_option
+from .common import console, emit_json, fmt_parity, force_option, json_option, out, verbose_option, warn
 
 DEFAULT_BATCH = "1:8:32"
 
@@ -42,10 +42,10 @@ def make_options(batch, workspace, timing_cache, opt_level, hardware_compat, ver
 def print_plans(result) -> None:
     from rich.markup import escape  # reasons hold "[gpu]", which rich would read as markup
 
-    con = console()
-    if result.skipped:
-        con.print(f"[bold yellow]TensorRT plans skipped[/]: {escape(result.skipped)}")
+    if result.skipped:  # a note, so stderr
+        console().print(f"[bold yellow]TensorRT plans skipped[/]: {escape(result.skipped)}")
         return
+    con = out()
     for p in result.plans:
         i = p.info
         con.print(f"[bold]{escape(p.plan)}[/] {i['precision']}: {i['layer_count']} layers from {i['onnx_nodes']} ONNX nodes, "
@@ -54,7 +54,14 @@ def print_plans(result) -> None:
         if p.accuracy:
             con.print(f"  vs {p.accuracy['reference']} at batches {p.accuracy['batches']}: {fmt_parity(p.accuracy)}")
     for w in result.warnings:
-        con.print(f"[bold red]WARNING[/] {escape(w)}")
+        warn(w)
+
+
+def plans_json(result) -> dict:
+    """The ``--json`` result of the build stage."""
+    return {"ok": True, "skipped": result.skipped, "warnings": result.warnings,
+            "plans": [{"plan": p.plan, "precision": p.precision, "info": p.info, "accuracy": p.accuracy}
+                      for p in result.plans]}
 
 
 @click.command()
@@ -64,26 +71,30 @@ def print_plans(result) -> None:
 @engine_options
 @click.option("--images", type=click.Path(path_type=str), default=None,
               help="Real images for the accuracy check vs eager [default: seeded random inputs].")
-@click.option("--out", type=click.Path(file_okay=False, path_type=str), default=None,
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=str), default=None,
               help="Folder for the plan when SOURCE is an .onnx file [default: beside it].")
 @force_option
+@json_option
 @verbose_option
 def build(source, precision, batch, workspace, timing_cache, opt_level, hardware_compat, version_compat, tf32,
-          images, out, force, verbose) -> None:
+          images, out_dir, force, as_json, verbose) -> None:
     """Build TensorRT plans (strongly typed, from each graph's own precision), check them vs eager, record them."""
     from ..engine import build_bundle, build_onnx_file
     from ..errors import UserError
     from .common import setup
 
-    setup(verbose)
+    setup(verbose, as_json)
     options = make_options(batch, workspace, timing_cache, opt_level, hardware_compat, version_compat, tf32, precision)
     src = Path(source)
     if src.is_dir():
-        if out:
+        if out_dir:
             raise UserError("--out applies to an .onnx SOURCE; plans go into the bundle itself")
         result = build_bundle(src, options, images=images, force=force)
     elif src.is_file() and src.suffix == ".onnx":
-        result = build_onnx_file(src, out, options, force=force)
+        result = build_onnx_file(src, out_dir, options, force=force)
     else:
         raise UserError(f"SOURCE {source!r} is neither a bundle folder nor an .onnx file")
-    print_plans(result)
+    if as_json:
+        emit_json(plans_json(result))
+    else:
+        print_plans(result)

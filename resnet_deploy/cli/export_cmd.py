@@ -7,7 +7,8 @@ import click
 from .. import registry
 from ..onnx_export import DEFAULT_OPSET
 from .build_cmd import engine_options, make_options, print_plans
-from .common import console, fmt_parity, force_option, split_names, verbose_option
+from .common import (bundle_json, emit_json, fmt_parity, force_option, json_option, out, split_names, verbose_option,
+                     warn)
 from .precision_options import precision_options
 
 
@@ -29,7 +30,7 @@ from .precision_options import precision_options
 @click.option("--images", type=click.Path(path_type=str), default=None,
               help="Folder of real images to validate on [default: seeded random inputs].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random weights and inputs.")
-@click.option("--out", "out", type=click.Path(path_type=str), default=None,
+@click.option("--out", "out_dir", type=click.Path(path_type=str), default=None,
               help="Bundle folder [default: ./<arch>-bundle].")
 @click.option("--no-fuse", is_flag=True, help="Skip the fusion stage (no model.onnxruntime.onnx, no fusion report).")
 @click.option("--fuse-skip", multiple=True, metavar="NAME[,NAME]",
@@ -39,18 +40,19 @@ from .precision_options import precision_options
 @engine_options
 @precision_options
 @force_option
+@json_option
 @verbose_option
-def export(arch, weights, num_classes, input_size, resize, mean, std, opset, external_data, images, seed, out,
+def export(arch, weights, num_classes, input_size, resize, mean, std, opset, external_data, images, seed, out_dir,
            no_fuse, fuse_skip, engine, batch, workspace, timing_cache, opt_level, hardware_compat, version_compat,
-           tf32, force, verbose, **precision) -> None:
+           tf32, force, as_json, verbose, **precision) -> None:
     """Export a ResNet to ONNX, validate it against eager PyTorch, and write a deploy bundle."""
     from ..api import export_arch
     from ..types import EngineMode
     from .common import setup
     from .precision_options import build, print_summary
 
-    setup(verbose)
-    out = out or f"{arch}-bundle"
+    setup(verbose, as_json)
+    out_dir = out_dir or f"{arch}-bundle"
     EngineMode.parse(engine, "--engine")
     plan_options = make_options(batch, workspace, timing_cache, opt_level, hardware_compat, version_compat, tf32)
     fuse_skip = split_names(fuse_skip)
@@ -59,11 +61,16 @@ def export(arch, weights, num_classes, input_size, resize, mean, std, opset, ext
 
         passes_for("onnxruntime", fuse_skip)
     options = build(**precision)  # every option not named above is a precision option
-    res = export_arch(arch, out, weights=weights, num_classes=num_classes, input_size=input_size, resize=resize,
+    res = export_arch(arch, out_dir, weights=weights, num_classes=num_classes, input_size=input_size, resize=resize,
                       mean=mean, std=std, opset=opset, external_data=external_data or None, images=images,
                       seed=seed, force=force, fuse=not no_fuse, fuse_skip=fuse_skip, engine=engine,
                       engine_options=plan_options, precision=options if options.wanted else None)
-    con = console()
+    for w in res.warnings:
+        warn(w)
+    if as_json:
+        emit_json(bundle_json(res.manifest, res.path, res.warnings))
+        return
+    con = out()
     v = res.manifest["validation"]["fp32"]
     con.print(f"[bold]bundle[/] {res.path}")
     con.print(f"fp32 parity vs eager ({v['inputs']}, batches {v['batches']}): {fmt_parity(v)}")
@@ -72,8 +79,6 @@ def export(arch, weights, num_classes, input_size, resize, mean, std, opset, ext
                   f"{fmt_parity(f['parity'])}")
     print_summary(con, res.manifest)
     _print_engines(res.manifest)
-    for w in res.warnings:
-        con.print(f"[bold red]WARNING[/] {w}")
     for name, e in res.manifest["files"].items():
         con.print(f"  {name}  {e['size'] / 2**20:.1f} MiB  sha256 {e['sha256'][:12]}")
 

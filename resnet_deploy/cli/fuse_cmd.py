@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import console, fmt_parity, force_option, split_names, verbose_option
+from .common import bundle_json, emit_json, fmt_parity, force_option, json_option, out, split_names, verbose_option
 
 
 def print_passes() -> None:
@@ -21,7 +21,7 @@ def print_report(report: dict, details: bool = True) -> None:
 
     from ..fuse.report import block_rows, op_rows
 
-    con = console()
+    con = out()
     if details and report["blocks"]:
         t = Table(title=f"fusion ({report['target']}): what became what", title_justify="left")
         for col in ("block", "pass", "nodes", "became"):
@@ -43,7 +43,7 @@ def print_report(report: dict, details: bool = True) -> None:
 
 @click.command()
 @click.argument("source", required=False, type=click.Path(path_type=str))
-@click.option("-o", "--out", default=None, type=click.Path(path_type=str), help="Output ONNX file (file mode).")
+@click.option("-o", "--out", "out_file", default=None, type=click.Path(path_type=str), help="Output ONNX file (file mode).")
 @click.option("--target", default="onnxruntime", show_default=True, metavar="portable|onnxruntime|tensorrt",
               help="portable: standard ops, BN folded (tensorrt gets this); onnxruntime: com.microsoft FusedConv.")
 @click.option("--skip", multiple=True, metavar="NAME[,NAME]", help="Pass to skip (repeatable; see --list).")
@@ -51,8 +51,9 @@ def print_report(report: dict, details: bool = True) -> None:
 @click.option("--report", default=None, type=click.Path(path_type=str), help="Also write the report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the node counts, not the per-block table.")
 @force_option
+@json_option
 @verbose_option
-def fuse(source, out, target, skip, list_, report, quiet, force, verbose) -> None:
+def fuse(source, out_file, target, skip, list_, report, quiet, force, as_json, verbose) -> None:
     """Fuse SOURCE (an .onnx file, written to -o; or a bundle folder, fused in place) for a target.
 
     \b
@@ -60,15 +61,17 @@ def fuse(source, out, target, skip, list_, report, quiet, force, verbose) -> Non
     resnet-deploy fuse resnet50-bundle --force     # re-run the bundle's fusion stage
     """
     import json
+    import os
     from pathlib import Path
 
     from ..errors import UserError
+    from ..files import write_file_no_replace
     from .common import setup
 
     if list_:
         print_passes()
         return
-    setup(verbose)
+    setup(verbose, as_json)
     skip = split_names(skip)
     if source is None:
         raise UserError("missing SOURCE: give an .onnx file (with -o) or a bundle folder (or --list)")
@@ -76,24 +79,32 @@ def fuse(source, out, target, skip, list_, report, quiet, force, verbose) -> Non
         from ..bundle import BundleUpdate
         from ..fuse.stage import fuse_bundle
 
-        if out:
+        if out_file:
             raise UserError("-o is for an .onnx SOURCE; a bundle is fused in place")
         with BundleUpdate(source, force=force) as bundle:
             res = fuse_bundle(bundle, skip=skip, force=force)
+        if as_json:
+            emit_json(bundle_json(bundle.manifest, bundle.out))
+            return
         for t, rep in res.report["targets"].items():
             print_report(rep, details=not quiet and t == "onnxruntime")
-            console().print(f"{t} parity vs eager: {fmt_parity(res.report['parity'][t])}")
+            out().print(f"{t} parity vs eager: {fmt_parity(res.report['parity'][t])}")
         return
     from ..fuse import fuse_file
     from ..fuse.report import target_report
 
-    if not out:
+    if not out_file:
         raise UserError("missing -o/--out for the fused .onnx file")
     if report and Path(report).exists() and not force:
         raise UserError(f"--report {report!r} exists: pass --force to replace it")
-    res = fuse_file(source, out, target, skip, force=force)
+    res = fuse_file(source, out_file, target, skip, force=force)
     rep = target_report(res)
-    print_report(rep, details=not quiet)
     if report:
-        Path(report).write_text(json.dumps(rep, indent=2) + "\n")
-    console().print(f"[bold]wrote[/] {out} ({rep['target']}, {len(res.rewrites)} rewrites, {res.seconds:.2f} s)")
+        tmp = Path(report).with_name(f".{Path(report).name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(rep, indent=2) + "\n")
+        write_file_no_replace(tmp, report, force, "--report")
+    if as_json:
+        emit_json({"ok": True, "output": str(out_file), "report": rep})
+        return
+    print_report(rep, details=not quiet)
+    out().print(f"[bold]wrote[/] {out_file} ({rep['target']}, {len(res.rewrites)} rewrites, {res.seconds:.2f} s)")

@@ -4,19 +4,31 @@ from __future__ import annotations
 
 import click
 
-from .common import console, fmt_parity, human_size
+from .common import emit_json, fmt_parity, human_size, json_option, setup, warn
 
 
 @click.command()
 @click.argument("bundle", type=click.Path(file_okay=False, path_type=str))
-def info(bundle: str) -> None:
+@json_option
+def info(bundle: str, as_json: bool) -> None:
     """Print a bundle's summary and verify the checksum of every file (exit 1 on a mismatch)."""
     from ..bundle import read_manifest, verify
     from ..errors import CheckFailed
 
+    setup(0, as_json)
     m = read_manifest(bundle)
     problems = verify(bundle)
-    con = console()
+    for warning in m.get("warnings", []):
+        warn(warning)
+    if as_json:
+        bad = {p.split(": ", 1)[0]: p.split(": ", 1)[1] for p in problems}
+        emit_json({"ok": not problems, "bundle": bundle, "arch": m.get("arch"), "num_classes": m.get("num_classes"),
+                   "weights": m.get("weights"), "input": m.get("input"), "preprocessing": m.get("preprocessing"),
+                   "validation": m.get("validation", {}), "warnings": m.get("warnings", []), "problems": problems,
+                   "artifacts": {n: {**e, "status": bad.get(n, "ok")} for n, e in m.get("files", {}).items()}})
+        if problems:
+            raise CheckFailed(f"{len(problems)} file(s) failed verification: {'; '.join(problems)}")
+        return
     w = m.get("weights", {})
     inp = m.get("input", {})
     pre = m.get("preprocessing", {})
@@ -30,12 +42,10 @@ def info(bundle: str) -> None:
     for prec, v in m.get("validation", {}).items():
         if isinstance(v, dict) and "cosine" in v:
             click.echo(f"valid {prec:<5} {fmt_parity(v)}")
-    for warning in m.get("warnings", []):
-        con.print(f"[bold red]WARNING[/] {warning}")
     click.echo("files")
-    bad = {p.split(":")[0]: p for p in problems}
+    bad = {p.split(": ", 1)[0]: p.split(": ", 1)[1] for p in problems}
     for name, e in m.get("files", {}).items():
-        status = "MISMATCH " + bad[name].split(": ", 1)[1] if name in bad else "ok"
+        status = "MISMATCH " + bad[name] if name in bad else "ok"
         tags = " ".join(str(e[k]) for k in ("kind", "precision", "target") if e.get(k))
         click.echo(f"  {name:<28} {human_size(e.get('size', 0)):>10}  {tags:<26} {status}")
     if problems:

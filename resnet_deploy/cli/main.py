@@ -10,6 +10,7 @@ import click
 from .. import __version__
 from ..errors import ResnetDeployError
 from . import bench_cmd, build_cmd, export_cmd, fuse_cmd, info_cmd, inspect_cmd, quantize_cmd, triton_cmd
+from .common import emit_error_json
 
 COMMANDS = [export_cmd.export, info_cmd.info, fuse_cmd.fuse, quantize_cmd.quantize, build_cmd.build,
             inspect_cmd.inspect, bench_cmd.bench, triton_cmd.triton]
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     except ResnetDeployError as e:
         click.echo(f"error: {e}", err=True)
         code = e.exit_code
+        emit_error_json(str(e), code)
     except click.Abort:
         click.echo("aborted", err=True)
         code = 130

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import console, force_option, verbose_option
+from .common import bundle_json, emit_json, force_option, json_option, out, verbose_option, warn
 from .precision_options import precision_options
 
 
@@ -14,17 +14,20 @@ from .precision_options import precision_options
 @click.option("--images", type=click.Path(path_type=str), default=None,
               help="Real images for the parity check vs eager [default: --val, else --calib samples].")
 @force_option
+@json_option
 @verbose_option
-def quantize(bundle, images, force, verbose, **precision) -> None:
+def quantize(bundle, images, force, as_json, verbose, **precision) -> None:
     """Add model.fp16.onnx and/or model.int8.<target>.onnx to BUNDLE (validated against its eager reference)."""
     from ..precision.stage import quantize_bundle
     from .common import setup
     from .precision_options import build, print_summary
 
-    setup(verbose)
+    setup(verbose, as_json)
     options = build(**precision, images=images)
     manifest, warnings = quantize_bundle(bundle, options, force=force)
-    con = console()
-    print_summary(con, manifest)
     for w in warnings:
-        con.print(f"[bold red]WARNING[/] {w}")
+        warn(w)
+    if as_json:
+        emit_json(bundle_json(manifest, bundle, warnings))
+    else:
+        print_summary(out(), manifest)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import console, force_option, verbose_option
+from .common import force_option, out, verbose_option
 
 
 def _sizes(ctx, param, value):
@@ -48,7 +48,7 @@ def triton(bundle, repo, name, backends, precision, max_batch_size, dynamic_batc
         precision=precision, max_batch_size=max_batch_size, dynamic_batching=dynamic_batching,
         preferred_batch_sizes=preferred_batch_sizes, max_queue_delay_us=max_queue_delay_us, instances=instances,
         device=device, force=force)
-    con = console()
+    con = out()
     con.print(f"[bold]Triton repository[/] {res.repo}")
     for m in res.models:
         ccs = f", compute capabilities {', '.join(m.compute_capabilities)}" if m.compute_capabilities else ""

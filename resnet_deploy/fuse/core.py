@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..files import write_file_no_replace
 from ..types import Target
 from .graph import Graph, op_counts
 from .passes import PASSES, PassResult, get_pass
@@ -132,8 +132,8 @@ def fuse_file(src: "str | Path", dst: "str | Path", target: "Target | str" = Tar
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
     try:
         save_onnx(model, tmp / dst.name)
-        for f in tmp.iterdir():
-            os.replace(f, dst.parent / f.name)
+        for f in sorted(tmp.iterdir(), key=lambda f: f.name == dst.name):  # the graph last, after its data
+            write_file_no_replace(f, dst.parent / f.name, force, "output")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return res

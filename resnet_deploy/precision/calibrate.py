@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..models import sha256_file
+from ..files import sha256_file
 from ..types import CalibMethod
 
 log = logging.getLogger(__name__)

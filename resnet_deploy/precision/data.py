@@ -55,7 +55,19 @@ def _check_array(arr: np.ndarray, name: str, pre: Preprocessing, what: str) -> n
     if arr.ndim != 4 or tuple(arr.shape[1:]) != want or arr.shape[0] == 0:
         raise UserError(f"{what} {name!r} has shape {tuple(arr.shape)}: it must be (N, {want[0]}, {want[1]}, "
                         f"{want[2]}) NCHW, as the bundle's preprocessing gives")
+    check_finite_samples(arr, name, what)
     return arr
+
+
+def check_finite_samples(arr: np.ndarray, name: str, what: str, chunk: int = 64) -> None:
+    """Refuse samples holding NaN/Inf with one line naming the file and the first bad sample index."""
+    bad: list[int] = []
+    for i in range(0, len(arr), chunk):  # chunked: a finiteness mask of a whole calibration set is large
+        rows = ~np.isfinite(arr[i:i + chunk]).reshape(len(arr[i:i + chunk]), -1).all(axis=1)
+        bad.extend(int(i + k) for k in np.flatnonzero(rows))
+    if bad:
+        raise UserError(f"{what} {name!r}: sample {bad[0]} holds NaN/Inf values ({len(bad)} of {len(arr)} samples "
+                        "are not finite): clean the data or drop those samples")
 
 
 def _load_arrays(p: Path, pre: Preprocessing, what: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -91,7 +103,7 @@ def load_dataset(path: "str | Path", pre: Preprocessing, limit: int | None, what
         return DataSet(np.ascontiguousarray(data), f"{p.name}:{len(data)}", labels)
     imgs = load_images(p, pre, limit=limit, what=what)
     skipped = [f"{q}: {why}" for q, why in imgs.skipped]
-    return DataSet(imgs.data, f"images:{len(imgs.data)} from {p}", imgs.labels, skipped)
+    return DataSet(imgs.data, imgs.describe(p), imgs.labels, skipped)
 
 
 def load_calibration(path: "str | Path", pre: Preprocessing, size: int) -> DataSet:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import UserError
-from ..validate import run_batches, topk_accuracy
+from ..validate import nonfinite_summary, run_batches, topk_accuracy
 from .graph import GraphIndex, dequantized_initializer, qdq_pair, quantize_weight_per_channel
 from .qdq import QuantizedGraph, asymmetric_uint8, symmetric_scale
 
@@ -52,21 +52,29 @@ class Accuracy:
     agreement: float
     top1: float | None = None
     top5: float | None = None
+    nonfinite: str | None = None  # NaN/Inf in the logits: counts as total loss, never a pass
 
     def to_dict(self) -> dict:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
 def accuracy(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> Accuracy:
-    acc = Accuracy(len(logits), float((logits.argmax(1) == reference.argmax(1)).mean() * 100))
+    """Agreement with ``reference`` (and top-1/top-5 with labels); rows holding NaN/Inf count as wrong."""
+    finite = np.isfinite(logits).all(axis=1)
+    pred = np.where(finite, np.nan_to_num(logits).argmax(1), -1)
+    acc = Accuracy(len(logits), float((pred == reference.argmax(1)).mean() * 100),
+                   nonfinite=nonfinite_summary(logits, "graph"))
     if labels is not None:
-        acc.top1 = float((logits.argmax(1) == labels).mean() * 100)
+        acc.top1 = float((pred == labels).mean() * 100)
         acc.top5 = topk_accuracy(logits, labels, 5) * 100
     return acc
 
 
 def drop(fp32: Accuracy, candidate: Accuracy) -> float:
-    """Points of top-1 lost (labelled data) or of disagreement with eager (unlabelled)."""
+    """Points of top-1 lost (labelled data) or of disagreement with eager (unlabelled); non-finite logits lose
+    everything (100 points), whatever argmax would say."""
+    if candidate.nonfinite:
+        return 100.0
     if fp32.top1 is not None and candidate.top1 is not None:
         return fp32.top1 - candidate.top1
     return 100.0 - candidate.agreement

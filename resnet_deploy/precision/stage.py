@@ -115,7 +115,7 @@ def prepare(options: PrecisionOptions, pre: Preprocessing) -> PreparedData:
             out.val = load_dataset(options.val, pre, None, "--val")
     if options.images is not None:
         imgs = load_images(options.images, pre, limit=CHECK_SAMPLES, what="--images")
-        out.check, out.check_desc = imgs.data, f"images:{len(imgs.data)} from {options.images}"
+        out.check, out.check_desc = imgs.data, imgs.describe(options.images)
     elif out.val is not None:
         out.check, out.check_desc = out.val.data[:CHECK_SAMPLES], f"--val {out.val.source} (first {CHECK_SAMPLES})"
     elif out.calib is not None:
@@ -155,9 +155,8 @@ def add_fp16(bundle, options: PrecisionOptions, data: PreparedData, reference: n
     bundle.manifest.setdefault("validation", {})["fp16"] = {
         "backend": "onnxruntime-cpu", "reference": "torch eager fp32", "inputs": data.check_desc,
         **parity.to_dict(), "min_cosine": FP16_MIN_COSINE, "min_agreement": FP16_MIN_AGREEMENT, "passed": passed}
-    if not passed:
-        raise CheckFailed(f"fp16 graph fails its bar: cosine {parity.cosine:.6f} (needs >= {FP16_MIN_COSINE}), "
-                          f"top-1 agreement {parity.top1_agreement:.1%} (needs >= {FP16_MIN_AGREEMENT:.0%})")
+    validate.require_parity("fp16 graph vs eager", parity, FP16_MIN_COSINE, FP16_MIN_AGREEMENT,
+                            where=lambda: validate.first_nonfinite_node(g.model, data.check))
     bundle.add_file(FP16_ONNX, kind="onnx", precision="fp16", target="portable",
                     io="fp16" if options.fp16_io else "fp32")
     out = {"file": FP16_ONNX, "io": "fp16" if options.fp16_io else "fp32 (Cast at the edges)",
@@ -224,8 +223,9 @@ def add_int8(bundle, options: PrecisionOptions, data: PreparedData, reference: n
             "activations": "int8 symmetric" if symmetric else "uint8 asymmetric",
             "weights": "int8 symmetric per-channel"}
         if not res.passed:
-            failures.append(f"{target}: top-1 drop {res.drop:.2f} points > --max-drop {options.max_drop} even with "
-                            f"{len(res.excluded)} layer(s) kept in fp32")
+            why = (f"its logits are not finite ({res.int8.nonfinite})" if res.int8.nonfinite else
+                   f"top-1 drop {res.drop:.2f} points > --max-drop {options.max_drop}")
+            failures.append(f"{target}: {why} even with {len(res.excluded)} layer(s) kept in fp32")
             continue
         onnx.save(res.graph.model, str(bundle.path / name))
         onnx.checker.check_model(str(bundle.path / name), full_check=True)
