@@ -111,7 +111,9 @@ def test_help_works_without_tensorrt():
         r = run_cli(*cmd)
         assert r.returncode == 0, r.stderr
     assert "--engine" in run_cli("export", "--help").stdout
-    assert "--hardware-compat" in run_cli("build", "--help").stdout
+    build_help = " ".join(run_cli("build", "--help").stdout.split())
+    assert "--hardware-compat" in build_help
+    assert "10.x plan on 11.x" in build_help and "same major version" not in build_help
 
 
 # ---------------------------------------------------------------- which graphs become plans
@@ -187,8 +189,11 @@ def _env(**kw):
     ({}, {"tensorrt": "10.9.0.35"}, "TensorRT 10.9.0.35"),
     ({}, {"tensorrt": "11.4.0"}, "TensorRT 11.4.0"),
     ({"version_compat": True}, {"tensorrt": "10.16.1"}, None),
-    ({"version_compat": True}, {"tensorrt": "10.8.0"}, "version-compatible plan needs 10.x >= 10.9.0.34"),
-    ({"version_compat": True}, {"tensorrt": "11.0.0"}, "TensorRT 11.0.0"),
+    ({"version_compat": True}, {"tensorrt": "10.8.0"}, "older than the 10.9.0.34 that built"),
+    ({"version_compat": True}, {"tensorrt": "11.0.0"}, None),  # 10.x -> 11.x is documented
+    ({"version_compat": True}, {"tensorrt": "11.4.0"}, None),
+    ({"version_compat": True}, {"tensorrt": "12.0.0"}, "runs on 10.x >= 10.9.0.34 or 11.x"),
+    ({"version_compat": True}, {"tensorrt": "9.3.0"}, "older than"),
     ({}, {"cuda": "12.4"}, None),  # same CUDA major
     ({}, {"cuda": "13.0"}, "CUDA 13.0"),
     ({"tensorrt_cuda": "12"}, {"tensorrt_cuda": "13"}, "CUDA 13 (built with CUDA 12)"),
@@ -206,6 +211,42 @@ def test_plan_compat_matrix(info, env, problem):
         assert problems == []
     else:
         assert len(problems) == 1 and problem in problems[0]
+
+
+@pytest.mark.parametrize("built,here,ok", [
+    ("10.9.0.34", "10.9.0.34", True),
+    ("10.9.0.34", "10.16.1", True),
+    ("10.9.0.34", "10.9.0.33", False),   # older build of the same minor
+    ("10.16.1", "10.9.0", False),
+    ("10.16.1", "11.0.0", True),         # "engines built with TensorRT 10 work with TensorRT 11" (11.1 docs)
+    ("10.0.1", "11.1.0", True),
+    ("11.0.0", "11.1.0", True),          # "built with 11.0 ... compatible with 11.1 and later 11.x"
+    ("11.1.0", "11.0.0", False),
+    ("11.1.0", "10.16.1", False),        # never onto an older major
+    ("11.1.0", "12.0.0", False),         # not documented: refused
+    ("8.6.1", "9.0.1", True),            # "engines built with TensorRT 8 work with TensorRT 9 and 10" (10.16 docs)
+    ("8.6.1", "10.16.1", True),
+    ("8.6.1", "11.1.0", False),          # two majors: not documented
+    ("9.3.0", "10.0.1", True),
+    ("9.3.0", "11.0.0", False),
+    ("10.16.1", "12.1.0", False),
+    ("8.5.3", "8.6.1", False),           # before 8.6 there is no version compatibility
+    ("8.5.3", "8.5.3", True),
+    (None, "10.16.1", False),
+])
+def test_version_compatible_plan_rule(built, here, ok):
+    from resnet_deploy.engine import version_compat_problem
+
+    problem = version_compat_problem(built, here)
+    assert (problem is None) is ok, problem
+    if not ok:
+        assert f"TensorRT {here}" in problem and "\n" not in problem
+
+
+def test_non_version_compatible_plan_needs_the_exact_tensorrt():
+    for here in ("10.9.0.35", "10.16.1", "11.0.0"):
+        problems = plan_compat_problems(BUILT, _env(tensorrt=here))
+        assert problems == [f"TensorRT {here} (built with 10.9.0.34)"]
 
 
 def test_check_plan_compat_is_one_line_with_rebuild_advice():
