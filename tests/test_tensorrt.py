@@ -18,7 +18,7 @@ from .conftest import DATA, run_cli
 from resnet_deploy import bundle as bundle_mod
 from resnet_deploy.engine import (BatchProfile, BuildOptions, check_plan_compat, detect_precision, engines_unavailable,
                                   graphs_to_build, plan_accuracy, plan_compat_problems, plan_info)
-from resnet_deploy.engine_layers import load_layer_info, onnx_nodes_of, parse_layer_info
+from resnet_deploy.engine_layers import dtype_of, load_layer_info, onnx_nodes_of, parse_layer_info
 from resnet_deploy.errors import MissingDependency, UserError
 from resnet_deploy.types import HardwareCompat, Precision
 
@@ -382,6 +382,40 @@ def test_parse_layer_json_trt11_handwritten_golden():
     assert r.schema == "11.x" and r.io_tensors == ["input", "logits"]
     assert [layer.precision for layer in r.layers] == ["fp16", "fp16", "fp16", "fp32"]
     assert r.layers[2].onnx_nodes[1] == "/layer1/layer1.0/Add" and len(r.fused) == 2
+
+
+@pytest.mark.parametrize("tensor,expected", [
+    # 10.x layer tensors: one combined "Format/Datatype" string
+    ({"Format/Datatype": "Row major linear FP32"}, "fp32"),
+    ({"Format/Datatype": "Channel major FP16 format where channel % 2 == 0"}, "fp16"),
+    ({"Format/Datatype": "Thirty-two wide channel vectorized row major Int8 format"}, "int8"),
+    ({"Format/Datatype": "Int8 NC32HW"}, "int8"),
+    ({"Format/Datatype": "Row major linear UInt8 format"}, "uint8"),   # not int8
+    ({"Format/Datatype": "Row major linear BFloat16 format"}, "bf16"),  # not fp32
+    ({"Format/Datatype": "Row major linear Int32"}, "int32"),
+    ({"Format/Datatype": "Row major linear Int64"}, "int64"),
+    ({"Format/Datatype": "Row major linear Bool"}, "bool"),
+    ({"Format/Datatype": "Float"}, "fp32"),
+    ({"Format/DataType": "Half"}, "fp16"),                               # key spelling varies
+    ({"Format/Datatype": "Row major linear FP8"}, "fp8"),
+    ({"Format/Datatype": "Row major linear FP4"}, "fp4"),
+    ({"Format/Datatype": "Row major linear Int4"}, "int4"),
+    # 11.x: the field is split; "DataType" holds the type, "Format" the layout
+    ({"Format": "Channel major format where channel % 8 == 0 (kHWC8)", "DataType": "Half"}, "fp16"),
+    ({"Format": "Row major linear format (kLINEAR)", "DataType": "BFloat16"}, "bf16"),
+    ({"Format": "Row major linear format (kLINEAR)", "DataType": "UInt8"}, "uint8"),
+    ({"Format": "Row major linear format (kLINEAR)", "DataType": "Float"}, "fp32"),
+    ({"Format": "Row major linear format (kLINEAR)", "Datatype": "Int8"}, "int8"),
+    ({"DataType": "Unknown", "Format": "Row major linear FP32 format (kLINEAR)"}, "fp32"),  # next field names it
+    ({"Format": "Row major linear FP16 format (kLINEAR)"}, "fp16"),
+    # nothing names a type: '' (not the raw string)
+    ({"Format": "Row major linear format (kLINEAR)"}, ""),
+    ({"Format/Datatype": "N/A"}, ""),
+    ({"Name": "x"}, ""),
+    ({"DataType": None}, ""),
+])
+def test_dtype_reads_every_spelling_by_token(tensor, expected):
+    assert dtype_of(tensor) == expected
 
 
 def test_parse_layer_json_names_only_and_errors():
