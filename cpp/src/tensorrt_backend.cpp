@@ -1,6 +1,6 @@
 // TensorRT backend: deserializes a bundle's plan and runs it with enqueueV3.
-// Written against the TensorRT 10/11 C++ API (named I/O tensors). NOT built or run on the project's machines,
-// which have no GPU and no TensorRT: see docs/deploy.md.
+// Written against the TensorRT 10/11 C++ API (named I/O tensors). Only syntax-checked against the 10.16 and 11.1
+// headers, never linked or run: the project's machines have no GPU and no TensorRT libraries (see docs/deploy.md).
 #include "resnet_deploy/backend.hpp"
 #include "resnet_deploy/bundle.hpp"
 
@@ -46,16 +46,23 @@ size_t element_size(nvinfer1::DataType t) { return t == nvinfer1::DataType::kHAL
 
 class TensorRTBackend : public Backend {
  public:
-  explicit TensorRTBackend(const std::string& plan_path) : plan_path_(plan_path) {
+  TensorRTBackend(const std::string& plan_path, bool allow_host_code) : plan_path_(plan_path) {
     std::ifstream f(plan_path, std::ios::binary);
     if (!f) throw UserError("cannot read TensorRT plan '" + plan_path + "'");
     std::vector<char> blob((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
     runtime_.reset(nvinfer1::createInferRuntime(logger_));
+    if (!runtime_) throw std::runtime_error("TensorRT createInferRuntime failed");
+    // A version-compatible plan carries TensorRT's lean runtime, which is host code run from the plan; the runtime
+    // refuses it unless told to trust the plan (the default is false). Only plans recorded as such get this.
+    if (allow_host_code) runtime_->setEngineHostCodeAllowed(true);
     engine_.reset(runtime_->deserializeCudaEngine(blob.data(), blob.size()));
     if (!engine_) {
       throw UserError("TensorRT cannot deserialize '" + plan_path +
-                      "': plans are tied to the GPU model and TensorRT version they were built with; "
-                      "rebuild it on this machine with resnet-deploy build");
+                      "': plans are tied to the GPU model and TensorRT version they were built with" +
+                      (allow_host_code ? std::string()
+                                       : std::string(" (a --version-compat plan also needs version_compat: true in "
+                                                     "its manifest record)")) +
+                      "; rebuild it on this machine with resnet-deploy build");
     }
     context_.reset(engine_->createExecutionContext());
     for (int i = 0; i < engine_->getNbIOTensors(); ++i) {
@@ -137,8 +144,8 @@ class TensorRTBackend : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_tensorrt_backend(const std::string& plan_path) {
-  return std::make_unique<TensorRTBackend>(plan_path);
+std::unique_ptr<Backend> make_tensorrt_backend(const std::string& plan_path, bool allow_host_code) {
+  return std::make_unique<TensorRTBackend>(plan_path, allow_host_code);
 }
 
 bool tensorrt_available() { return true; }
@@ -156,7 +163,7 @@ std::string device_compute_capability() {
 
 namespace resnet_deploy {
 
-std::unique_ptr<Backend> make_tensorrt_backend(const std::string&) {
+std::unique_ptr<Backend> make_tensorrt_backend(const std::string&, bool) {
   throw UserError("this resnet_deploy_infer was built without TensorRT: rebuild with -DWITH_TENSORRT=ON");
 }
 
