@@ -270,6 +270,70 @@ def test_plan_info_from_manifest_then_sidecar(tmp_path):
     assert plan_info(plan)["gpu"] == "from manifest"
 
 
+# ---------------------------------------------------------------- TensorRT calls that report failure by return value
+
+class _RefusingContext:
+    """Stands in for an IExecutionContext only to check how its False returns are handled (TensorRT cannot be
+    imported here). set_input_shape / set_tensor_address return a bool and do not raise."""
+
+    def __init__(self, accept: bool):
+        self.accept, self.calls = accept, []
+
+    def set_input_shape(self, name, shape):
+        self.calls.append(("shape", name, shape))
+        return self.accept
+
+    def set_tensor_address(self, name, address):
+        self.calls.append(("address", name, address))
+        return self.accept
+
+
+class _Config:
+    """Stands in for an IBuilderConfig: add_optimization_profile returns the profile index, or -1 when invalid."""
+
+    def __init__(self, index: int):
+        self.index = index
+
+    def add_optimization_profile(self, profile):
+        return self.index
+
+
+def test_set_input_shape_refusal_names_tensor_shape_and_profile():
+    from resnet_deploy.backends.tensorrt import set_input_shape
+
+    ok = _RefusingContext(True)
+    set_input_shape(ok, "input", (4, 3, 64, 64), "model.fp32.plan")
+    assert ok.calls == [("shape", "input", (4, 3, 64, 64))]
+    profile = ([1, 3, 64, 64], [8, 3, 64, 64], [32, 3, 64, 64])
+    with pytest.raises(UserError) as e:
+        set_input_shape(_RefusingContext(False), "input", (4, 3, 64, 64), "model.fp32.plan", profile)
+    msg = str(e.value)
+    assert "\n" not in msg and "model.fp32.plan" in msg and "refused input shape [4, 3, 64, 64]" in msg
+    assert "tensor 'input'" in msg and "[1, 3, 64, 64] to [32, 3, 64, 64]" in msg
+    with pytest.raises(UserError, match=r"refused input shape \[2, 3, 8, 8\] for tensor 'x': rebuild"):
+        set_input_shape(_RefusingContext(False), "x", (2, 3, 8, 8), "m.plan")  # profile unknown: not guessed
+
+
+def test_set_tensor_address_refusal_is_an_error_naming_the_tensor():
+    from resnet_deploy.backends.tensorrt import set_tensor_address
+
+    set_tensor_address(_RefusingContext(True), "logits", 0x7F0000000000, "m.plan")
+    with pytest.raises(RuntimeError, match=r"m.plan: TensorRT refused device address 0x7f0000000100 for tensor 'logits'"):
+        set_tensor_address(_RefusingContext(False), "logits", 0x7F0000000100, "m.plan")
+
+
+def test_add_optimization_profile_minus_one_is_refused_with_the_shapes():
+    from resnet_deploy.backends.tensorrt import add_profile
+
+    shapes = BatchProfile.parse("1:8:32").shapes([-1, 3, 64, 64])
+    assert add_profile(_Config(0), object(), "input", shapes) == 0
+    with pytest.raises(UserError) as e:
+        add_profile(_Config(-1), object(), "input", shapes)
+    msg = str(e.value)
+    assert "\n" not in msg and "optimization profile of input 'input'" in msg
+    assert "min [1, 3, 64, 64]" in msg and "max [32, 3, 64, 64]" in msg
+
+
 # ---------------------------------------------------------------- error paths without TensorRT
 
 @no_trt

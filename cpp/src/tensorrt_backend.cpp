@@ -44,6 +44,12 @@ struct DeviceBuffer {
 
 size_t element_size(nvinfer1::DataType t) { return t == nvinfer1::DataType::kHALF ? 2 : 4; }
 
+std::string dims_text(const nvinfer1::Dims& d) {
+  std::string s = "[";
+  for (int32_t i = 0; i < d.nbDims; ++i) s += (i ? "," : "") + std::to_string(d.d[i]);
+  return s + "]";
+}
+
 class TensorRTBackend : public Backend {
  public:
   TensorRTBackend(const std::string& plan_path, bool allow_host_code) : plan_path_(plan_path) {
@@ -92,7 +98,15 @@ class TensorRTBackend : public Backend {
     dims.nbDims = static_cast<int32_t>(shape.size());
     for (size_t i = 0; i < shape.size(); ++i) dims.d[i] = shape[i];
     if (!context_->setInputShape(input_name_.c_str(), dims)) {
-      throw UserError("batch " + std::to_string(shape[0]) + " is outside the plan's optimization profile");
+      // setInputShape returns false for any refusal (wrong rank or size, outside the profile, unknown name): say what
+      // was asked and what the profile allows, not a guess at the cause.
+      std::string allowed;
+      const nvinfer1::Dims lo = engine_->getProfileShape(input_name_.c_str(), 0, nvinfer1::OptProfileSelector::kMIN);
+      const nvinfer1::Dims hi = engine_->getProfileShape(input_name_.c_str(), 0, nvinfer1::OptProfileSelector::kMAX);
+      if (lo.nbDims > 0 && hi.nbDims > 0) allowed = " (its optimization profile allows " + dims_text(lo) + " to " +
+                                                   dims_text(hi) + ")";
+      throw UserError("TensorRT refused input shape " + dims_text(dims) + " for tensor '" + input_name_ + "' of '" +
+                      plan_path_ + "'" + allowed);
     }
     const nvinfer1::Dims out_dims = context_->getTensorShape(output_name_.c_str());
     size_t out_count = 1;
@@ -110,8 +124,11 @@ class TensorRTBackend : public Backend {
     in_.reserve(in_bytes);
     out_.reserve(out_bytes);
     check_cuda(cudaMemcpyAsync(in_.ptr, host_in, in_bytes, cudaMemcpyHostToDevice, stream_), "copy to device");
-    context_->setTensorAddress(input_name_.c_str(), in_.ptr);
-    context_->setTensorAddress(output_name_.c_str(), out_.ptr);
+    for (const auto& [name, ptr] : {std::make_pair(&input_name_, in_.ptr), std::make_pair(&output_name_, out_.ptr)}) {
+      if (!context_->setTensorAddress(name->c_str(), ptr)) {
+        throw std::runtime_error("TensorRT refused the device address for tensor '" + *name + "'");
+      }
+    }
     if (!context_->enqueueV3(stream_)) throw std::runtime_error("TensorRT enqueueV3 failed");
     std::vector<float> out(out_count);
     if (output_type_ == nvinfer1::DataType::kHALF) {
