@@ -334,6 +334,42 @@ def test_add_optimization_profile_minus_one_is_refused_with_the_shapes():
     assert "min [1, 3, 64, 64]" in msg and "max [32, 3, 64, 64]" in msg
 
 
+@pytest.mark.parametrize("compat,version,expected", [
+    ("none", "8.5.3", None),
+    ("ampere+", "8.6.1", "AMPERE_PLUS"),
+    ("ampere+", "10.16.1.11", "AMPERE_PLUS"),
+    ("same-cc", "10.9.0.34", "SAME_COMPUTE_CAPABILITY"),
+    ("same-cc", "11.1.0", "SAME_COMPUTE_CAPABILITY"),
+])
+def test_hardware_level_names(compat, version, expected):
+    from resnet_deploy.backends.tensorrt import hardware_level_name
+
+    assert hardware_level_name(compat, version) == expected
+
+
+@pytest.mark.parametrize("compat,version,needs", [("same-cc", "10.8.0.43", "10.9"), ("same-cc", "10.1.0", "10.9"),
+                                                  ("ampere+", "8.5.3", "8.6")])
+def test_hardware_level_too_old_tensorrt_is_one_line(compat, version, needs):
+    from resnet_deploy.backends.tensorrt import hardware_level_name
+
+    with pytest.raises(UserError) as e:
+        hardware_level_name(compat, version)
+    msg = str(e.value)
+    assert "\n" not in msg and f"--hardware-compat {compat} needs TensorRT >= {needs}" in msg and version in msg
+
+
+def test_gpu_extra_has_no_unused_cuda_python():
+    """Device memory and streams come from torch: nothing imports cuda-python, so the gpu extra does not ask for it."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    gpu = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    assert not [d for d in gpu if d.replace("_", "-").startswith("cuda-python")]
+    imports = [p for p in (root / "resnet_deploy").rglob("*.py")
+               if any(line.strip().startswith(("import cuda", "from cuda")) for line in p.read_text().splitlines())]
+    assert imports == []
+
+
 # ---------------------------------------------------------------- error paths without TensorRT
 
 @no_trt

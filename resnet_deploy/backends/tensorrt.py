@@ -137,16 +137,36 @@ def _network_flags(trt) -> int:
     return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
-def _hardware_level(trt, compat) -> object | None:
+# HardwareCompatibilityLevel members and the first TensorRT that has them (NvInfer.h of the release branches:
+# kAMPERE_PLUS appears in 8.6, kSAME_COMPUTE_CAPABILITY in 10.9).
+HARDWARE_LEVELS = {"ampere+": ("AMPERE_PLUS", (8, 6)), "same-cc": ("SAME_COMPUTE_CAPABILITY", (10, 9))}
+
+
+def hardware_level_name(compat, trt_version: str) -> str | None:
+    """The ``HardwareCompatibilityLevel`` member for ``--hardware-compat`` (None for none); one line when this
+    TensorRT is too old to have it."""
     from ..types import HardwareCompat
 
+    compat = HardwareCompat.parse(compat, "--hardware-compat")
     if compat is HardwareCompat.NONE:
         return None
-    # HardwareCompatibilityLevel: NONE, AMPERE_PLUS (8.6+), SAME_COMPUTE_CAPABILITY (10.x+).
-    name = "AMPERE_PLUS" if compat is HardwareCompat.AMPERE_PLUS else "SAME_COMPUTE_CAPABILITY"
+    name, since = HARDWARE_LEVELS[str(compat)]
+    have = tuple(int(p) if p.isdigit() else 0 for p in str(trt_version).split(".")[:2])
+    if have < since:
+        raise UserError(f"--hardware-compat {compat} needs TensorRT >= {since[0]}.{since[1]} "
+                        f"(HardwareCompatibilityLevel.{name}); this is TensorRT {trt_version}: upgrade it, or use "
+                        "--hardware-compat none")
+    return name
+
+
+def _hardware_level(trt, compat) -> object | None:
+    name = hardware_level_name(compat, str(trt.__version__))
+    if name is None:
+        return None
     level = getattr(trt.HardwareCompatibilityLevel, name, None)
     if level is None:
-        raise UserError(f"--hardware-compat {compat} is not supported by TensorRT {trt.__version__}")
+        raise UserError(f"--hardware-compat {compat}: TensorRT {trt.__version__} has no "
+                        f"HardwareCompatibilityLevel.{name}")
     return level
 
 
