@@ -17,6 +17,7 @@ COPY cpp ./cpp
 RUN rm -rf cpp/build cpp/.deps \
     && bash cpp/fetch_ort_headers.sh \
     && cmake -S cpp -B /tmp/build -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE="$(command -v python3)" \
+        -DRESNET_DEPLOY_TEST_HELPERS=OFF \
     && cmake --build /tmp/build -j "$(nproc)" \
     && cmake --install /tmp/build --prefix /opt/resnet-deploy
 

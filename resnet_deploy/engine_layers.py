@@ -5,7 +5,8 @@ The JSON is what ``IEngineInspector.get_engine_information(LayerInformationForma
   ``ProfilingVerbosity.DETAILED`` each layer is an object (``Name``, ``LayerType``, ``Inputs``, ``Outputs``,
   ``Metadata``, tactic fields), otherwise (``LAYER_NAMES_ONLY``) a plain string.
 - "Migrating IEngineInspector Usage from TensorRT 10.x to 11.x": ``Bindings`` (names) became ``I/O Tensors``
-  (objects with ``Name``, ``IOMode``, ``DataType`` ...), and the tensor ``Format/Datatype`` field was split.
+  (objects with ``Name``, ``IOMode``, ``DataType`` ...), and the tensor ``Format/Datatype`` field was split into
+  ``Format`` and ``DataType``. Polygraphy (``backend/trt/util.py``) reads the 10.x layer tensors' ``Format/Datatype``.
 - onnx-tensorrt ``processMetadata``: each layer's metadata is ``[ONNX Layer: <node name> | ...]``; a layer fused
   from several ONNX nodes joins their entries with ``\\x1f`` (unit separator).
 Both schemas are read; unknown keys are ignored. Nothing here imports TensorRT.
@@ -22,8 +23,22 @@ from pathlib import Path
 from .errors import UserError
 
 _ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^|\]\x1f]+?)\s*(?:\|[^\]]*)?\]")
-_DTYPES = (("int8", "int8"), ("fp8", "fp8"), ("fp16", "fp16"), ("half", "fp16"), ("bf16", "bf16"),
-           ("fp32", "fp32"), ("float", "fp32"), ("int32", "int32"), ("int64", "int64"), ("bool", "bool"))
+_TOKEN = re.compile(r"[a-z0-9]+")
+# Data-type words of the inspector's strings ("Float", "Half", "BFloat16", "UInt8", "Row major linear FP32", "Int8
+# NC32HW", ...), matched as whole tokens: "uint8" is not int8 and "bfloat16" is not float.
+_DTYPE_TOKENS = {
+    "fp32": "fp32", "float": "fp32", "float32": "fp32",
+    "fp16": "fp16", "half": "fp16", "float16": "fp16",
+    "bf16": "bf16", "bfloat16": "bf16",
+    "fp8": "fp8", "float8": "fp8", "e4m3": "fp8",
+    "fp4": "fp4", "float4": "fp4", "e2m1": "fp4",
+    "e8m0": "e8m0",
+    "int4": "int4", "int8": "int8", "uint8": "uint8", "int32": "int32", "int64": "int64", "bool": "bool",
+}
+# Where a tensor entry keeps its type, most explicit first: "DataType" (11.x tensors, I/O entries) or "Datatype",
+# then 10.x's combined "Format/Datatype", then a bare "Format" (its text may name the type). Keys compare
+# case-insensitively, so "Format/DataType" is read too.
+_DTYPE_KEYS = ("datatype", "format/datatype", "format")
 
 
 @dataclass
@@ -73,12 +88,14 @@ class LayerReport:
         }
 
 
-def _dtype(tensor: dict) -> str:
-    text = str(tensor.get("DataType") or tensor.get("Format/Datatype") or tensor.get("Format") or "").lower()
-    for key, name in _DTYPES:
-        if key in text:
-            return name
-    return text
+def dtype_of(tensor: dict) -> str:
+    """A tensor entry's data type as 'fp32', 'fp16', 'bf16', 'int8', 'uint8', ...; '' when no field names one."""
+    fields = {str(k).lower(): v for k, v in tensor.items()}
+    for key in _DTYPE_KEYS:
+        for token in _TOKEN.findall(str(fields.get(key) or "").lower()):
+            if token in _DTYPE_TOKENS:
+                return _DTYPE_TOKENS[token]
+    return ""
 
 
 def onnx_nodes_of(metadata: str, name: str = "") -> list[str]:
@@ -111,8 +128,8 @@ def parse_layer_info(data: "str | dict") -> LayerReport:
             name=name,
             type=str(raw.get("LayerType", "")),
             onnx_nodes=onnx_nodes_of(str(raw.get("Metadata", "")), name),
-            input_dtypes=[_dtype(t) for t in raw.get("Inputs", []) if isinstance(t, dict)],
-            output_dtypes=[_dtype(t) for t in raw.get("Outputs", []) if isinstance(t, dict)],
+            input_dtypes=[dtype_of(t) for t in raw.get("Inputs", []) if isinstance(t, dict)],
+            output_dtypes=[dtype_of(t) for t in raw.get("Outputs", []) if isinstance(t, dict)],
             tactic=str(raw.get("TacticName", raw.get("TacticValue", ""))),
         ))
     if "I/O Tensors" in data:

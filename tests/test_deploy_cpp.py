@@ -7,6 +7,7 @@ fails and so does the test, since CI runs that script first.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -172,3 +173,63 @@ def test_build_script_names_missing_prerequisites(tmp_path):
     assert "missing prerequisite: cmake (apt-get install cmake)" in res.stderr
     assert "a C++17 compiler (apt-get install g++)" in res.stderr
     assert not (tmp_path / "build").exists()
+
+
+# ---------------------------------------------------------------- plan build records (TensorRT host code)
+
+@pytest.fixture(scope="session")
+def probe_bin(infer_bin) -> Path:
+    """cpp/tests/bundle_probe, built with the loader: prints what load_bundle() read from a manifest."""
+    exe = BUILD / "bundle_probe"
+    assert exe.is_file(), "bundle_probe was not built (RESNET_DEPLOY_TEST_HELPERS is ON by default)"
+    return exe
+
+
+def _bundle_with_plans(r18_bundle: Path, dst: Path, plans) -> Path:
+    """The r18 bundle's manifest (all load_bundle reads) with ``engines.plans`` set to ``plans``."""
+    dst.mkdir()
+    m = read_manifest(r18_bundle)
+    m["engines"] = {"status": "built", "reason": None, "plans": plans}
+    (dst / "manifest.json").write_text(json.dumps(m))
+    return dst
+
+
+def test_cpp_reads_version_compat_from_plan_records(probe_bin, r18_bundle, tmp_path):
+    """The TensorRT backend allows a plan's host code (setEngineHostCodeAllowed) exactly when its manifest record
+    says version_compat, as the Python runner does; a plan without a record keeps TensorRT's default (refused)."""
+    plans = {"model.fp32.plan": {"tensorrt": "10.9.0.34", "version_compat": True, "precision": "fp32"},
+             "model.fp16.plan": {"tensorrt": "11.1.0", "version_compat": False},
+             "model.int8.plan": {"tensorrt": "11.1.0"}}  # written before the field existed: false
+    bundle = _bundle_with_plans(r18_bundle, tmp_path / "b", plans)
+    res = run_infer(probe_bin, bundle, "model.fp32.plan", "model.fp16.plan", "model.int8.plan", "model.other.plan")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout.splitlines()
+    assert "record model.fp32.plan version_compat=true tensorrt=10.9.0.34" in out
+    assert "record model.fp16.plan version_compat=false tensorrt=11.1.0" in out
+    assert "record model.int8.plan version_compat=false tensorrt=11.1.0" in out
+    assert [line for line in out if line.startswith("host_code")] == [
+        "host_code model.fp32.plan allowed", "host_code model.fp16.plan refused", "host_code model.int8.plan refused",
+        "host_code model.other.plan refused"]
+    assert any(line.startswith("file model.onnx kind=onnx") for line in out)
+
+
+def test_cpp_bundle_without_plan_records(probe_bin, r18_bundle):
+    """An exported bundle whose plans were skipped (engines.plans is empty) loads; no plan gets host code."""
+    res = run_infer(probe_bin, r18_bundle, "model.fp32.plan")
+    assert res.returncode == 0, res.stderr
+    assert not [line for line in res.stdout.splitlines() if line.startswith("record ")]
+    assert "host_code model.fp32.plan refused" in res.stdout
+
+
+@pytest.mark.parametrize("plans,expect", [
+    ({"model.fp32.plan": {"version_compat": "yes"}}, "engines.plans['model.fp32.plan'] version_compat is \"yes\": "
+                                                     "must be true or false"),
+    ({"model.fp32.plan": {"version_compat": 1}}, "version_compat is 1: must be true or false"),
+    ({"model.fp32.plan": ["not", "an", "object"]}, "engines.plans['model.fp32.plan'] must be an object"),
+    (["model.fp32.plan"], "engines.plans must be an object"),
+])
+def test_cpp_bad_plan_record_is_one_line_exit_2(probe_bin, r18_bundle, tmp_path, plans, expect):
+    res = run_infer(probe_bin, _bundle_with_plans(r18_bundle, tmp_path / "b", plans), "model.fp32.plan")
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], res.stderr

@@ -18,7 +18,7 @@ from .conftest import DATA, run_cli
 from resnet_deploy import bundle as bundle_mod
 from resnet_deploy.engine import (BatchProfile, BuildOptions, check_plan_compat, detect_precision, engines_unavailable,
                                   graphs_to_build, plan_accuracy, plan_compat_problems, plan_info)
-from resnet_deploy.engine_layers import load_layer_info, onnx_nodes_of, parse_layer_info
+from resnet_deploy.engine_layers import dtype_of, load_layer_info, onnx_nodes_of, parse_layer_info
 from resnet_deploy.errors import MissingDependency, UserError
 from resnet_deploy.types import HardwareCompat, Precision
 
@@ -111,7 +111,9 @@ def test_help_works_without_tensorrt():
         r = run_cli(*cmd)
         assert r.returncode == 0, r.stderr
     assert "--engine" in run_cli("export", "--help").stdout
-    assert "--hardware-compat" in run_cli("build", "--help").stdout
+    build_help = " ".join(run_cli("build", "--help").stdout.split())
+    assert "--hardware-compat" in build_help
+    assert "10.x plan on 11.x" in build_help and "same major version" not in build_help
 
 
 # ---------------------------------------------------------------- which graphs become plans
@@ -187,8 +189,11 @@ def _env(**kw):
     ({}, {"tensorrt": "10.9.0.35"}, "TensorRT 10.9.0.35"),
     ({}, {"tensorrt": "11.4.0"}, "TensorRT 11.4.0"),
     ({"version_compat": True}, {"tensorrt": "10.16.1"}, None),
-    ({"version_compat": True}, {"tensorrt": "10.8.0"}, "version-compatible plan needs 10.x >= 10.9.0.34"),
-    ({"version_compat": True}, {"tensorrt": "11.0.0"}, "TensorRT 11.0.0"),
+    ({"version_compat": True}, {"tensorrt": "10.8.0"}, "older than the 10.9.0.34 that built"),
+    ({"version_compat": True}, {"tensorrt": "11.0.0"}, None),  # 10.x -> 11.x is documented
+    ({"version_compat": True}, {"tensorrt": "11.4.0"}, None),
+    ({"version_compat": True}, {"tensorrt": "12.0.0"}, "runs on 10.x >= 10.9.0.34 or 11.x"),
+    ({"version_compat": True}, {"tensorrt": "9.3.0"}, "older than"),
     ({}, {"cuda": "12.4"}, None),  # same CUDA major
     ({}, {"cuda": "13.0"}, "CUDA 13.0"),
     ({"tensorrt_cuda": "12"}, {"tensorrt_cuda": "13"}, "CUDA 13 (built with CUDA 12)"),
@@ -206,6 +211,42 @@ def test_plan_compat_matrix(info, env, problem):
         assert problems == []
     else:
         assert len(problems) == 1 and problem in problems[0]
+
+
+@pytest.mark.parametrize("built,here,ok", [
+    ("10.9.0.34", "10.9.0.34", True),
+    ("10.9.0.34", "10.16.1", True),
+    ("10.9.0.34", "10.9.0.33", False),   # older build of the same minor
+    ("10.16.1", "10.9.0", False),
+    ("10.16.1", "11.0.0", True),         # "engines built with TensorRT 10 work with TensorRT 11" (11.1 docs)
+    ("10.0.1", "11.1.0", True),
+    ("11.0.0", "11.1.0", True),          # "built with 11.0 ... compatible with 11.1 and later 11.x"
+    ("11.1.0", "11.0.0", False),
+    ("11.1.0", "10.16.1", False),        # never onto an older major
+    ("11.1.0", "12.0.0", False),         # not documented: refused
+    ("8.6.1", "9.0.1", True),            # "engines built with TensorRT 8 work with TensorRT 9 and 10" (10.16 docs)
+    ("8.6.1", "10.16.1", True),
+    ("8.6.1", "11.1.0", False),          # two majors: not documented
+    ("9.3.0", "10.0.1", True),
+    ("9.3.0", "11.0.0", False),
+    ("10.16.1", "12.1.0", False),
+    ("8.5.3", "8.6.1", False),           # before 8.6 there is no version compatibility
+    ("8.5.3", "8.5.3", True),
+    (None, "10.16.1", False),
+])
+def test_version_compatible_plan_rule(built, here, ok):
+    from resnet_deploy.engine import version_compat_problem
+
+    problem = version_compat_problem(built, here)
+    assert (problem is None) is ok, problem
+    if not ok:
+        assert f"TensorRT {here}" in problem and "\n" not in problem
+
+
+def test_non_version_compatible_plan_needs_the_exact_tensorrt():
+    for here in ("10.9.0.35", "10.16.1", "11.0.0"):
+        problems = plan_compat_problems(BUILT, _env(tensorrt=here))
+        assert problems == [f"TensorRT {here} (built with 10.9.0.34)"]
 
 
 def test_check_plan_compat_is_one_line_with_rebuild_advice():
@@ -227,6 +268,106 @@ def test_plan_info_from_manifest_then_sidecar(tmp_path):
     manifest = {"schema_version": 1, "engines": {"plans": {"model.fp32.plan": BUILT | {"gpu": "from manifest"}}}}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     assert plan_info(plan)["gpu"] == "from manifest"
+
+
+# ---------------------------------------------------------------- TensorRT calls that report failure by return value
+
+class _RefusingContext:
+    """Stands in for an IExecutionContext only to check how its False returns are handled (TensorRT cannot be
+    imported here). set_input_shape / set_tensor_address return a bool and do not raise."""
+
+    def __init__(self, accept: bool):
+        self.accept, self.calls = accept, []
+
+    def set_input_shape(self, name, shape):
+        self.calls.append(("shape", name, shape))
+        return self.accept
+
+    def set_tensor_address(self, name, address):
+        self.calls.append(("address", name, address))
+        return self.accept
+
+
+class _Config:
+    """Stands in for an IBuilderConfig: add_optimization_profile returns the profile index, or -1 when invalid."""
+
+    def __init__(self, index: int):
+        self.index = index
+
+    def add_optimization_profile(self, profile):
+        return self.index
+
+
+def test_set_input_shape_refusal_names_tensor_shape_and_profile():
+    from resnet_deploy.backends.tensorrt import set_input_shape
+
+    ok = _RefusingContext(True)
+    set_input_shape(ok, "input", (4, 3, 64, 64), "model.fp32.plan")
+    assert ok.calls == [("shape", "input", (4, 3, 64, 64))]
+    profile = ([1, 3, 64, 64], [8, 3, 64, 64], [32, 3, 64, 64])
+    with pytest.raises(UserError) as e:
+        set_input_shape(_RefusingContext(False), "input", (4, 3, 64, 64), "model.fp32.plan", profile)
+    msg = str(e.value)
+    assert "\n" not in msg and "model.fp32.plan" in msg and "refused input shape [4, 3, 64, 64]" in msg
+    assert "tensor 'input'" in msg and "[1, 3, 64, 64] to [32, 3, 64, 64]" in msg
+    with pytest.raises(UserError, match=r"refused input shape \[2, 3, 8, 8\] for tensor 'x': rebuild"):
+        set_input_shape(_RefusingContext(False), "x", (2, 3, 8, 8), "m.plan")  # profile unknown: not guessed
+
+
+def test_set_tensor_address_refusal_is_an_error_naming_the_tensor():
+    from resnet_deploy.backends.tensorrt import set_tensor_address
+
+    set_tensor_address(_RefusingContext(True), "logits", 0x7F0000000000, "m.plan")
+    with pytest.raises(RuntimeError, match=r"m.plan: TensorRT refused device address 0x7f0000000100 for tensor 'logits'"):
+        set_tensor_address(_RefusingContext(False), "logits", 0x7F0000000100, "m.plan")
+
+
+def test_add_optimization_profile_minus_one_is_refused_with_the_shapes():
+    from resnet_deploy.backends.tensorrt import add_profile
+
+    shapes = BatchProfile.parse("1:8:32").shapes([-1, 3, 64, 64])
+    assert add_profile(_Config(0), object(), "input", shapes) == 0
+    with pytest.raises(UserError) as e:
+        add_profile(_Config(-1), object(), "input", shapes)
+    msg = str(e.value)
+    assert "\n" not in msg and "optimization profile of input 'input'" in msg
+    assert "min [1, 3, 64, 64]" in msg and "max [32, 3, 64, 64]" in msg
+
+
+@pytest.mark.parametrize("compat,version,expected", [
+    ("none", "8.5.3", None),
+    ("ampere+", "8.6.1", "AMPERE_PLUS"),
+    ("ampere+", "10.16.1.11", "AMPERE_PLUS"),
+    ("same-cc", "10.9.0.34", "SAME_COMPUTE_CAPABILITY"),
+    ("same-cc", "11.1.0", "SAME_COMPUTE_CAPABILITY"),
+])
+def test_hardware_level_names(compat, version, expected):
+    from resnet_deploy.backends.tensorrt import hardware_level_name
+
+    assert hardware_level_name(compat, version) == expected
+
+
+@pytest.mark.parametrize("compat,version,needs", [("same-cc", "10.8.0.43", "10.9"), ("same-cc", "10.1.0", "10.9"),
+                                                  ("ampere+", "8.5.3", "8.6")])
+def test_hardware_level_too_old_tensorrt_is_one_line(compat, version, needs):
+    from resnet_deploy.backends.tensorrt import hardware_level_name
+
+    with pytest.raises(UserError) as e:
+        hardware_level_name(compat, version)
+    msg = str(e.value)
+    assert "\n" not in msg and f"--hardware-compat {compat} needs TensorRT >= {needs}" in msg and version in msg
+
+
+def test_gpu_extra_has_no_unused_cuda_python():
+    """Device memory and streams come from torch: nothing imports cuda-python, so the gpu extra does not ask for it."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    gpu = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    assert not [d for d in gpu if d.replace("_", "-").startswith("cuda-python")]
+    imports = [p for p in (root / "resnet_deploy").rglob("*.py")
+               if any(line.strip().startswith(("import cuda", "from cuda")) for line in p.read_text().splitlines())]
+    assert imports == []
 
 
 # ---------------------------------------------------------------- error paths without TensorRT
@@ -341,6 +482,40 @@ def test_parse_layer_json_trt11_handwritten_golden():
     assert r.schema == "11.x" and r.io_tensors == ["input", "logits"]
     assert [layer.precision for layer in r.layers] == ["fp16", "fp16", "fp16", "fp32"]
     assert r.layers[2].onnx_nodes[1] == "/layer1/layer1.0/Add" and len(r.fused) == 2
+
+
+@pytest.mark.parametrize("tensor,expected", [
+    # 10.x layer tensors: one combined "Format/Datatype" string
+    ({"Format/Datatype": "Row major linear FP32"}, "fp32"),
+    ({"Format/Datatype": "Channel major FP16 format where channel % 2 == 0"}, "fp16"),
+    ({"Format/Datatype": "Thirty-two wide channel vectorized row major Int8 format"}, "int8"),
+    ({"Format/Datatype": "Int8 NC32HW"}, "int8"),
+    ({"Format/Datatype": "Row major linear UInt8 format"}, "uint8"),   # not int8
+    ({"Format/Datatype": "Row major linear BFloat16 format"}, "bf16"),  # not fp32
+    ({"Format/Datatype": "Row major linear Int32"}, "int32"),
+    ({"Format/Datatype": "Row major linear Int64"}, "int64"),
+    ({"Format/Datatype": "Row major linear Bool"}, "bool"),
+    ({"Format/Datatype": "Float"}, "fp32"),
+    ({"Format/DataType": "Half"}, "fp16"),                               # key spelling varies
+    ({"Format/Datatype": "Row major linear FP8"}, "fp8"),
+    ({"Format/Datatype": "Row major linear FP4"}, "fp4"),
+    ({"Format/Datatype": "Row major linear Int4"}, "int4"),
+    # 11.x: the field is split; "DataType" holds the type, "Format" the layout
+    ({"Format": "Channel major format where channel % 8 == 0 (kHWC8)", "DataType": "Half"}, "fp16"),
+    ({"Format": "Row major linear format (kLINEAR)", "DataType": "BFloat16"}, "bf16"),
+    ({"Format": "Row major linear format (kLINEAR)", "DataType": "UInt8"}, "uint8"),
+    ({"Format": "Row major linear format (kLINEAR)", "DataType": "Float"}, "fp32"),
+    ({"Format": "Row major linear format (kLINEAR)", "Datatype": "Int8"}, "int8"),
+    ({"DataType": "Unknown", "Format": "Row major linear FP32 format (kLINEAR)"}, "fp32"),  # next field names it
+    ({"Format": "Row major linear FP16 format (kLINEAR)"}, "fp16"),
+    # nothing names a type: '' (not the raw string)
+    ({"Format": "Row major linear format (kLINEAR)"}, ""),
+    ({"Format/Datatype": "N/A"}, ""),
+    ({"Name": "x"}, ""),
+    ({"DataType": None}, ""),
+])
+def test_dtype_reads_every_spelling_by_token(tensor, expected):
+    assert dtype_of(tensor) == expected
 
 
 def test_parse_layer_json_names_only_and_errors():

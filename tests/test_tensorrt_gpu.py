@@ -132,6 +132,36 @@ def test_guard_refuses_foreign_plan_before_deserializing(gpu_bundle):
         TensorRTRunner(gpu_bundle / "model.fp32.plan").activate()
 
 
+def test_version_compatible_plan_loads_with_host_code_allowed(gpu_bundle):
+    """A --version-compat plan embeds the lean runtime: it loads only because the runner allows host code, which it
+    does because the build record says version_compat."""
+    from resnet_deploy.backends.tensorrt import TensorRTRunner
+
+    build_bundle(gpu_bundle, BuildOptions(batch=BATCH, precisions="fp32", version_compat=True))
+    info = bundle_mod.read_manifest(gpu_bundle)["engines"]["plans"]["model.fp32.plan"]
+    assert info["version_compat"] is True
+    data = np.random.default_rng(0).standard_normal((2, 3, SMALL, SMALL), dtype=np.float32)
+    with TensorRTRunner(gpu_bundle / "model.fp32.plan") as r:
+        assert r.infer(data).shape[0] == 2
+    # The same plan without its record's version_compat: the runtime refuses the embedded host code.
+    with pytest.raises(UserError, match="could not deserialize"):
+        TensorRTRunner(gpu_bundle / "model.fp32.plan", build_info={**info, "version_compat": False}).activate()
+
+
+def test_hardware_compat_same_cc_builds_on_this_tensorrt(gpu_bundle):
+    import tensorrt
+
+    from resnet_deploy.backends.tensorrt import hardware_level_name
+
+    try:
+        hardware_level_name("same-cc", tensorrt.__version__)
+    except UserError as e:
+        assert "needs TensorRT >= 10.9" in str(e)
+        pytest.skip(str(e))
+    res = build_bundle(gpu_bundle, BuildOptions(batch=BATCH, precisions="fp32", hardware_compat="same-cc"))
+    assert res.plans[0].info["hardware_compat"] == "same-cc" and res.plans[0].accuracy["passed"]
+
+
 def test_timing_cache_reuse_makes_the_second_build_faster(r18_bundle_copy, tmp_path):
     cache = tmp_path / "timing.cache"
     first = build_bundle(r18_bundle_copy, BuildOptions(batch=BATCH, timing_cache=cache)).plans[0].info

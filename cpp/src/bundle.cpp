@@ -28,6 +28,29 @@ std::array<float, 3> triple(const json& v, const std::string& what) {
           static_cast<float>(v[2].get<double>())};
 }
 
+// manifest["engines"]["plans"]: absent before plans are built (or when export skipped them), which is no error.
+void read_plan_records(const json& m, const std::string& manifest_path, Bundle& b) {
+  if (!m.contains("engines") || !m.at("engines").is_object()) return;
+  const json& engines = m.at("engines");
+  if (!engines.contains("plans") || engines.at("plans").is_null()) return;
+  const json& plans = engines.at("plans");
+  if (!plans.is_object()) throw UserError(manifest_path + " engines.plans must be an object (plan name -> record)");
+  for (const auto& [name, entry] : plans.items()) {
+    const std::string where = manifest_path + " engines.plans['" + name + "']";
+    if (!entry.is_object()) throw UserError(where + " must be an object");
+    PlanRecord r;
+    if (entry.contains("version_compat") && !entry.at("version_compat").is_null()) {
+      const json& v = entry.at("version_compat");
+      if (!v.is_boolean()) {
+        throw UserError(where + " version_compat is " + v.dump() + ": must be true or false");
+      }
+      r.version_compat = v.get<bool>();
+    }
+    r.tensorrt = tag(entry, "tensorrt");
+    b.plans[name] = r;
+  }
+}
+
 }  // namespace
 
 std::vector<Artifact> Bundle::find(const std::string& kind, const std::string& precision,
@@ -92,6 +115,7 @@ Bundle load_bundle(const std::string& dir) {
       b.files.push_back({name, tag(entry, "kind"), tag(entry, "precision"), tag(entry, "target"),
                          tag(entry, "compute_capability")});
     }
+    read_plan_records(m, manifest_path, b);
     return b;
   } catch (const json::exception& e) {
     throw UserError("'" + manifest_path + "' has an unexpected layout: " + e.what());

@@ -146,12 +146,16 @@ double percentile(std::vector<double> v, double q) {
 
 int run(const Options& o) {
   using clock = std::chrono::steady_clock;
-  if (o.backend == "tensorrt" && !tensorrt_available()) make_tensorrt_backend("");  // throws the rebuild advice
+  if (o.backend == "tensorrt" && !tensorrt_available()) make_tensorrt_backend("", false);  // the rebuild advice
   const Bundle bundle = load_bundle(o.bundle);
   const Artifact artifact = choose_artifact(bundle, o);
-  std::unique_ptr<Backend> backend = o.backend == "tensorrt"
-                                         ? make_tensorrt_backend(bundle.path(artifact.name))
-                                         : make_onnxruntime_backend(bundle.path(artifact.name), o.threads);
+  std::unique_ptr<Backend> backend;
+  if (o.backend == "tensorrt") {
+    // Host code (the lean runtime inside a version-compatible plan) is allowed only where the build record asks.
+    backend = make_tensorrt_backend(bundle.path(artifact.name), bundle.plan_allows_host_code(artifact.name));
+  } else {
+    backend = make_onnxruntime_backend(bundle.path(artifact.name), o.threads);
+  }
 
   const Preprocessing& pre = bundle.preprocessing;
   const size_t per_image = static_cast<size_t>(3) * pre.crop_height * pre.crop_width;

@@ -1,6 +1,6 @@
 // TensorRT backend: deserializes a bundle's plan and runs it with enqueueV3.
-// Written against the TensorRT 10/11 C++ API (named I/O tensors). NOT built or run on the project's machines,
-// which have no GPU and no TensorRT: see docs/deploy.md.
+// Written against the TensorRT 10/11 C++ API (named I/O tensors). Only syntax-checked against the 10.16 and 11.1
+// headers, never linked or run: the project's machines have no GPU and no TensorRT libraries (see docs/deploy.md).
 #include "resnet_deploy/backend.hpp"
 #include "resnet_deploy/bundle.hpp"
 
@@ -44,18 +44,31 @@ struct DeviceBuffer {
 
 size_t element_size(nvinfer1::DataType t) { return t == nvinfer1::DataType::kHALF ? 2 : 4; }
 
+std::string dims_text(const nvinfer1::Dims& d) {
+  std::string s = "[";
+  for (int32_t i = 0; i < d.nbDims; ++i) s += (i ? "," : "") + std::to_string(d.d[i]);
+  return s + "]";
+}
+
 class TensorRTBackend : public Backend {
  public:
-  explicit TensorRTBackend(const std::string& plan_path) : plan_path_(plan_path) {
+  TensorRTBackend(const std::string& plan_path, bool allow_host_code) : plan_path_(plan_path) {
     std::ifstream f(plan_path, std::ios::binary);
     if (!f) throw UserError("cannot read TensorRT plan '" + plan_path + "'");
     std::vector<char> blob((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
     runtime_.reset(nvinfer1::createInferRuntime(logger_));
+    if (!runtime_) throw std::runtime_error("TensorRT createInferRuntime failed");
+    // A version-compatible plan carries TensorRT's lean runtime, which is host code run from the plan; the runtime
+    // refuses it unless told to trust the plan (the default is false). Only plans recorded as such get this.
+    if (allow_host_code) runtime_->setEngineHostCodeAllowed(true);
     engine_.reset(runtime_->deserializeCudaEngine(blob.data(), blob.size()));
     if (!engine_) {
       throw UserError("TensorRT cannot deserialize '" + plan_path +
-                      "': plans are tied to the GPU model and TensorRT version they were built with; "
-                      "rebuild it on this machine with resnet-deploy build");
+                      "': plans are tied to the GPU model and TensorRT version they were built with" +
+                      (allow_host_code ? std::string()
+                                       : std::string(" (a --version-compat plan also needs version_compat: true in "
+                                                     "its manifest record)")) +
+                      "; rebuild it on this machine with resnet-deploy build");
     }
     context_.reset(engine_->createExecutionContext());
     for (int i = 0; i < engine_->getNbIOTensors(); ++i) {
@@ -85,7 +98,15 @@ class TensorRTBackend : public Backend {
     dims.nbDims = static_cast<int32_t>(shape.size());
     for (size_t i = 0; i < shape.size(); ++i) dims.d[i] = shape[i];
     if (!context_->setInputShape(input_name_.c_str(), dims)) {
-      throw UserError("batch " + std::to_string(shape[0]) + " is outside the plan's optimization profile");
+      // setInputShape returns false for any refusal (wrong rank or size, outside the profile, unknown name): say what
+      // was asked and what the profile allows, not a guess at the cause.
+      std::string allowed;
+      const nvinfer1::Dims lo = engine_->getProfileShape(input_name_.c_str(), 0, nvinfer1::OptProfileSelector::kMIN);
+      const nvinfer1::Dims hi = engine_->getProfileShape(input_name_.c_str(), 0, nvinfer1::OptProfileSelector::kMAX);
+      if (lo.nbDims > 0 && hi.nbDims > 0) allowed = " (its optimization profile allows " + dims_text(lo) + " to " +
+                                                   dims_text(hi) + ")";
+      throw UserError("TensorRT refused input shape " + dims_text(dims) + " for tensor '" + input_name_ + "' of '" +
+                      plan_path_ + "'" + allowed);
     }
     const nvinfer1::Dims out_dims = context_->getTensorShape(output_name_.c_str());
     size_t out_count = 1;
@@ -103,8 +124,11 @@ class TensorRTBackend : public Backend {
     in_.reserve(in_bytes);
     out_.reserve(out_bytes);
     check_cuda(cudaMemcpyAsync(in_.ptr, host_in, in_bytes, cudaMemcpyHostToDevice, stream_), "copy to device");
-    context_->setTensorAddress(input_name_.c_str(), in_.ptr);
-    context_->setTensorAddress(output_name_.c_str(), out_.ptr);
+    for (const auto& [name, ptr] : {std::make_pair(&input_name_, in_.ptr), std::make_pair(&output_name_, out_.ptr)}) {
+      if (!context_->setTensorAddress(name->c_str(), ptr)) {
+        throw std::runtime_error("TensorRT refused the device address for tensor '" + *name + "'");
+      }
+    }
     if (!context_->enqueueV3(stream_)) throw std::runtime_error("TensorRT enqueueV3 failed");
     std::vector<float> out(out_count);
     if (output_type_ == nvinfer1::DataType::kHALF) {
@@ -137,8 +161,8 @@ class TensorRTBackend : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_tensorrt_backend(const std::string& plan_path) {
-  return std::make_unique<TensorRTBackend>(plan_path);
+std::unique_ptr<Backend> make_tensorrt_backend(const std::string& plan_path, bool allow_host_code) {
+  return std::make_unique<TensorRTBackend>(plan_path, allow_host_code);
 }
 
 bool tensorrt_available() { return true; }
@@ -156,7 +180,7 @@ std::string device_compute_capability() {
 
 namespace resnet_deploy {
 
-std::unique_ptr<Backend> make_tensorrt_backend(const std::string&) {
+std::unique_ptr<Backend> make_tensorrt_backend(const std::string&, bool) {
   throw UserError("this resnet_deploy_infer was built without TensorRT: rebuild with -DWITH_TENSORRT=ON");
 }
 

@@ -137,17 +137,67 @@ def _network_flags(trt) -> int:
     return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
-def _hardware_level(trt, compat) -> object | None:
+# HardwareCompatibilityLevel members and the first TensorRT that has them (NvInfer.h of the release branches:
+# kAMPERE_PLUS appears in 8.6, kSAME_COMPUTE_CAPABILITY in 10.9).
+HARDWARE_LEVELS = {"ampere+": ("AMPERE_PLUS", (8, 6)), "same-cc": ("SAME_COMPUTE_CAPABILITY", (10, 9))}
+
+
+def hardware_level_name(compat, trt_version: str) -> str | None:
+    """The ``HardwareCompatibilityLevel`` member for ``--hardware-compat`` (None for none); one line when this
+    TensorRT is too old to have it."""
     from ..types import HardwareCompat
 
+    compat = HardwareCompat.parse(compat, "--hardware-compat")
     if compat is HardwareCompat.NONE:
         return None
-    # HardwareCompatibilityLevel: NONE, AMPERE_PLUS (8.6+), SAME_COMPUTE_CAPABILITY (10.x+).
-    name = "AMPERE_PLUS" if compat is HardwareCompat.AMPERE_PLUS else "SAME_COMPUTE_CAPABILITY"
+    name, since = HARDWARE_LEVELS[str(compat)]
+    have = tuple(int(p) if p.isdigit() else 0 for p in str(trt_version).split(".")[:2])
+    if have < since:
+        raise UserError(f"--hardware-compat {compat} needs TensorRT >= {since[0]}.{since[1]} "
+                        f"(HardwareCompatibilityLevel.{name}); this is TensorRT {trt_version}: upgrade it, or use "
+                        "--hardware-compat none")
+    return name
+
+
+def _hardware_level(trt, compat) -> object | None:
+    name = hardware_level_name(compat, str(trt.__version__))
+    if name is None:
+        return None
     level = getattr(trt.HardwareCompatibilityLevel, name, None)
     if level is None:
-        raise UserError(f"--hardware-compat {compat} is not supported by TensorRT {trt.__version__}")
+        raise UserError(f"--hardware-compat {compat}: TensorRT {trt.__version__} has no "
+                        f"HardwareCompatibilityLevel.{name}")
     return level
+
+
+def add_profile(config, profile, input_name: str, shapes: dict) -> int:
+    """``config.add_optimization_profile``, which returns the profile's index or -1 when TensorRT finds it invalid."""
+    index = config.add_optimization_profile(profile)
+    if index is None or int(index) < 0:
+        raise UserError(f"TensorRT refused the optimization profile of input {input_name!r} (min {shapes['min']}, "
+                        f"opt {shapes['opt']}, max {shapes['max']}): the graph's input must take these shapes; "
+                        "check --batch against the ONNX input shape")
+    return int(index)
+
+
+def set_input_shape(ctx, name: str, shape, plan: str, profile_shapes=None) -> None:
+    """``ctx.set_input_shape``, which returns False (no exception) when TensorRT refuses the shape."""
+    shape = [int(d) for d in shape]
+    if not ctx.set_input_shape(name, tuple(shape)):
+        allowed = ""
+        if profile_shapes is not None:
+            lo, _opt, hi = profile_shapes
+            allowed = f"; its profile allows {[int(d) for d in lo]} to {[int(d) for d in hi]}"
+        raise UserError(f"{plan}: TensorRT refused input shape {shape} for tensor {name!r}{allowed}: "
+                        "rebuild with resnet-deploy build")
+
+
+def set_tensor_address(ctx, name: str, address: int, plan: str) -> None:
+    """``ctx.set_tensor_address``, which returns False when the name is no I/O tensor or the address is unusable
+    (TensorRT wants 256-byte alignment): a bug here, not bad input."""
+    if not ctx.set_tensor_address(name, int(address)):
+        raise RuntimeError(f"{plan}: TensorRT refused device address {int(address):#x} for tensor {name!r} "
+                           "(unknown tensor name or address not 256-byte aligned)")
 
 
 @dataclass
@@ -179,7 +229,7 @@ def build_plan(onnx_path: "str | Path", input_name: str, shapes: dict, options,
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mib) << 20)
     profile = builder.create_optimization_profile()
     profile.set_shape(input_name, shapes["min"], shapes["opt"], shapes["max"])
-    config.add_optimization_profile(profile)
+    add_profile(config, profile, input_name, shapes)
     config.builder_optimization_level = int(options.opt_level)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     tf32 = True  # TensorRT's default for FP32 layers
@@ -264,6 +314,7 @@ class TensorRTRunner(Runner):
         self.build_info = build_info
         self.name = "tensorrt" + ("-cudagraph" if cuda_graph else "")
         self.profile = None
+        self._profile_shapes = None
         self._buffers: dict[int, tuple] = {}
 
     def _activate(self) -> None:
@@ -290,10 +341,11 @@ class TensorRTRunner(Runner):
         self._in, self._out = inputs[0], outputs[0]
         self._in_dtype = _torch_dtype(trt, self.engine.get_tensor_dtype(self._in))
         self._out_dtype = _torch_dtype(trt, self.engine.get_tensor_dtype(self._out))
+        self._profile_shapes = self.engine.get_tensor_profile_shape(self._in, 0)  # (min, opt, max)
         if info and info.get("profile"):
             self.profile = BatchProfile.parse(info["profile"]["batch"])
         else:
-            lo, opt, hi = self.engine.get_tensor_profile_shape(self._in, 0)
+            lo, opt, hi = self._profile_shapes
             self.profile = BatchProfile(int(lo[0]), int(opt[0]), int(hi[0]))
         self.stream = torch.cuda.Stream(device=self.device)
         self._buffers = {}
@@ -315,7 +367,7 @@ class TensorRTRunner(Runner):
             # A captured graph fixes shapes, addresses and the context's scratch memory, so each batch size gets
             # its own context; enqueue once with these shapes before capturing (TensorRT's CUDA-graph guidance).
             ctx = self.engine.create_execution_context()
-        ctx.set_input_shape(self._in, tuple(x.shape))
+        set_input_shape(ctx, self._in, x.shape, self.plan.name, self._profile_shapes)
         y = torch.empty(tuple(ctx.get_tensor_shape(self._out)), dtype=self._out_dtype, device=x.device)
         if self.cuda_graph:
             self._bind(ctx, x, y)
@@ -328,12 +380,12 @@ class TensorRTRunner(Runner):
         return self._buffers[n]
 
     def build_shape(self) -> tuple:
-        return tuple(self.engine.get_tensor_profile_shape(self._in, 0)[2])
+        return tuple(self._profile_shapes[2])
 
     def _bind(self, ctx, x, y) -> None:
-        ctx.set_input_shape(self._in, tuple(x.shape))
-        ctx.set_tensor_address(self._in, x.data_ptr())
-        ctx.set_tensor_address(self._out, y.data_ptr())
+        set_input_shape(ctx, self._in, x.shape, self.plan.name, self._profile_shapes)
+        set_tensor_address(ctx, self._in, x.data_ptr(), self.plan.name)
+        set_tensor_address(ctx, self._out, y.data_ptr(), self.plan.name)
 
     def _enqueue(self, ctx) -> None:
         if not ctx.execute_async_v3(self.stream.cuda_stream):

@@ -23,7 +23,9 @@ def engine_options(f):
         click.option("--opt-level", type=int, default=3, show_default=True, help="Builder optimization level 0-5."),
         click.option("--hardware-compat", default="none", show_default=True, metavar="none|ampere+|same-cc",
                      help="GPUs the plan may run on: the build GPU model, any Ampere+, or the same compute capability."),
-        click.option("--version-compat", is_flag=True, help="Plan runs on later TensorRT of the same major version."),
+        click.option("--version-compat", is_flag=True,
+                     help="Plan also runs on later TensorRT: a later release of its major version, or the next "
+                          "major where TensorRT documents it (a 10.x plan on 11.x)."),
         click.option("--tf32", is_flag=True, help="Allow TF32 for fp32 layers (faster, ~1e-3 less accurate)."),
     ]
     for opt in reversed(opts):

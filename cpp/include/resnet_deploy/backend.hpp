@@ -21,8 +21,9 @@ class Backend {
 // threads <= 0: ONNX Runtime's default. Thread spinning is off (see docs/deploy.md).
 std::unique_ptr<Backend> make_onnxruntime_backend(const std::string& model_path, int threads);
 
-// Throws UserError when the binary was built without TensorRT.
-std::unique_ptr<Backend> make_tensorrt_backend(const std::string& plan_path);
+// Throws UserError when the binary was built without TensorRT. allow_host_code: the plan is version-compatible (its
+// manifest record says version_compat), so the runtime may load the lean runtime embedded in it.
+std::unique_ptr<Backend> make_tensorrt_backend(const std::string& plan_path, bool allow_host_code);
 
 bool tensorrt_available();
 

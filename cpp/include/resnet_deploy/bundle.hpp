@@ -1,8 +1,10 @@
-// Reading a resnet-deploy bundle: manifest.json (input, preprocessing, files with kind/precision/target tags).
+// Reading a resnet-deploy bundle: manifest.json (input, preprocessing, files with kind/precision/target tags,
+// and the build records of TensorRT plans).
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -33,6 +35,14 @@ struct Artifact {
   std::string compute_capability;  // TensorRT plans only, e.g. "9.0"
 };
 
+// What the loader needs from a plan's build record, manifest["engines"]["plans"][<plan name>].
+struct PlanRecord {
+  // Built with --version-compat (BuilderFlag::kVERSION_COMPATIBLE): the plan embeds TensorRT's lean runtime, host
+  // code that the runtime loads only when told to trust it (IRuntime::setEngineHostCodeAllowed(true)).
+  bool version_compat = false;
+  std::string tensorrt;  // the TensorRT version that built it ("" when not recorded)
+};
+
 struct Bundle {
   std::string dir;
   std::string arch;
@@ -42,8 +52,20 @@ struct Bundle {
   std::string output_name;
   Preprocessing preprocessing;
   std::vector<Artifact> files;
+  std::map<std::string, PlanRecord> plans;  // by plan file name; a plan without a record is absent
 
   std::string path(const std::string& name) const { return dir + "/" + name; }
+  // The build record of a plan, or nullptr when the manifest has none (e.g. a bundle exported before it was built).
+  const PlanRecord* plan_record(const std::string& name) const {
+    const auto it = plans.find(name);
+    return it == plans.end() ? nullptr : &it->second;
+  }
+  // Whether the TensorRT runtime may load host code from this plan: only when its record says version_compat (a plan
+  // without a record gets the runtime's default, false).
+  bool plan_allows_host_code(const std::string& name) const {
+    const PlanRecord* r = plan_record(name);
+    return r != nullptr && r->version_compat;
+  }
   // Files matching the tags (an empty tag matches anything), in manifest order.
   std::vector<Artifact> find(const std::string& kind, const std::string& precision = "",
                              const std::string& target = "") const;
