@@ -264,7 +264,7 @@ def ort_optimized_ops(model: Path, level: str, tmp: Path) -> dict:
     import onnxruntime as ort
 
     from resnet_deploy.backends.onnxruntime import session_options
-    from resnet_deploy.fuse.graph import op_counts
+    from resnet_deploy.onnx_graph import op_counts
 
     out = tmp / f"ort_{model.stem}_{level}.onnx"
     ort.InferenceSession(str(model), session_options(level, optimized_model_path=str(out)),
@@ -469,7 +469,7 @@ def main() -> None:
 
     from resnet_deploy.bench.report import cpu_model
     from resnet_deploy.fuse import fuse_file
-    from resnet_deploy.fuse.graph import op_counts
+    from resnet_deploy.onnx_graph import op_counts
     from resnet_deploy.models import load_model
     from resnet_deploy.onnx_export import export_onnx
 

@@ -4,7 +4,7 @@ Heavy libraries (torch, onnxruntime, tensorrt) are imported lazily, so ``import 
 works without them.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def export(model, out_dir, **kwargs):

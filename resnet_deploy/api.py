@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, validate
+from . import validate
+from .version import __version__
 from .backends.onnxruntime import OnnxRuntimeRunner
 from .backends.torch_eager import TorchRunner
 from .bundle import BundleWriter

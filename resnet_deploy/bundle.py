@@ -30,7 +30,7 @@ def toolchain_versions() -> dict:
     """Versions of everything that shaped the artifacts (None when not installed)."""
     from importlib import metadata
 
-    from . import __version__
+    from .version import __version__
 
     out = {"resnet_deploy": __version__, "python": platform.python_version()}
     for dist in ("torch", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "tensorrt", "numpy"):

@@ -135,7 +135,7 @@ def test_ort_finds_nothing_left_to_fuse(r18_bundle, tmp_path):
     import onnxruntime as ort
 
     from resnet_deploy.backends.onnxruntime import session_options
-    from resnet_deploy.fuse.graph import op_counts
+    from resnet_deploy.onnx_graph import op_counts
 
     src = r18_bundle / "model.onnxruntime.onnx"
     saved = tmp_path / "ort_extended.onnx"

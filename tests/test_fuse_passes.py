@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from resnet_deploy import validate
 from resnet_deploy.errors import UserError
 from resnet_deploy.fuse import fuse_model, get_pass
-from resnet_deploy.fuse.graph import op_counts
+from resnet_deploy.onnx_graph import op_counts
 from .tolerances import FP32
 
 C, H = 4, 8

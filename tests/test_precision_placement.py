@@ -10,7 +10,7 @@ import pytest
 from resnet_deploy import validate
 from resnet_deploy.precision import calibrate as cal
 from resnet_deploy.precision import gate, quantize_ort, quantize_trt
-from resnet_deploy.precision.graph import GraphIndex
+from resnet_deploy.onnx_graph import Graph
 from resnet_deploy.types import CalibMethod
 
 
@@ -41,14 +41,14 @@ def r50(tmp_path_factory):
 
 
 def _int_initializer(idx, name):
-    return idx.array(name) if name in idx.init else None
+    return idx.array(name) if name in idx.inits else None
 
 
 def _dq_source(idx, tensor):
     """For a DequantizeLinear output: (its QuantizeLinear or None, the DQ node)."""
-    dq = idx.producer.get(tensor)
+    dq = idx.producer(tensor)
     assert dq is not None and dq.op_type == "DequantizeLinear", f"{tensor} is not dequantized"
-    q = idx.producer.get(dq.input[0])
+    q = idx.producer(dq.input[0])
     return q, dq
 
 
@@ -59,7 +59,7 @@ def test_tensorrt_placement_every_residual_block(r50):
     res = quantize_trt.quantize(proto, ranges)
     onnx.checker.check_model(res.model, full_check=True)
     g = res.model.graph
-    idx = GraphIndex(res.model)
+    idx = Graph(res.model)
     ops = Counter(n.op_type for n in g.node)
     assert ops["Conv"] == 53 and ops["Add"] == 16 and len(res.quantized) == 53
 
@@ -87,19 +87,19 @@ def test_tensorrt_placement_every_residual_block(r50):
 
     downsample = 0
     for add in (n for n in g.node if n.op_type == "Add"):
-        kinds = [idx.producer[i].op_type for i in add.input]
+        kinds = [idx.producer(i).op_type for i in add.input]
         assert sorted(kinds) == ["Conv", "DequantizeLinear"], f"{add.name}: {kinds}"
         main = add.input[kinds.index("Conv")]
         short = add.input[kinds.index("DequantizeLinear")]
         assert len(idx.consumers[main]) == 1, "the conv branch feeds only its Add"
         q, _ = _dq_source(idx, short)
         assert _int_initializer(idx, q.input[2]).item() == 0
-        src = idx.producer[q.input[0]]
+        src = idx.producer(q.input[0])
         assert src.op_type in ("Relu", "MaxPool", "Conv"), src.op_type
         if src.op_type == "Conv":
             downsample += 1  # the downsample conv: the shortcut, so the main conv3/conv2 is the one fused
             assert idx.is_ancestor(src.input[0].replace("_dequantized", ""),
-                                   idx.producer[main].input[0].replace("_dequantized", ""))
+                                   idx.producer(main).input[0].replace("_dequantized", ""))
         (relu,) = idx.consumers[add.output[0]]
         assert relu.op_type == "Relu", "Add feeds its Relu directly"
     assert downsample == 4
@@ -117,7 +117,7 @@ def test_onnxruntime_u8s8_fuses_to_qlinear_ops(r50, tmp_path):
     proto, ranges, data = r50
     res = quantize_ort.quantize(proto, ranges)
     onnx.checker.check_model(res.model, full_check=True)
-    idx = GraphIndex(res.model)
+    idx = Graph(res.model)
     for q in (n for n in res.model.graph.node if n.op_type == "QuantizeLinear"):
         assert idx.array(q.input[2]).dtype == np.uint8, "activations are uint8"
     for conv in (n for n in res.model.graph.node if n.op_type == "Conv"):
@@ -143,8 +143,8 @@ def test_excluded_layers_stay_float(r50):
     first = next(n.name for n in proto.graph.node if n.op_type == "Conv")
     for mod in (quantize_trt, quantize_ort):
         res = mod.quantize(proto, ranges, {first})
-        idx = GraphIndex(res.model)
+        idx = Graph(res.model)
         conv = next(n for n in res.model.graph.node if n.name == first)
-        assert idx.producer.get(conv.input[0]) is None or idx.producer[conv.input[0]].op_type != "DequantizeLinear"
-        assert conv.input[1] in idx.init and idx.array(conv.input[1]).dtype == np.float32
+        assert idx.producer(conv.input[0]) is None or idx.producer(conv.input[0]).op_type != "DequantizeLinear"
+        assert conv.input[1] in idx.inits and idx.array(conv.input[1]).dtype == np.float32
         assert first in res.kept and len(res.quantized) == 52

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .. import __version__
+from ..version import __version__
 from ..errors import ResnetDeployError
 from . import bench_cmd, build_cmd, export_cmd, fuse_cmd, info_cmd, inspect_cmd, quantize_cmd, triton_cmd
 from .common import emit_error_json

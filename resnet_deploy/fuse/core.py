@@ -12,7 +12,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..files import write_file_no_replace
 from ..types import Target
-from .graph import Graph, op_counts
+from ..onnx_graph import Graph, op_counts
 from .passes import PASSES, PassResult, get_pass
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from .graph import topological_sort
+from ..onnx_graph import toposort
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def convert(model, fp16_io: bool = False) -> Fp16Graph:
     out = convert_float_to_float16(copy.deepcopy(model), keep_io_types=not fp16_io, op_block_list=block,
                                    disable_shape_infer=False)
     # the converter appends its Casts out of order: the checker rejects the graph until it is sorted
-    topological_sort(out)
+    toposort(out)
     kept = {n.name: n.op_type for n in out.graph.node if n.op_type in block}
     return Fp16Graph(out, fp16_io, kept)
 

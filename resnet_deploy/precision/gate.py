@@ -17,8 +17,9 @@ import numpy as np
 
 from ..errors import UserError
 from ..validate import nonfinite_summary, run_batches, topk_accuracy
-from .graph import GraphIndex, dequantized_initializer, qdq_pair, quantize_weight_per_channel
-from .qdq import QuantizedGraph, asymmetric_uint8, symmetric_scale
+from ..onnx_graph import Graph, toposort
+from .qdq import (QuantizedGraph, asymmetric_uint8, dequantized_initializer, qdq_pair, quantize_weight_per_channel,
+                  symmetric_scale)
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def sensitivity(model, ranges: dict, data: np.ndarray, symmetric: bool) -> list[
     import onnx
 
     m = copy.deepcopy(model)
-    idx = GraphIndex(m)
+    idx = Graph(m)
     pairs = []
     for n in list(m.graph.node):
         if n.op_type != "Conv" or n.input[0] not in ranges:
@@ -103,10 +104,9 @@ def sensitivity(model, ranges: dict, data: np.ndarray, symmetric: bool) -> list[
         pairs.append((n.name, n.output[0], twin.output[0]))
     for _, a, b in pairs:
         m.graph.output.extend([onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in (a, b)])
-    from .graph import topological_sort
     from ..backends.onnxruntime import import_onnxruntime, session_options
 
-    topological_sort(m)
+    toposort(m)
     ort = import_onnxruntime()
     sess = ort.InferenceSession(m.SerializeToString(), sess_options=session_options("basic"),
                                 providers=["CPUExecutionProvider"])

@@ -13,7 +13,7 @@ import copy
 
 import numpy as np
 
-from .graph import GraphIndex
+from ..onnx_graph import Graph
 from .qdq import QuantizedGraph, asymmetric_uint8, finish, insert_qdq, kept_nodes, quantize_conv_weight
 
 ACTIVATION_OPS = ("Conv", "Relu", "Add", "MaxPool")
@@ -21,7 +21,7 @@ ACTIVATION_OPS = ("Conv", "Relu", "Add", "MaxPool")
 
 def activation_tensors(model) -> list[str]:
     """Tensors that carry a Q/DQ pair: the input and outputs of Conv/Relu/Add/MaxPool (not those read only by Relu)."""
-    idx = GraphIndex(model)
+    idx = Graph(model)
     out = []
     feeds_conv = {n.input[0] for n in model.graph.node if n.op_type == "Conv"}
     for inp in model.graph.input:
@@ -31,7 +31,7 @@ def activation_tensors(model) -> list[str]:
         if n.op_type not in ACTIVATION_OPS:
             continue
         t = n.output[0]
-        readers = idx.consumers.get(t, [])
+        readers = idx.consumers_of(t)
         if readers and all(r.op_type == "Relu" for r in readers):
             continue
         out.append(t)
@@ -45,7 +45,7 @@ def tensors_to_calibrate(model) -> list[str]:
 def quantize(model, ranges: dict[str, tuple[float, float]], exclude: set[str] = frozenset()) -> QuantizedGraph:
     """A copy of the fp32 ``model`` in U8S8 QDQ; Convs named in ``exclude`` read float input and weights."""
     model = copy.deepcopy(model)
-    idx = GraphIndex(model)
+    idx = Graph(model)
     tensors = activation_tensors(model)
     ranges = dict(ranges)
     for n in model.graph.node:  # MaxPool output shares its input's range: its Q/DQ then cancels out
@@ -54,7 +54,7 @@ def quantize(model, ranges: dict[str, tuple[float, float]], exclude: set[str] = 
     scales = {}
     for t in tensors:
         scale, zp = asymmetric_uint8(*ranges[t])
-        readers = [r for r in idx.consumers.get(t, []) if r.name not in exclude]
+        readers = [r for r in idx.consumers_of(t) if r.name not in exclude]
         if readers:
             insert_qdq(model, t, readers, scale, zp, np.uint8)
             scales[t] = scale

@@ -12,16 +12,16 @@ import copy
 
 import numpy as np
 
-from .graph import GraphIndex
+from ..onnx_graph import Graph
 from .qdq import QuantizedGraph, finish, insert_qdq, kept_nodes, quantize_conv_weight, symmetric_scale
 
 
-def residual_branches(idx: GraphIndex, add) -> tuple[str, str] | None:
+def residual_branches(idx: Graph, add) -> tuple[str, str] | None:
     """(conv-branch input, shortcut input) of a residual Add, or None when it is not one."""
     if len(add.input) != 2:
         return None
     a, b = add.input
-    pa, pb = idx.producer.get(a), idx.producer.get(b)
+    pa, pb = idx.producer(a), idx.producer(b)
     a_conv = pa is not None and pa.op_type == "Conv"
     b_conv = pb is not None and pb.op_type == "Conv"
     if a_conv and not b_conv:
@@ -38,7 +38,7 @@ def residual_branches(idx: GraphIndex, add) -> tuple[str, str] | None:
 
 def placement(model, exclude: set[str] = frozenset()) -> dict[str, list]:
     """Tensor -> the consumer nodes that read it through Q/DQ (Conv inputs and residual shortcuts)."""
-    idx = GraphIndex(model)
+    idx = Graph(model)
     where: dict[str, list] = {}
     for n in model.graph.node:
         if n.op_type == "Conv" and n.name not in exclude:
@@ -57,7 +57,7 @@ def tensors_to_calibrate(model) -> list[str]:
 def quantize(model, ranges: dict[str, tuple[float, float]], exclude: set[str] = frozenset()) -> QuantizedGraph:
     """A copy of the fp32 ``model`` with TensorRT-style Q/DQ; Convs named in ``exclude`` stay float."""
     model = copy.deepcopy(model)
-    idx = GraphIndex(model)
+    idx = Graph(model)
     where = placement(model, exclude)
     for tensor, consumers in where.items():
         insert_qdq(model, tensor, consumers, symmetric_scale(*ranges[tensor]), 0, np.int8)

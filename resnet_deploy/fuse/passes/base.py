@@ -6,7 +6,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 
 from ...types import Target
-from ..graph import Graph, name_scopes
+from ...onnx_graph import Graph, name_scopes
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..graph import Graph
+from ...onnx_graph import Graph
 from .base import Pass, PassResult, Rewrite
 
 MAX_FOLDED_ELEMENTS = 1 << 20  # folding must not blow up the file (e.g. a constant Expand or Tile)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from ..graph import Graph
+from ...onnx_graph import Graph
 from .base import Pass, Rewrite
 
 

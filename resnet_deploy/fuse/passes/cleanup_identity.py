@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..graph import Graph
+from ...onnx_graph import Graph
 from .base import Pass, Rewrite
 
 

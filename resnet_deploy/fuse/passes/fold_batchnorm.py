@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph import Graph, attr
+from ...onnx_graph import Graph, attr
 from .base import Pass, Rewrite, common_scope
 
 

@@ -7,7 +7,7 @@ earlier Conv in graph order (the main branch in a torch export) is fused and the
 from __future__ import annotations
 
 from ...types import Target
-from ..graph import Graph
+from ...onnx_graph import Graph
 from .base import Pass, Rewrite, common_scope
 from .fuse_conv_relu import conv_check, to_fused
 

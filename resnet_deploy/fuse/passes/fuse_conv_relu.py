@@ -6,7 +6,7 @@ import onnx
 from onnx import TensorProto
 
 from ...types import Target
-from ..graph import MS_DOMAIN, Graph
+from ...onnx_graph import MS_DOMAIN, Graph
 from .base import Pass, Rewrite, common_scope
 
 

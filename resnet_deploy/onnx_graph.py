@@ -1,12 +1,13 @@
-"""A thin mutable view over an ONNX ``ModelProto`` for the fusion passes: lookups, constants, renames, order.
+"""The one ONNX graph helper: a thin mutable view over a ``ModelProto`` (lookups, constants, renames, order),
+used by the fusion passes and the precision writers alike.
 
-Plain protobuf, no copies of weights: passes look nodes up by name, mutate them in place, and call
-``remove`` / ``toposort``; the indices are rebuilt by ``refresh`` after every rewrite (graphs here are small).
+Plain protobuf, no copies of weights: callers look nodes up by name, mutate them in place, and call
+``remove`` / ``toposort``; the indices are rebuilt by ``refresh`` after a rewrite (graphs here are small).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 
 import numpy as np
 
@@ -90,6 +91,25 @@ class Graph:
         """Consumers plus one if the tensor is a graph output."""
         return len(self.consumers_of(tensor)) + (tensor in self.outputs)
 
+    def array(self, name: str) -> np.ndarray:
+        """The value of initializer ``name``."""
+        from onnx import numpy_helper
+
+        return numpy_helper.to_array(self.inits[name], base_dir="")
+
+    def is_ancestor(self, tensor: str, of: str) -> bool:
+        """Whether ``tensor`` is on a path into ``of`` (``of`` is computed from ``tensor``)."""
+        seen, todo = set(), [of]
+        while todo:
+            t = todo.pop()
+            if t == tensor:
+                return True
+            if t in seen or t not in self.producers:
+                continue
+            seen.add(t)
+            todo.extend(i for i in self.producers[t].input if i)
+        return False
+
     def const(self, tensor: str) -> "np.ndarray | None":
         """The value of a constant tensor (initializer that is not an overridable input, or a Constant node)."""
         from onnx import numpy_helper
@@ -147,9 +167,7 @@ class Graph:
     def rename_uses(self, old: str, new: str) -> None:
         """Make every consumer of ``old`` read ``new`` instead."""
         for n in self.consumers_of(old):
-            for i, name in enumerate(n.input):
-                if name == old:
-                    n.input[i] = new
+            replace_input(n, old, new)
 
     def remove(self, names) -> None:
         """Drop nodes by name (their value_info goes too)."""
@@ -168,33 +186,12 @@ class Graph:
         self.refresh()
 
     def drop_initializers(self, names) -> None:
-        names = set(names)
-        keep = [t for t in self.g.initializer if t.name not in names]
-        del self.g.initializer[:]
-        self.g.initializer.extend(keep)
+        drop_initializers(self.model, names)
         self.refresh()
 
     def toposort(self) -> None:
         """Stable topological order: a rewrite may place a node before one of its new inputs."""
-        ready = set(self.inputs) | set(self.inits) | {""}
-        pending = list(self.g.node)
-        order = []
-        while pending:
-            rest = []
-            for n in pending:
-                if all(i in ready for i in n.input):
-                    order.append(n)
-                    ready.update(n.output)
-                else:
-                    rest.append(n)
-            if len(rest) == len(pending):
-                raise ValueError(f"graph has a cycle or a missing input at node {rest[0].name!r}")
-            pending = rest
-        copies = [type(n)() for n in order]
-        for c, n in zip(copies, order):
-            c.CopyFrom(n)
-        del self.g.node[:]
-        self.g.node.extend(copies)
+        toposort(self.model)
         self.refresh()
 
     def ensure_opset(self, domain: str, version: int) -> None:
@@ -210,3 +207,66 @@ def op_counts(model) -> dict[str, int]:
         key = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}:{n.op_type}"
         out[key] = out.get(key, 0) + 1
     return dict(sorted(out.items()))
+
+
+def toposort(model) -> None:
+    """Reorder ``model.graph.node`` in place so every node follows the producers of its inputs (Kahn's algorithm,
+    stable: nodes already in order keep it). Raises ``ValueError`` on a cycle or an input nobody produces."""
+    g = model.graph
+    nodes = list(g.node)
+    available = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
+    producer = {o: k for k, n in enumerate(nodes) for o in n.output}
+    deps = [{producer[i] for i in n.input if i not in available and i in producer} for n in nodes]
+    missing = [n.name for n in nodes if any(i not in available and i not in producer for i in n.input)]
+    if missing:
+        raise ValueError(f"graph has an input nobody produces at node {missing[0]!r}")
+    users = defaultdict(list)
+    for k, d in enumerate(deps):
+        for p in d:
+            users[p].append(k)
+    pending = [len(d) for d in deps]
+    ready = deque(k for k, c in enumerate(pending) if c == 0)
+    order = []
+    while ready:
+        k = ready.popleft()
+        order.append(k)
+        for u in users[k]:
+            pending[u] -= 1
+            if pending[u] == 0:
+                ready.append(u)
+    if len(order) != len(nodes):
+        raise ValueError(f"graph has a cycle at node {nodes[next(k for k, c in enumerate(pending) if c)].name!r}")
+    copies = [type(nodes[k])() for k in order]  # copy before clearing: the repeated field owns its messages
+    for c, k in zip(copies, order):
+        c.CopyFrom(nodes[k])
+    del g.node[:]
+    g.node.extend(copies)
+
+
+def add_initializer(model, name: str, array: np.ndarray) -> str:
+    """Append an initializer (no check for an existing name: callers use fresh names)."""
+    from onnx import numpy_helper
+
+    model.graph.initializer.append(numpy_helper.from_array(np.asarray(array), name))
+    return name
+
+
+def drop_initializers(model, names) -> None:
+    """Remove the initializers named in ``names``."""
+    names = set(names)
+    keep = [t for t in model.graph.initializer if t.name not in names]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+
+
+def prune_initializers(model) -> None:
+    """Remove initializers no node (or graph output) reads, e.g. float weights replaced by quantized ones."""
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    drop_initializers(model, [t.name for t in model.graph.initializer if t.name not in used])
+
+
+def replace_input(node, old: str, new: str) -> None:
+    """Make ``node`` read ``new`` wherever it read ``old``."""
+    for k, name in enumerate(node.input):
+        if name == old:
+            node.input[k] = new
