@@ -168,7 +168,7 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
 
             # its warnings go into manifest["warnings"], which is this ``warnings`` list
             apply_precision(bundle, precision, prepared, eager=model)
-        from .engine import export_engines
+        from .trt.stage import export_engines
 
         export_engines(bundle, engine, engine_options, images=images, seed=seed)
         manifest = bundle.manifest

@@ -89,7 +89,7 @@ def test_nan_at_run_time_fails_export_and_names_the_module(tmp_path):
 def test_every_stage_check_treats_nan_as_failure():
     """The helpers the precision gate, the plan check and the benchmark use: NaN rows are misses, never a pass."""
     from resnet_deploy.bench.harness import accuracy_fields
-    from resnet_deploy.engine import _check_accuracy
+    from resnet_deploy.trt.stage import _check_accuracy
     from resnet_deploy.precision import gate
     from resnet_deploy.validate import topk_accuracy
 

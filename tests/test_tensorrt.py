@@ -16,9 +16,12 @@ from onnx import TensorProto, helper
 
 from .conftest import DATA, run_cli
 from resnet_deploy import bundle as bundle_mod
-from resnet_deploy.engine import (BatchProfile, BuildOptions, check_plan_compat, detect_precision, engines_unavailable,
-                                  graphs_to_build, plan_accuracy, plan_compat_problems, plan_info)
-from resnet_deploy.engine_layers import dtype_of, load_layer_info, onnx_nodes_of, parse_layer_info
+from resnet_deploy.trt.compat import check_plan_compat, plan_compat_problems
+from resnet_deploy.trt.plan import plan_info
+from resnet_deploy.trt.profile import BatchProfile
+from resnet_deploy.trt.stage import (BuildOptions, detect_precision, engines_unavailable, graphs_to_build,
+                                     plan_accuracy)
+from resnet_deploy.trt.layers import dtype_of, load_layer_info, onnx_nodes_of, parse_layer_info
 from resnet_deploy.errors import MissingDependency, UserError
 from resnet_deploy.types import HardwareCompat, Precision
 
@@ -235,7 +238,7 @@ def test_plan_compat_matrix(info, env, problem):
     (None, "10.16.1", False),
 ])
 def test_version_compatible_plan_rule(built, here, ok):
-    from resnet_deploy.engine import version_compat_problem
+    from resnet_deploy.trt.compat import version_compat_problem
 
     problem = version_compat_problem(built, here)
     assert (problem is None) is ok, problem
@@ -443,7 +446,7 @@ def test_plan_accuracy_checks_every_profile_batch(r18_bundle):
     """The accuracy helper with real runners (ONNX Runtime standing in for a plan): min, opt and max batch."""
     from resnet_deploy.backends.onnxruntime import OnnxRuntimeRunner
     from resnet_deploy.backends.torch_eager import TorchRunner
-    from resnet_deploy.engine import accuracy_inputs
+    from resnet_deploy.trt.stage import accuracy_inputs
 
     profile = BatchProfile.parse("1:3:5")
     data, desc = accuracy_inputs([-1, 3, 64, 64], profile.max, seed=1)
@@ -601,6 +604,6 @@ def test_onnxruntime_gpu_runner_fails_clearly_without_gpu_build(tmp_path):
 def test_modules_import_without_gpu_libraries():
     import importlib
 
-    for mod in ("resnet_deploy.engine", "resnet_deploy.engine_layers", "resnet_deploy.backends.tensorrt",
+    for mod in ("resnet_deploy.trt.stage", "resnet_deploy.trt.layers", "resnet_deploy.backends.tensorrt",
                 "resnet_deploy.backends.onnxruntime_gpu", "resnet_deploy.cli.build_cmd", "resnet_deploy.cli.inspect_cmd"):
         importlib.import_module(mod)

@@ -14,7 +14,7 @@ import pytest
 
 from .conftest import SMALL, run_cli
 from resnet_deploy import bundle as bundle_mod
-from resnet_deploy.engine import BuildOptions, build_bundle, engines_unavailable
+from resnet_deploy.trt.stage import BuildOptions, build_bundle, engines_unavailable
 from resnet_deploy.errors import UserError
 
 
@@ -193,7 +193,7 @@ def test_export_engine_auto_builds_plans(tmp_path):
 
 
 def test_build_lone_onnx_file(r18_bundle, tmp_path):
-    from resnet_deploy.engine import build_onnx_file
+    from resnet_deploy.trt.stage import build_onnx_file
 
     onnx_path = tmp_path / "model.onnx"
     shutil.copy(r18_bundle / "model.onnx", onnx_path)
@@ -207,7 +207,7 @@ def test_onnxruntime_cuda_and_tensorrt_ep(r18_bundle, tmp_path):
 
     from resnet_deploy.backends.onnxruntime_gpu import cuda_runner, tensorrt_ep_runner
     from resnet_deploy.backends.torch_eager import TorchRunner
-    from resnet_deploy.engine import BatchProfile
+    from resnet_deploy.trt.profile import BatchProfile
     from resnet_deploy.validate import compare
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():

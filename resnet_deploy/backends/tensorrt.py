@@ -277,7 +277,8 @@ def _deserialize(trt, plan: bytes, host_code: bool, what: str):
 
 def plan_layer_json(plan: "str | Path") -> str:
     """Engine-inspector JSON of an existing plan (checked against this machine before deserializing)."""
-    from ..engine import check_plan_compat, plan_info
+    from ..trt.compat import check_plan_compat
+    from ..trt.plan import plan_info
 
     info = plan_info(plan)
     trt = require()
@@ -318,7 +319,9 @@ class TensorRTRunner(Runner):
         self._buffers: dict[int, tuple] = {}
 
     def _activate(self) -> None:
-        from ..engine import BatchProfile, check_plan_compat, plan_info
+        from ..trt.compat import check_plan_compat
+        from ..trt.plan import plan_info
+        from ..trt.profile import BatchProfile
 
         if not self.plan.is_file():
             raise UserError(f"plan {str(self.plan)!r} does not exist")

@@ -84,7 +84,7 @@ def export(arch, weights, num_classes, input_size, resize, mean, std, opset, ext
 
 
 def _print_engines(manifest: dict) -> None:
-    from ..engine import EngineBuildResult, PlanResult
+    from ..trt.stage import EngineBuildResult, PlanResult
 
     eng = manifest.get("engines", {})
     plans = [PlanResult(n, i["precision"], i, manifest.get("validation", {}).get(n))

@@ -10,7 +10,7 @@ import click
 
 def find_layer_json(path: Path) -> Path | None:
     """The layer JSON recorded for a plan (manifest or sidecar), else ``model.X.layers.json`` beside it."""
-    from ..engine import layers_name, plan_info
+    from ..trt.plan import layers_name, plan_info
 
     if path.name.endswith(".layers.json"):
         return path
@@ -24,7 +24,7 @@ def find_layer_json(path: Path) -> Path | None:
 @click.option("--json", "as_json", is_flag=True, help="Print the parsed layers as JSON.")
 def inspect(plan: str, as_json: bool) -> None:
     """Print a plan's layers (from its engine-inspector JSON; TensorRT only when that file is missing)."""
-    from ..engine_layers import format_layers, load_layer_info, parse_layer_info
+    from ..trt.layers import format_layers, load_layer_info, parse_layer_info
     from ..errors import UserError
 
     path = Path(plan)

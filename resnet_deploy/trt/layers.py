@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 _ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^|\]\x1f]+?)\s*(?:\|[^\]]*)?\]")
 _TOKEN = re.compile(r"[a-z0-9]+")

@@ -1,4 +1,4 @@
-"""Build stage: TensorRT plans from the bundle's ONNX graphs, with their layer JSON, manifest entries and accuracy.
+"""The build stage: TensorRT plans from the bundle's ONNX graphs, with their layer JSON, manifest entries and accuracy.
 
 Everything here is plain Python (option parsing, profile shapes, compatibility checks, bundle bookkeeping) and
 runs without TensorRT; the TensorRT calls themselves live in ``backends/tensorrt.py``.
@@ -14,65 +14,21 @@ from pathlib import Path
 
 import numpy as np
 
-from . import validate
-from .bundle import MANIFEST, BundleUpdate, file_entry, find_artifacts, locate, read_manifest, write_json_atomic
-from .engine_layers import parse_layer_info
-from .errors import CheckFailed, UserError
-from .files import write_file_no_replace
-from .progress import step
-from .types import HardwareCompat, Precision, Target
+from .. import validate
+from ..bundle import BundleUpdate, file_entry, find_artifacts, locate, read_manifest, write_json_atomic
+from ..errors import CheckFailed, UserError
+from ..files import write_file_no_replace
+from ..progress import step
+from ..types import HardwareCompat, Precision, Target
+from .layers import parse_layer_info
+from .plan import layers_name, sidecar_path
+from .profile import DEFAULT_BATCH, BatchProfile
 
 log = logging.getLogger(__name__)
-
-DEFAULT_BATCH = "1:8:32"
-REBUILD = "rebuild with resnet-deploy build"
 # Accuracy bar of a plan against eager, per precision: (min cosine, min top-1 agreement). fp32 is the export's
 # own bar; fp16 / int8 bars are loose sanity bars (int8 accuracy proper is measured on labelled images).
 ACCURACY_BARS = {"fp32": (validate.FP32_MIN_COSINE, 1.0), "fp16": (0.9999, 0.99), "int8": (0.98, 0.75)}
 HARD_FAIL = ("fp32", "fp16")  # an int8 plan below its sanity bar is recorded and warned about, not refused
-
-
-@dataclass(frozen=True)
-class BatchProfile:
-    """The optimization profile's batch sizes."""
-
-    min: int
-    opt: int
-    max: int
-
-    @classmethod
-    def parse(cls, text: "str | BatchProfile") -> "BatchProfile":
-        """``MIN:OPT:MAX`` (or one number N for N:N:N) with 1 <= MIN <= OPT <= MAX."""
-        if isinstance(text, BatchProfile):
-            return text
-        parts = str(text).strip().split(":")
-        try:
-            nums = [int(p) for p in parts]
-        except ValueError:
-            nums = []
-        if len(nums) == 1:
-            nums = nums * 3
-        if len(nums) != 3 or not 1 <= nums[0] <= nums[1] <= nums[2]:
-            raise UserError(f"--batch {text!r} is invalid: use MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, e.g. "
-                            f"{DEFAULT_BATCH}")
-        return cls(*nums)
-
-    def shapes(self, input_shape) -> dict:
-        """min/opt/max input shapes from an NCHW shape whose batch is dynamic (-1, 0, None or a name)."""
-        rest = [int(d) for d in list(input_shape)[1:]]
-        if any(d <= 0 for d in rest):
-            raise UserError(f"input shape {list(input_shape)} has dynamic dimensions besides the batch: "
-                            "TensorRT plans here need fixed C, H, W")
-        return {k: [getattr(self, k), *rest] for k in ("min", "opt", "max")}
-
-    def check(self, batch: int, plan: str = "plan") -> None:
-        """A batch outside the profile is refused with one line (TensorRT would fail on it)."""
-        if not self.min <= int(batch) <= self.max:
-            raise UserError(f"batch {batch} is outside the profile of {plan} ({self.min}..{self.max}, "
-                            f"--batch {self}): use a batch in range or {REBUILD} --batch MIN:OPT:MAX")
-
-    def __str__(self) -> str:
-        return f"{self.min}:{self.opt}:{self.max}"
 
 
 @dataclass
@@ -177,121 +133,12 @@ def onnx_input(onnx_path: "str | Path") -> tuple[str, list, int]:
     return inp.name, shape, len(proto.graph.node)
 
 
-# ---------------------------------------------------------------- compatibility of a plan with this machine
-
-def _major(version) -> str:
-    return str(version).split(".")[0]
-
-
-def _vtuple(version) -> tuple:
-    return tuple(int(p) if p.isdigit() else 0 for p in str(version).split("."))
-
-
-# Where a plan built with BuilderFlag.VERSION_COMPATIBLE may run, as TensorRT's documentation states it (10.16:
-# "Version Compatibility"; 11.1: "Engine Compatibility" > "Version Compatibility"). It runs on the TensorRT that built
-# it or any later one of the same major version (11.0 -> 11.1 and later 11.x). Across a major version only these
-# pairs are named: plans of 8.x run on 9.x and 10.x, plans of 9.x on 10.x, plans of 10.x on 11.x. Nothing runs on an
-# older TensorRT, and both sides must be at least 8.6, the first release with version compatibility.
-VERSION_COMPAT_SINCE = (8, 6)
-VERSION_COMPAT_LATER_MAJORS = {8: (9, 10), 9: (10,), 10: (11,)}
-
-
-def version_compat_problem(built, here) -> str | None:
-    """Why TensorRT ``here`` cannot load a version-compatible plan built with TensorRT ``built``; None when it can."""
-    if built is None or here is None:
-        return None if built == here else f"TensorRT {here} (built with {built})"
-    b, h = _vtuple(built), _vtuple(here)
-    if b[:2] < VERSION_COMPAT_SINCE:
-        return (f"TensorRT {here} (built with {built}, older than 8.6: version compatibility starts at 8.6, "
-                "so only that exact version loads it)") if b != h else None
-    later = VERSION_COMPAT_LATER_MAJORS.get(b[0], ())
-    allowed = f"{b[0]}.x >= {built}" + "".join(f" or {m}.x" for m in later)
-    if h < b:
-        return f"TensorRT {here} is older than the {built} that built this version-compatible plan (runs on {allowed})"
-    if h[0] != b[0] and h[0] not in later:
-        return f"TensorRT {here} (a version-compatible plan built with {built} runs on {allowed})"
-    return None
-
-
-def plan_compat_problems(info: dict, env: dict) -> list[str]:
-    """Why a plan (its manifest ``info``) cannot run in ``env`` (this machine); empty when it can.
-
-    TensorRT: the exact version, or for a --version-compat plan what ``version_compat_problem`` allows (a later
-    version of the same major, or the next major where TensorRT documents it: 8.x -> 9.x / 10.x, 9.x -> 10.x,
-    10.x -> 11.x). CUDA: the same major version (TensorRT's wheel CUDA when recorded on both sides, else torch's).
-    GPU: the same model and compute capability; with ampere+ any GPU of compute capability >= 8.0; with same-cc any
-    GPU of the same compute capability.
-    """
-    problems = []
-    built_trt, here_trt = info.get("tensorrt"), env.get("tensorrt")
-    if info.get("version_compat"):
-        problem = version_compat_problem(built_trt, here_trt)
-        if problem:
-            problems.append(problem)
-    elif built_trt != here_trt:
-        problems.append(f"TensorRT {here_trt} (built with {built_trt})")
-    # CUDA: TensorRT's own (from its wheel) when both sides know it, else torch's runtime.
-    key = "tensorrt_cuda" if info.get("tensorrt_cuda") and env.get("tensorrt_cuda") else "cuda"
-    if _major(info.get(key)) != _major(env.get(key)):
-        problems.append(f"CUDA {env.get(key)} (built with CUDA {info.get(key)})")
-    level = HardwareCompat.parse(info.get("hardware_compat") or "none")
-    cc_built, cc_here = str(info.get("compute_capability")), str(env.get("compute_capability"))
-    if level is HardwareCompat.AMPERE_PLUS:
-        if _vtuple(cc_here) < (8, 0):
-            problems.append(f"GPU {env.get('gpu')} (compute capability {cc_here}; an ampere+ plan needs >= 8.0)")
-    elif level is HardwareCompat.SAME_CC:
-        if cc_here != cc_built:
-            problems.append(f"GPU compute capability {cc_here} (built for {cc_built})")
-    elif cc_here != cc_built or env.get("gpu") != info.get("gpu"):
-        problems.append(f"GPU {env.get('gpu')} sm {cc_here} (built on {info.get('gpu')} sm {cc_built})")
-    return problems
-
-
-def check_plan_compat(info: dict | None, env: dict, plan: str) -> None:
-    """Refuse, before deserializing, a plan built for another GPU / TensorRT / CUDA version."""
-    if info is None:
-        log.warning("%s has no build record (manifest or sidecar): cannot check it matches this machine", plan)
-        return
-    problems = plan_compat_problems(info, env)
-    if problems:
-        raise UserError(f"{plan} does not fit this machine: {'; '.join(problems)}: {REBUILD}")
-
-
-def sidecar_path(plan: "str | Path") -> Path:
-    plan = Path(plan)
-    return plan.with_name(plan.name + ".json")
-
-
-def layers_name(plan_name: str) -> str:
-    return plan_name[: -len(".plan")] + ".layers.json" if plan_name.endswith(".plan") else plan_name + ".layers.json"
-
-
-def plan_info(plan: "str | Path") -> dict | None:
-    """The build record of a plan: from its bundle's manifest (``engines.plans``), else its ``.plan.json`` sidecar."""
-    plan = Path(plan)
-    manifest_path = plan.parent / MANIFEST
-    if manifest_path.is_file():
-        try:
-            info = json.loads(manifest_path.read_text()).get("engines", {}).get("plans", {}).get(plan.name)
-        except (json.JSONDecodeError, AttributeError):
-            info = None
-        if info:
-            return info
-    side = sidecar_path(plan)
-    if side.is_file():
-        try:
-            return json.loads(side.read_text())
-        except json.JSONDecodeError:
-            raise UserError(f"{str(side)!r} is not valid JSON: {REBUILD}") from None
-    return None
-
-
 # ---------------------------------------------------------------- the stage
 
 def accuracy_inputs(shape: list, n: int, images=None, pre=None, seed: int = 0) -> tuple[np.ndarray, str]:
     """``n`` inputs: real images (cycled to n) when given, else seeded standard-normal data."""
     if images is not None and pre is not None:
-        from .preprocess import load_images
+        from ..preprocess import load_images
 
         loaded = load_images(images, pre, what="--images")
         imgs = loaded.data
@@ -323,7 +170,7 @@ def _write_timing_cache(path: Path, data: bytes) -> None:
 
 def build_one(onnx_path: Path, out_dir: Path, plan_name: str, precision: str, options: BuildOptions) -> dict:
     """Build one plan and its layer JSON into ``out_dir``; returns the plan's build record (no accuracy yet)."""
-    from .backends import tensorrt as trt_backend
+    from ..backends import tensorrt as trt_backend
 
     input_name, input_shape, onnx_nodes = onnx_input(onnx_path)
     shapes = options.batch.shapes(input_shape)
@@ -365,10 +212,10 @@ def build_engines(bundle, options: BuildOptions, images=None, seed: int = 0) -> 
     Writes ``model.<precision>.plan`` and ``model.<precision>.layers.json`` and records them in
     ``manifest["engines"]["plans"]`` and ``manifest["validation"]``.
     """
-    from .backends import tensorrt as trt_backend
-    from .backends.torch_eager import TorchRunner
-    from .onnx_export import load_exported_program
-    from .preprocess import Preprocessing
+    from ..backends import tensorrt as trt_backend
+    from ..backends.torch_eager import TorchRunner
+    from ..onnx_export import load_exported_program
+    from ..preprocess import Preprocessing
 
     graphs = graphs_to_build(bundle.manifest, options.precisions)
     if not bundle.force:
@@ -427,8 +274,8 @@ def build_onnx_file(onnx_path: "str | Path", out_dir: "str | Path | None", optio
                     force: bool = False, seed: int = 0) -> EngineBuildResult:
     """``resnet-deploy build MODEL.onnx``: a plan beside the graph (or in ``out_dir``) with a ``.plan.json``
     build record; its accuracy reference is ONNX Runtime (CPU) on the same graph, there being no eager model."""
-    from .backends import tensorrt as trt_backend
-    from .backends.onnxruntime import OnnxRuntimeRunner
+    from ..backends import tensorrt as trt_backend
+    from ..backends.onnxruntime import OnnxRuntimeRunner
 
     onnx_path = Path(onnx_path)
     out = Path(out_dir) if out_dir else onnx_path.parent
@@ -466,7 +313,7 @@ def build_onnx_file(onnx_path: "str | Path", out_dir: "str | Path | None", optio
 
 def engines_unavailable() -> str | None:
     """Why plans cannot be built here (no TensorRT, no GPU), None when they can."""
-    from .backends import tensorrt as trt_backend
+    from ..backends import tensorrt as trt_backend
 
     try:
         trt_backend.require()
@@ -477,7 +324,7 @@ def engines_unavailable() -> str | None:
 
 def export_engines(bundle, mode, options: BuildOptions | None = None, images=None, seed: int = 0) -> EngineBuildResult:
     """The ``export --engine auto|always|never`` step: build plans, or record plainly why they were skipped."""
-    from .types import EngineMode
+    from ..types import EngineMode
 
     mode = EngineMode.parse(mode, "--engine")
     if mode is EngineMode.NEVER:
