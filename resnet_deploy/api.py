@@ -1,4 +1,8 @@
-"""The export pipeline: model -> ONNX -> validation against eager -> bundle. Each step is its own module."""
+"""The export pipeline: one ``Reference``, then the stages (export, fuse, precision, TensorRT) on one bundle.
+
+Each stage is ``run(bundle, reference, options) -> Result`` in its own module; ``export`` chains them and
+returns every result. See docs/architecture.md.
+"""
 
 from __future__ import annotations
 
@@ -6,57 +10,33 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from . import validate
-from .version import __version__
-from .backends.onnxruntime import OnnxRuntimeRunner
-from .backends.torch_eager import TorchRunner
-from .bundle import BundleWriter
-from .bundle import check_out_dir
-from .onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_opset, export_onnx, save_exported_program
+from .bundle import BundleWriter, check_out_dir
 from .models import LoadedModel, check_finite_weights, load_model
-from .preprocess import Preprocessing, load_images, make_preprocessing
+from .onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_opset
+from .preprocess import Preprocessing, make_preprocessing
 from .progress import step
+from .reference import make_inputs
+from .version import __version__
 
 log = logging.getLogger(__name__)
 
-VALIDATION_SAMPLES = 8
-VALIDATION_BATCHES = (1, 4)
-FP32_ONNX = "model.onnx"
-EAGER_PROGRAM = "model.pt2"
+RANDOM_WEIGHTS = "weights are RANDOM: outputs and accuracy mean nothing; use for plumbing and timing only"
 
 
 @dataclass
 class BundleResult:
-    """What ``export`` produced: the bundle folder, its manifest and the fp32 parity with eager."""
+    """What ``export`` produced: the bundle folder, its manifest, the fp32 parity with eager, the warnings, and
+    every stage's result (``None`` for a stage that did not run)."""
 
     path: Path
     manifest: dict
     parity: validate.Parity
     warnings: list[str] = field(default_factory=list)
-
-
-def validation_inputs(pre: Preprocessing, images: "str | Path | None", seed: int = 0) -> tuple[np.ndarray, str]:
-    """Real images when given (up to ``VALIDATION_SAMPLES``), else seeded standard-normal inputs."""
-    if images is not None:
-        imgs = load_images(images, pre, limit=VALIDATION_SAMPLES, what="--images")
-        return imgs.data, imgs.describe(images)
-    rng = np.random.default_rng(seed)
-    data = rng.standard_normal((VALIDATION_SAMPLES, 3, *pre.input_size), dtype=np.float32)
-    return data, f"random:{VALIDATION_SAMPLES} seed={seed}"
-
-
-def check_parity(model, onnx_path: Path, data: np.ndarray) -> dict:
-    """fp32 parity of the ONNX graph in ONNX Runtime (CPU) against the eager model at batch 1 and 4."""
-    with TorchRunner(model) as eager, OnnxRuntimeRunner(onnx_path) as ort:
-        res = validate.parity_at_batches(eager, ort, data, VALIDATION_BATCHES)
-    return res
-
-
-def locate_nonfinite(eager, graph, data: np.ndarray) -> str | None:
-    """The first module of ``eager`` with a non-finite output, else the first such node of ``graph``."""
-    return validate.first_nonfinite_module(eager, data) or validate.first_nonfinite_node(graph, data)
+    export: object = None  # export_stage.ExportStageResult
+    fusion: object = None  # fuse.stage.FuseStageResult
+    precision: object = None  # precision.stage.PrecisionResult
+    engines: object = None  # trt.stage.EngineBuildResult
 
 
 def model_metadata(arch: str, weights: dict, pre: Preprocessing, num_classes: int) -> dict:
@@ -73,27 +53,28 @@ def model_metadata(arch: str, weights: dict, pre: Preprocessing, num_classes: in
 def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None = None, input_size="224",
            arch: str = "custom", weights: dict | None = None, num_classes: int | None = None,
            opset: int = DEFAULT_OPSET, external_data: bool | None = None, images: "str | Path | None" = None,
-           force: bool = False, seed: int = 0, validation_data: tuple[np.ndarray, str] | None = None,
-           fuse: bool = True, fuse_skip=(), fold_bn: bool = True,
-           precision=None, engine: str = "auto", engine_options=None) -> BundleResult:
+           force: bool = False, seed: int = 0, inputs: tuple | None = None, fuse: bool = True, fuse_skip=(),
+           fold_bn: bool = True, precision=None, engine: str = "auto", engine_options=None) -> BundleResult:
     """Export any residual network (``nn.Module`` returning (N, C) logits) to a validated deploy bundle.
 
-    Writes ``model.onnx`` and ``manifest.json`` into ``out_dir`` atomically. Raises ``CheckFailed`` (and
-    leaves nothing) when the ONNX graph does not match the eager model in fp32. ``fold_bn`` folds Conv+BN in
-    PyTorch before export; ``fuse`` runs the fusion stage (``model.onnxruntime.onnx``, ``fusion_report.json``),
-    skipping the passes named in ``fuse_skip``. ``engine`` (auto|always|never) controls TensorRT plans
-    (``engine.export_engines``; ``engine_options`` an ``engine.BuildOptions``). ``precision`` (a
-    ``precision.PrecisionOptions``) adds FP16 / INT8 graphs to the same bundle.
+    The stages run in order on one ``Reference`` (the inputs, from ``images`` or seeded, and the eager logits):
+    export (``model.onnx`` + ``model.pt2``, fp32 parity), fusion (``fuse``; passes in ``fuse_skip`` skipped;
+    ``fold_bn`` folds Conv+BN in PyTorch first), precision (``precision``: a ``precision.PrecisionOptions`` or an
+    already prepared ``precision.PrecisionPlan``) and TensorRT plans (``engine`` auto|always|never,
+    ``engine_options`` a ``trt.stage.BuildOptions``). The bundle is written atomically: a failed check raises
+    ``CheckFailed`` and leaves nothing. ``inputs`` are reference inputs already loaded (``reference.make_inputs``).
     """
     import torch
 
+    from . import export_stage
+    from .reference import build_reference
     from .types import EngineMode
 
-    if EngineMode.parse(engine, "--engine") is EngineMode.ALWAYS:
+    mode = EngineMode.parse(engine, "--engine")
+    if mode is EngineMode.ALWAYS:
         from .backends import tensorrt as trt_backend
 
-        trt_backend.require()  # the same one-line error build_engines would give, before minutes of export
-
+        trt_backend.require()  # the same one-line error the build stage would give, before minutes of export
     pre = preprocessing or make_preprocessing(input_size)
     check_opset(opset)
     check_out_dir(out_dir, force)
@@ -103,89 +84,61 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
     if num_classes is None:
         with torch.no_grad():
             num_classes = int(model(torch.zeros(1, 3, *pre.input_size)).shape[-1])
-    data, data_desc = validation_data or validation_inputs(pre, images, seed)
-    prepared = None
-    if precision is not None and precision.wanted:
-        from .precision import prepare
-
-        precision.images = precision.images or images
-        prepared = prepare(precision, pre)  # bad calibration data fails here, before any export work
-    warnings = []
-    if weights.get("source") == "random":
-        warnings.append("weights are RANDOM: outputs and accuracy mean nothing; use for plumbing and timing only")
-    folded = None
     if fuse:
         from .fuse import passes_for
 
         passes_for("onnxruntime", fuse_skip)  # a bad pass name fails before any work
-    if fold_bn:
-        from .fuse.torch_fold import fold_conv_bn
+    plan = None
+    if precision is not None:
+        from .precision.stage import prepare
 
-        with step("Folding Conv+BatchNorm in PyTorch"):
-            folded = fold_conv_bn(model)
+        plan = prepare(precision, pre)  # bad calibration data fails here, before any export work
+    reference = build_reference(model, pre, images if images is not None else (plan.options.images if plan else None),
+                                seed, fallback=plan.fallback_inputs() if plan else None, inputs=inputs)
+    warnings = [RANDOM_WEIGHTS] if weights.get("source") == "random" else []
     with BundleWriter(out_dir, force=force) as bundle:
-        onnx_path = bundle.path / FP32_ONNX
-        with step("Exporting to ONNX"):
-            result = export_onnx(folded.model if folded else model, onnx_path, pre.input_size, opset, external_data,
-                                 metadata=model_metadata(arch, weights, pre, num_classes))
-        with step("Validating ONNX Runtime vs eager"):
-            parity = check_parity(model, onnx_path, data)
-        overall = parity["overall"]
-        with step("Saving the eager reference (torch.export)"):
-            save_exported_program(model, bundle.path / EAGER_PROGRAM, pre.input_size)
-        bundle.add_file(FP32_ONNX, kind="onnx", precision="fp32", target="portable", opset=result.opset)
-        bundle.add_file(EAGER_PROGRAM, kind="torch-exported-program", precision="fp32")
-        if result.external_data:
-            bundle.add_file(FP32_ONNX + ".data", kind="onnx-external-data", precision="fp32")
         bundle.manifest.update({
-            "arch": arch,
-            "weights": weights,
-            "num_classes": num_classes,
+            "arch": arch, "weights": weights, "num_classes": num_classes,
             "input": {"name": INPUT_NAME, "shape": [-1, 3, *pre.input_size], "dtype": "float32", "layout": "NCHW",
                       "dynamic_axes": {"0": "batch"}},
             "outputs": [{"name": OUTPUT_NAME, "shape": [-1, num_classes], "dtype": "float32"}],
-            "preprocessing": pre.to_dict(),
-            "export": {"opset": result.opset, "seconds": round(result.seconds, 2), "exporter": "torch.onnx dynamo",
-                       "nodes": result.node_count, "op_counts": result.op_counts},
-            "validation": {"fp32": {
-                "backend": "onnxruntime-cpu", "reference": "torch eager fp32", "inputs": data_desc,
-                "batches": list(VALIDATION_BATCHES), **overall.to_dict(),
-                "per_batch": {str(b): p.to_dict() for b, p in parity["per_batch"].items()},
-                "passed": overall.passes(validate.FP32_MIN_COSINE, validate.FP32_MIN_AGREEMENT),
-            }},
-            "warnings": warnings,
-        })
-        validate.require_parity("fp32 ONNX graph vs eager", overall, validate.FP32_MIN_COSINE,
-                                validate.FP32_MIN_AGREEMENT, where=lambda: locate_nonfinite(model, onnx_path, data))
+            "preprocessing": pre.to_dict(), "warnings": warnings})
+        result = BundleResult(bundle.out, bundle.manifest, None, warnings)
+        result.export = export_stage.run(bundle, reference, export_stage.ExportOptions(
+            pre.input_size, opset, external_data, model_metadata(arch, weights, pre, num_classes), fold_bn))
+        result.parity = result.export.parity
         if fuse:
-            from .fuse.stage import fuse_bundle
+            from .fuse import stage as fuse_stage
 
-            with step("Fusing (portable, onnxruntime) and validating vs eager"):
-                fuse_bundle(bundle, eager=model, data=data, skip=fuse_skip,
-                            torch_fold=folded.to_dict() if folded else None)
-        if prepared is not None:
-            from .precision import apply_precision
+            result.fusion = fuse_stage.run(bundle, reference, fuse_stage.FuseOptions(
+                skip=tuple(fuse_skip), torch_fold=result.export.torch_fold))
+        if plan is not None:
+            from .precision import stage as precision_stage
 
-            # its warnings go into manifest["warnings"], which is this ``warnings`` list
-            apply_precision(bundle, precision, prepared, eager=model)
-        from .trt.stage import export_engines
+            result.precision = precision_stage.run(bundle, reference, plan)
+            warnings.extend(result.precision.warnings)
+        from .trt import stage as trt_stage
 
-        export_engines(bundle, engine, engine_options, images=images, seed=seed)
-        manifest = bundle.manifest
-    return BundleResult(bundle.out, manifest, overall, warnings)
+        result.engines = trt_stage.export_engines(bundle, reference, mode, engine_options)
+        warnings.extend(result.engines.warnings)
+        bundle.manifest["warnings"] = result.warnings = list(dict.fromkeys(warnings))
+    return result
 
 
 def export_arch(arch: str, out_dir: "str | Path", *, weights: str = "random", num_classes: int = 1000,
                 input_size="224", resize: int | None = None, mean=None, std=None, seed: int = 0,
                 **kwargs) -> BundleResult:
     """Export a torchvision ResNet-family model by name (see ``registry.ARCHS``) to a validated bundle."""
-    # Everything that can be checked cheaply is checked before the model is loaded.
+    # Everything that can be checked cheaply is checked (and the data loaded) before the model is loaded.
     pre = make_preprocessing(input_size, resize, mean, std)
     check_opset(kwargs.get("opset", DEFAULT_OPSET))
     check_out_dir(out_dir, kwargs.get("force", False))
     if kwargs.get("precision") is not None:
-        kwargs["precision"].check()  # option errors before loading anything
-    kwargs.setdefault("validation_data", validation_inputs(pre, kwargs.get("images"), seed))
+        from .precision.stage import prepare
+
+        kwargs["precision"] = prepare(kwargs["precision"], pre)
+    if kwargs.get("images") is not None and kwargs.get("inputs") is None:
+        kwargs["inputs"] = make_inputs(pre, kwargs["images"], seed=seed)
     with step(f"Loading {arch} ({weights} weights)"):
         loaded: LoadedModel = load_model(arch, weights, num_classes, seed)
     return export(loaded.model, out_dir, preprocessing=pre, arch=arch, weights=loaded.weights,

@@ -8,22 +8,20 @@ bundle with ``BundleUpdate``, which writes each file under a temporary name and 
 from __future__ import annotations
 
 import datetime as _dt
+import enum
 import json
 import logging
-import os
 import platform
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from .errors import CheckFailed, UserError
-from .files import StagedDir, check_output, locked, rename_no_replace, sha256_file, write_json_atomic
+from .files import StagedDir, StagedFiles, check_output, locked, sha256_file, write_json_atomic
+from .layout import MANIFEST, Kind
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
 
 
 def toolchain_versions() -> dict:
@@ -47,7 +45,9 @@ def check_out_dir(out: "str | Path", force: bool) -> Path:
 
 
 def file_entry(path: Path, **info) -> dict:
-    return {"size": path.stat().st_size, "sha256": sha256_file(path), **{k: v for k, v in info.items() if v is not None}}
+    """A manifest file entry: size, sha256 and tags (kind, precision, target ...; enums stored as their value)."""
+    tags = {k: str(v) if isinstance(v, enum.Enum) else v for k, v in info.items() if v is not None}
+    return {"size": path.stat().st_size, "sha256": sha256_file(path), **tags}
 
 
 class BundleWriter(StagedDir):
@@ -95,8 +95,7 @@ class BundleUpdate:
         self.manifest = read_manifest(self.out)
         self.force = force
         self.path: Path | None = None
-        self._added: list[str] = []
-        self._lock = None
+        self._lock = self._stage = None
 
     def __enter__(self) -> "BundleUpdate":
         busy = f"bundle {str(self.out)!r} is being changed by another resnet-deploy process: wait for it to finish"
@@ -104,7 +103,8 @@ class BundleUpdate:
         self._lock.__enter__()
         try:
             self.manifest = read_manifest(self.out)  # as it is now, under the lock
-            self.path = Path(tempfile.mkdtemp(prefix=".stage-", dir=self.out))
+            self._stage = StagedFiles(self.out, self.force, "bundle file").__enter__()
+            self.path = self._stage.path
         except BaseException:
             self._lock.__exit__(None, None, None)
             raise
@@ -116,24 +116,15 @@ class BundleUpdate:
             raise UserError(f"{str(self.out / name)!r} already exists: pass --force to replace it")
         entry = file_entry(self.path / name, **info)
         self.manifest["files"][name] = entry
-        self._added.append(name)
+        self._stage.keep(name)
         return entry
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
+            self._stage.__exit__(exc_type, exc, tb)
             if exc_type is None:
-                for name in self._added:
-                    if self.force:
-                        os.replace(self.path / name, self.out / name)
-                    else:
-                        try:
-                            rename_no_replace(self.path / name, self.out / name)
-                        except FileExistsError:
-                            raise UserError(f"{str(self.out / name)!r} already exists: pass --force to replace "
-                                            "it") from None
                 write_json_atomic(self.out / MANIFEST, self.manifest)
         finally:
-            shutil.rmtree(self.path, ignore_errors=True)
             self._lock.__exit__(None, None, None)
 
 
@@ -211,7 +202,7 @@ def load_eager(bundle):
     else:
         manifest = read_manifest(bundle)
         where, label = (lambda n: verified(bundle, manifest, n)), bundle
-    names = find_artifacts(manifest, kind="torch-exported-program")
+    names = find_artifacts(manifest, kind=Kind.EAGER)
     if not names:
         raise UserError(f"bundle {str(label)!r} has no eager reference (model.pt2): re-export it")
     return load_exported_program(where(names[0]))

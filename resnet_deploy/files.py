@@ -35,12 +35,17 @@ def sha256_file(path: "str | Path", chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def write_json_atomic(path: "str | Path", data: dict) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file and a rename (readers never see half)."""
+def write_bytes_atomic(path: "str | Path", data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename (readers never see half a file)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: "str | Path", data: dict) -> None:
+    """Write ``data`` as JSON to ``path`` atomically."""
+    write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=False, default=str) + "\n").encode())
 
 
 def exists_error(what: str, path: Path) -> UserError:
@@ -175,3 +180,30 @@ def write_file_no_replace(src: "str | Path", dst: "str | Path", force: bool, wha
         rename_no_replace(src, dst)
     except FileExistsError:
         raise UserError(f"{what} {str(dst)!r} exists: pass --force to replace it") from None
+
+
+class StagedFiles:
+    """Files written into a hidden folder inside ``folder`` (``path``), then moved into ``folder`` one by one in
+    the order given to ``keep`` (put the file that makes the set usable last). Without ``force`` an existing
+    file is refused, even one that appeared meanwhile; on failure the staging folder is removed."""
+
+    def __init__(self, folder: "str | Path", force: bool = False, what: str = "output"):
+        self.folder, self.force, self.what = Path(folder), force, what
+        self.path: Path | None = None
+        self._keep: list[str] = []
+
+    def __enter__(self) -> "StagedFiles":
+        self.path = Path(tempfile.mkdtemp(prefix=".stage-", dir=self.folder))
+        return self
+
+    def keep(self, *names: str) -> None:
+        """Move these files (written under ``path``) into the folder when the block succeeds, in this order."""
+        self._keep.extend(n for n in names if n not in self._keep)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                for name in self._keep:
+                    write_file_no_replace(self.path / name, self.folder / name, self.force, self.what)
+        finally:
+            shutil.rmtree(self.path, ignore_errors=True)

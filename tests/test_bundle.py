@@ -45,12 +45,13 @@ class Boom(RuntimeError):
 
 @pytest.mark.parametrize("exc", [Boom, KeyboardInterrupt])
 def test_failure_mid_export_leaves_nothing(tmp_path, monkeypatch, exc):
-    import resnet_deploy.api as api
+    import resnet_deploy.export_stage as export_stage
 
     def fail(*a, **k):
         raise exc("injected")
 
-    monkeypatch.setattr(api, "check_parity", fail)  # after model.onnx is written, before the bundle is complete
+    # after model.onnx is written and validated, before the bundle is complete
+    monkeypatch.setattr(export_stage, "save_exported_program", fail)
     with pytest.raises(exc):
         export_arch("resnet18", tmp_path / "out", weights="random", input_size=SMALL)
     assert leftovers(tmp_path, "out") == []

@@ -90,21 +90,25 @@ def test_every_stage_check_treats_nan_as_failure():
     """The helpers the precision gate, the plan check and the benchmark use: NaN rows are misses, never a pass."""
     from resnet_deploy.bench.harness import accuracy_fields
     from resnet_deploy.trt.stage import _check_accuracy
-    from resnet_deploy.precision import gate
+    from resnet_deploy.precision import budget
     from resnet_deploy.validate import topk_accuracy
 
     ref = np.eye(4, dtype=np.float32) * 5
     labels = np.arange(4)
     nan = np.full((4, 4), np.nan, np.float32)  # argmax of NaN rows is 0: label 0 used to count as a hit
     assert topk_accuracy(nan, labels, 1) == 0.0 and topk_accuracy(nan, labels, 5) == 0.0
-    acc = gate.accuracy(nan, ref, labels)
-    assert acc.top1 == 0.0 and acc.agreement == 0.0 and acc.nonfinite and gate.drop(gate.accuracy(ref, ref, labels), acc) == 100
+    acc = budget.accuracy(nan, ref, labels)
+    assert acc.top1 == 0.0 and acc.agreement == 0.0 and acc.nonfinite
+    assert budget.drop(budget.accuracy(ref, ref, labels), acc) == 100
     fields = accuracy_fields(nan, ref, labels)
     assert fields["nonfinite"].startswith("eager fp32") is False and "this backend output has 16 NaN" in fields["nonfinite"]
     assert fields["cosine"] is None and fields["top1"] == 0.0
     assert "nonfinite" not in accuracy_fields(ref, ref, labels)  # finite rows keep the schema-1 accuracy block
-    bad = compare(ref, nan, candidate_name="plan").to_dict()
-    record = {**bad, "batches": [1, 4], "bar": {"min_cosine": 0.98, "min_top1_agreement": 0.75}, "passed": False}
+    from resnet_deploy.layout import validation_record
+    from resnet_deploy.validate import BARS
+
+    record = validation_record(compare(ref, nan, candidate_name="plan"), BARS["int8"], backend="tensorrt",
+                               inputs="test", batches=[1, 4])
     with pytest.raises(CheckFailed, match="model.int8.plan vs eager at batches .1, 4.: not finite: plan output"):
         _check_accuracy("model.int8.plan", "int8", record, [])  # an int8 plan below its bar only warns, NaN fails
 

@@ -445,24 +445,26 @@ def test_export_engine_bad_value_fails_fast(tmp_path):
 def test_plan_accuracy_checks_every_profile_batch(r18_bundle):
     """The accuracy helper with real runners (ONNX Runtime standing in for a plan): min, opt and max batch."""
     from resnet_deploy.backends.onnxruntime import OnnxRuntimeRunner
-    from resnet_deploy.backends.torch_eager import TorchRunner
-    from resnet_deploy.trt.stage import accuracy_inputs
+    from resnet_deploy.preprocess import Preprocessing
+    from resnet_deploy.reference import build_reference
 
     profile = BatchProfile.parse("1:3:5")
-    data, desc = accuracy_inputs([-1, 3, 64, 64], profile.max, seed=1)
-    assert data.shape == (5, 3, 64, 64) and desc.startswith("random:5")
-    with TorchRunner(bundle_mod.load_eager(r18_bundle)) as eager, OnnxRuntimeRunner(r18_bundle / "model.onnx") as ort:
-        acc = plan_accuracy(eager, ort, data, profile, "fp32")
+    pre = Preprocessing.from_dict(bundle_mod.read_manifest(r18_bundle)["preprocessing"])
+    reference = build_reference(bundle_mod.load_eager(r18_bundle), pre, seed=1)
+    assert reference.inputs(profile.max).shape == (5, 3, 64, 64) and reference.description.startswith("random:16")
+    with OnnxRuntimeRunner(r18_bundle / "model.onnx") as ort:
+        acc = plan_accuracy(reference, ort, profile, "fp32")
     assert acc["batches"] == [1, 3, 5] and set(acc["per_batch"]) == {"1", "3", "5"}
     assert acc["samples"] == 1 + 3 + 5 and acc["passed"] is True
+    assert acc["bar"] == {"min_cosine": 0.99999, "min_top1_agreement": 1.0}
 
     class Broken:  # a candidate that is wrong only at the max batch must fail the check
         def infer(self, x):
             y = ort.infer(x)
             return y[:, ::-1].copy() if len(x) == profile.max else y
 
-    with TorchRunner(bundle_mod.load_eager(r18_bundle)) as eager, OnnxRuntimeRunner(r18_bundle / "model.onnx") as ort:
-        acc = plan_accuracy(eager, Broken(), data, profile, "fp32")
+    with OnnxRuntimeRunner(r18_bundle / "model.onnx") as ort:
+        acc = plan_accuracy(reference, Broken(), profile, "fp32")
     assert acc["passed"] is False and acc["per_batch"]["5"]["cosine"] < 0.99 and acc["per_batch"]["1"]["cosine"] > 0.9999
 
 

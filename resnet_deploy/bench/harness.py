@@ -66,21 +66,19 @@ class BenchConfig:
 
 
 def accuracy_inputs(manifest: dict, cfg: BenchConfig) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """Inputs for the accuracy columns: preprocessed images (labels from an ImageFolder layout) or seeded
-    standard-normal tensors (at least the largest batch, so every batch size runs full batches)."""
-    from ..preprocess import Preprocessing, load_images
+    """Inputs for the accuracy columns (``reference.make_inputs``, the builder every stage uses): preprocessed
+    images (labels from an ImageFolder layout), or seeded standard-normal tensors (at least the largest batch,
+    so every batch size runs full batches)."""
+    from ..preprocess import Preprocessing
+    from ..reference import make_inputs
 
     pre = Preprocessing.from_dict(manifest["preprocessing"])
-    if cfg.images:
-        imgs = load_images(cfg.images, pre, limit=cfg.samples, what="--images")
-        if imgs.labels is not None and int(imgs.labels.max()) >= int(manifest.get("num_classes", 0)):
-            raise UserError(f"--images {cfg.images!r} has {len(imgs.class_names)} class folders but the model "
-                            f"has {manifest.get('num_classes')} classes")
-        desc = imgs.describe(cfg.images) + ("" if imgs.labels is not None else " (no labels)")
-        return imgs.data, imgs.labels, desc
     n = cfg.samples or max(DEFAULT_RANDOM_SAMPLES, max(cfg.batches))
-    data = np.random.default_rng(cfg.seed).standard_normal((n, 3, *pre.input_size), dtype=np.float32)
-    return data, None, f"random:{n} seed={cfg.seed}"
+    data, labels, desc = make_inputs(pre, cfg.images, limit=cfg.samples, random_samples=n, seed=cfg.seed)
+    if labels is not None and int(labels.max()) >= int(manifest.get("num_classes", 0)):
+        raise UserError(f"--images {cfg.images!r} has {int(labels.max()) + 1} class folders but the model has "
+                        f"{manifest.get('num_classes')} classes")
+    return data, labels, desc + ("" if cfg.images is None or labels is not None else " (no labels)")
 
 
 def accuracy_fields(logits: np.ndarray, reference: np.ndarray | None, labels: np.ndarray | None) -> dict:

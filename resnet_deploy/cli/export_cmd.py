@@ -78,15 +78,6 @@ def export(arch, weights, num_classes, input_size, resize, mean, std, opset, ext
         con.print(f"fused {target}: {f['nodes_before']} -> {f['nodes_after']} nodes, parity vs eager: "
                   f"{fmt_parity(f['parity'])}")
     print_summary(con, res.manifest)
-    _print_engines(res.manifest)
+    print_plans(res.engines)
     for name, e in res.manifest["files"].items():
         con.print(f"  {name}  {e['size'] / 2**20:.1f} MiB  sha256 {e['sha256'][:12]}")
-
-
-def _print_engines(manifest: dict) -> None:
-    from ..trt.stage import EngineBuildResult, PlanResult
-
-    eng = manifest.get("engines", {})
-    plans = [PlanResult(n, i["precision"], i, manifest.get("validation", {}).get(n))
-             for n, i in eng.get("plans", {}).items()]
-    print_plans(EngineBuildResult(plans, skipped=eng.get("reason") if eng.get("status") == "skipped" else None))

@@ -76,15 +76,13 @@ def fuse(source, out_file, target, skip, list_, report, quiet, force, as_json, v
     if source is None:
         raise UserError("missing SOURCE: give an .onnx file (with -o) or a bundle folder (or --list)")
     if Path(source).is_dir():
-        from ..bundle import BundleUpdate
         from ..fuse.stage import fuse_bundle
 
         if out_file:
             raise UserError("-o is for an .onnx SOURCE; a bundle is fused in place")
-        with BundleUpdate(source, force=force) as bundle:
-            res = fuse_bundle(bundle, skip=skip, force=force)
+        res, manifest = fuse_bundle(source, skip=skip, force=force)
         if as_json:
-            emit_json(bundle_json(bundle.manifest, bundle.out))
+            emit_json(bundle_json(manifest, Path(source).absolute()))
             return
         for t, rep in res.report["targets"].items():
             print_report(rep, details=not quiet and t == "onnxruntime")

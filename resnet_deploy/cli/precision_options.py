@@ -55,7 +55,7 @@ def print_summary(con, manifest: dict) -> None:
                   f"{' (cache reused)' if c['reused_cache'] else ''}; gate on {i['gate_data']}")
         for target, t in i["targets"].items():
             acc = t["int8"]
-            metric = (f"top-1 {t['fp32']['top1']:.2f}% -> {acc['top1']:.2f}%" if acc.get("top1") is not None
-                      else f"agreement {acc['agreement']:.2f}%")
+            metric = (f"top-1 {t['fp32']['top1']:.2%} -> {acc['top1']:.2%}" if acc.get("top1") is not None
+                      else f"agreement {acc['agreement']:.2%}")
             con.print(f"  {target}: {t['file']}  {metric}, drop {t['drop_points']:.2f} points "
                       f"(max {i['max_drop']}); excluded: {', '.join(t['excluded_layers']) or 'none'}")

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from ..files import write_file_no_replace
+from ..files import StagedFiles
 from ..types import Target
 from ..onnx_graph import Graph, op_counts
 from .passes import PASSES, PassResult, get_pass
@@ -129,11 +127,7 @@ def fuse_file(src: "str | Path", dst: "str | Path", target: "Target | str" = Tar
     model = load_onnx(src)
     res = fuse_model(model, target, skip)
     # Write into a temporary folder beside dst, then move: a failure leaves nothing half-written.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
-    try:
-        save_onnx(model, tmp / dst.name)
-        for f in sorted(tmp.iterdir(), key=lambda f: f.name == dst.name):  # the graph last, after its data
-            write_file_no_replace(f, dst.parent / f.name, force, "output")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with StagedFiles(dst.parent, force) as stage:
+        save_onnx(model, stage.path / dst.name)
+        stage.keep(*sorted((f.name for f in stage.path.iterdir()), key=lambda n: n == dst.name))  # graph last
     return res

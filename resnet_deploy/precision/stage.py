@@ -2,37 +2,47 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from .. import validate
-from ..bundle import find_artifacts, load_eager, locate, write_json_atomic
+from .. import layout, validate
+from ..bundle import find_artifacts, locate
 from ..errors import CheckFailed, UserError
-from ..preprocess import Preprocessing, load_images
+from ..files import write_json_atomic
+from ..layout import Kind
 from ..progress import step
+from ..reference import Reference
 from ..types import CalibMethod, Target
+from . import budget, quantize_ort, quantize_trt
 from . import calibrate as cal
 from . import fp16 as fp16_mod
-from . import gate, quantize_ort, quantize_trt
 from .data import DataSet, check_path, load_calibration, load_dataset
 
 log = logging.getLogger(__name__)
 
-FP32_ONNX = "model.onnx"
-FP16_ONNX = "model.fp16.onnx"
-CALIB_CACHE = "calibration.json"
-CHECK_SAMPLES = 64
-FP16_MIN_COSINE = 0.9999
-FP16_MIN_AGREEMENT = 0.99
-INT8_TARGETS = (Target.TENSORRT, Target.ONNXRUNTIME)
-WRITERS = {Target.TENSORRT: (quantize_trt, True), Target.ONNXRUNTIME: (quantize_ort, False)}
+
+@dataclass(frozen=True)
+class Int8Writer:
+    """How the INT8 graph of one target is written: which tensors to calibrate, the Q/DQ placement, and whether
+    activations are symmetric int8 (TensorRT) or asymmetric uint8 (ONNX Runtime on x86)."""
+
+    tensors_to_calibrate: Callable
+    quantize: Callable
+    symmetric: bool
+
+    @property
+    def activations(self) -> str:
+        return "int8 symmetric" if self.symmetric else "uint8 asymmetric"
 
 
-def int8_name(target: Target) -> str:
-    return f"model.int8.{target}.onnx"
+INT8_WRITERS = {
+    Target.TENSORRT: Int8Writer(quantize_trt.tensors_to_calibrate, quantize_trt.quantize, symmetric=True),
+    Target.ONNXRUNTIME: Int8Writer(quantize_ort.tensors_to_calibrate, quantize_ort.quantize, symmetric=False),
+}
+INT8_TARGETS = tuple(INT8_WRITERS)
 
 
 def parse_targets(value) -> tuple:
@@ -66,7 +76,7 @@ class PrecisionOptions:
     targets: tuple = INT8_TARGETS
     val: "str | Path | None" = None
     max_drop: float = 1.0
-    images: "str | Path | None" = None  # real images for the fp16 / int8 parity check
+    images: "str | Path | None" = None  # real images for the reference (fp16 / int8 parity checks)
 
     @property
     def wanted(self) -> bool:
@@ -81,7 +91,7 @@ class PrecisionOptions:
             raise UserError("--calib / --val only apply with --int8")
         self.calib_method = CalibMethod.parse(self.calib_method, "--calib-method")
         self.percentile = cal.check_percentile(self.percentile)
-        self.max_drop = gate.check_max_drop(self.max_drop)
+        self.max_drop = budget.check_max_drop(self.max_drop)
         self.targets = parse_targets(self.targets)
         if int(self.calib_size) < 1:
             raise UserError(f"--calib-size {self.calib_size} must be >= 1")
@@ -95,36 +105,33 @@ class PrecisionOptions:
 
 
 @dataclass
-class PreparedData:
-    """Everything read from disk, loaded before the export so that bad data fails before any work."""
+class PrecisionPlan:
+    """Checked options (a copy: the caller's object is not changed) and the data they name, loaded before the
+    export so that bad data fails before any work."""
 
+    options: PrecisionOptions
     calib: DataSet | None = None
     val: DataSet | None = None
-    check: np.ndarray | None = None
-    check_desc: str = ""
-    val_reference: np.ndarray | None = None  # eager logits of ``val``, filled by ``apply_precision``
+
+    def fallback_inputs(self):
+        """Reference inputs when the run has no ``--images``: the held-out set, else the calibration set."""
+        for what, ds in (("--val", self.val), ("--calib", self.calib)):
+            if ds is not None:
+                return ds.data, ds.labels, f"{what} {ds.source}"
+        return None
 
 
-def prepare(options: PrecisionOptions, pre: Preprocessing) -> PreparedData:
-    """Validate the options and load calibration / validation / check data with the bundle's preprocessing."""
-    options.check()
-    out = PreparedData()
+def prepare(options: "PrecisionOptions | PrecisionPlan", pre) -> PrecisionPlan:
+    """Check the options once and load calibration / validation data with the bundle's preprocessing."""
+    if isinstance(options, PrecisionPlan):
+        return options
+    options = dataclasses.replace(options).check()
+    plan = PrecisionPlan(options)
     if options.int8:
-        out.calib = load_calibration(options.calib, pre, int(options.calib_size))
+        plan.calib = load_calibration(options.calib, pre, int(options.calib_size))
         if options.val is not None:
-            out.val = load_dataset(options.val, pre, None, "--val")
-    if options.images is not None:
-        imgs = load_images(options.images, pre, limit=CHECK_SAMPLES, what="--images")
-        out.check, out.check_desc = imgs.data, imgs.describe(options.images)
-    elif out.val is not None:
-        out.check, out.check_desc = out.val.data[:CHECK_SAMPLES], f"--val {out.val.source} (first {CHECK_SAMPLES})"
-    elif out.calib is not None:
-        out.check, out.check_desc = out.calib.data[:CHECK_SAMPLES], f"--calib {out.calib.source} (first {CHECK_SAMPLES})"
-    else:
-        rng = np.random.default_rng(0)
-        out.check = rng.standard_normal((16, 3, *pre.input_size), dtype=np.float32)
-        out.check_desc = "random:16 seed=0 (pass --images for real ones)"
-    return out
+            plan.val = load_dataset(options.val, pre, None, "--val")
+    return plan
 
 
 @dataclass
@@ -135,37 +142,28 @@ class PrecisionResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _eager_logits(eager, data: np.ndarray, batch: int = 16) -> np.ndarray:
-    """Eager fp32 logits of ``data``, in chunks of ``batch``."""
-    from ..backends.torch_eager import TorchRunner
-
-    with TorchRunner(eager) as runner:
-        return validate.run_batches(runner, data, batch)
-
-
-def add_fp16(bundle, options: PrecisionOptions, data: PreparedData, reference: np.ndarray) -> dict:
+def add_fp16(bundle, plan: PrecisionPlan, reference: Reference, held_out: Reference | None) -> dict:
     import onnx
 
+    options = plan.options
     with step("Converting to FP16"):
-        g = fp16_mod.convert(onnx.load(str(locate(bundle, FP32_ONNX))), options.fp16_io)
-        fp16_mod.save(g, bundle.path / FP16_ONNX)
+        g = fp16_mod.convert(onnx.load(str(locate(bundle, layout.FP32_ONNX))), options.fp16_io)
+        fp16_mod.save(g, bundle.path / layout.FP16_ONNX)
     with step("Validating FP16 vs eager"):
-        parity = validate.compare(reference, gate.run_graph(g.model, data.check))
-    passed = parity.passes(FP16_MIN_COSINE, FP16_MIN_AGREEMENT)
-    bundle.manifest.setdefault("validation", {})["fp16"] = {
-        "backend": "onnxruntime-cpu", "reference": "torch eager fp32", "inputs": data.check_desc,
-        **parity.to_dict(), "min_cosine": FP16_MIN_COSINE, "min_agreement": FP16_MIN_AGREEMENT, "passed": passed}
-    validate.require_parity("fp16 graph vs eager", parity, FP16_MIN_COSINE, FP16_MIN_AGREEMENT,
-                            where=lambda: validate.first_nonfinite_node(g.model, data.check))
-    bundle.add_file(FP16_ONNX, kind="onnx", precision="fp16", target="portable",
-                    io="fp16" if options.fp16_io else "fp32")
-    out = {"file": FP16_ONNX, "io": "fp16" if options.fp16_io else "fp32 (Cast at the edges)",
+        parity = validate.compare(reference.logits(), budget.run_graph(g.model, reference.inputs()))
+    bar = reference.bar("fp16")
+    layout.record_validation(bundle.manifest, "fp16", layout.validation_record(
+        parity, bar, backend="onnxruntime-cpu", inputs=reference.describe(), batches=[budget.EVAL_BATCH]))
+    validate.require_parity("fp16 graph vs eager", parity, bar, where=lambda: reference.locate_nonfinite(g.model))
+    io = "fp16" if options.fp16_io else "fp32"
+    bundle.add_file(layout.FP16_ONNX, kind=Kind.ONNX, precision="fp16", target="portable", io=io)
+    out = {"file": layout.FP16_ONNX, "io": "fp16" if options.fp16_io else "fp32 (Cast at the edges)",
            "kept_fp32": g.kept_fp32, "cosine": parity.cosine, "top1_agreement": parity.top1_agreement}
-    if data.val is not None:  # accuracy on the held-out set, as for INT8 (recorded, not gated)
-        ref = data.val_reference
-        fp32 = gate.accuracy(ref, ref, data.val.labels)
-        acc = gate.accuracy(gate.run_graph(g.model, data.val.data), ref, data.val.labels)
-        out.update({"fp32": fp32.to_dict(), "fp16": acc.to_dict(), "drop_points": round(gate.drop(fp32, acc), 3)})
+    if held_out is not None:  # accuracy on the held-out set, as for INT8 (recorded, not gated)
+        ref = held_out.logits()
+        fp32 = budget.accuracy(ref, ref, held_out.labels)
+        acc = budget.accuracy(budget.run_graph(g.model, held_out.inputs()), ref, held_out.labels)
+        out.update({"fp32": fp32.to_dict(), "fp16": acc.to_dict(), "drop_points": round(budget.drop(fp32, acc), 3)})
     return out
 
 
@@ -173,55 +171,56 @@ def _cache_paths(bundle, options: PrecisionOptions) -> list[Path]:
     paths = []
     if options.calib_cache is not None:
         paths.append(Path(options.calib_cache))
-    paths.append(bundle.out / CALIB_CACHE)
+    paths.append(bundle.out / layout.CALIBRATION)
     return paths
 
 
-def run_calibration(bundle, options: PrecisionOptions, data: PreparedData, model) -> cal.Calibration:
+def run_calibration(bundle, plan: PrecisionPlan, model) -> cal.Calibration:
+    options = plan.options
     tensors: list[str] = []
     for t in options.targets:
-        for name in WRITERS[t][0].tensors_to_calibrate(model):
+        for name in INT8_WRITERS[t].tensors_to_calibrate(model):
             if name not in tensors:
                 tensors.append(name)
-    with step(f"Calibrating ({options.calib_method}, {len(data.calib.data)} samples, {len(tensors)} tensors)"):
-        return cal.calibrate(locate(bundle, FP32_ONNX), tensors, data.calib.data, data.calib.sha256(),
+    with step(f"Calibrating ({options.calib_method}, {len(plan.calib.data)} samples, {len(tensors)} tensors)"):
+        return cal.calibrate(locate(bundle, layout.FP32_ONNX), tensors, plan.calib.data, plan.calib.sha256(),
                              options.calib_method, options.percentile, caches=_cache_paths(bundle, options))
 
 
-def add_int8(bundle, options: PrecisionOptions, data: PreparedData, reference: np.ndarray, eager) -> dict:
+def add_int8(bundle, plan: PrecisionPlan, reference: Reference, held_out: Reference | None) -> dict:
     import onnx
 
-    model = onnx.load(str(locate(bundle, FP32_ONNX)))
-    calibration = run_calibration(bundle, options, data, model)
-    write_json_atomic(bundle.path / CALIB_CACHE, calibration.to_json())
-    bundle.add_file(CALIB_CACHE, kind="calibration-cache", precision="int8")
+    options = plan.options
+    model = onnx.load(str(locate(bundle, layout.FP32_ONNX)))
+    calibration = run_calibration(bundle, plan, model)
+    write_json_atomic(bundle.path / layout.CALIBRATION, calibration.to_json())
+    bundle.add_file(layout.CALIBRATION, kind=Kind.CALIBRATION, precision="int8")
     if options.calib_cache is not None:
         write_json_atomic(Path(options.calib_cache), calibration.to_json())
-    if data.val is not None:
-        gate_data, labels, gate_ref = data.val.data, data.val.labels, data.val_reference
-        gate_desc = f"--val {data.val.source}" + (" (labelled)" if labels is not None else " (agreement with eager)")
-    else:
-        gate_data, labels, gate_ref, gate_desc = data.check, None, reference, f"{data.check_desc} (agreement)"
+    gate = held_out or reference  # held-out data (labelled: top-1; else agreement) or the reference inputs
+    labels = held_out.labels if held_out is not None else None
+    gate_desc = (f"{held_out.description}" + (" (labelled)" if labels is not None else " (agreement with eager)")
+                 if held_out is not None else f"{reference.description} (agreement)")
     out = {"calibration": {"method": str(calibration.method), "percentile": calibration.percentile,
-                           "num_samples": calibration.num_samples, "source": data.calib.source,
+                           "num_samples": calibration.num_samples, "source": plan.calib.source,
                            "seconds": round(calibration.seconds, 2), "reused_cache": calibration.reused,
-                           "skipped": data.calib.skipped},
+                           "skipped": plan.calib.skipped},
            "max_drop": options.max_drop, "gate_data": gate_desc, "targets": {}}
     failures = []
     for target in options.targets:
-        writer, symmetric = WRITERS[target]
+        writer = INT8_WRITERS[target]
         with step(f"Quantizing INT8 for {target} and checking accuracy"):
-            res = gate.gated_quantize(model, calibration.ranges, writer.quantize, symmetric, gate_data, gate_ref,
-                                      labels, options.max_drop)
-        name = int8_name(target)
-        parity = validate.compare(reference, gate.run_graph(res.graph.model, data.check))
+            res = budget.quantize_within_budget(model, calibration.ranges, writer.quantize, writer.symmetric,
+                                                gate.inputs(), gate.logits(), labels, options.max_drop)
+        name = layout.int8_onnx(target)
+        parity = validate.compare(reference.logits(), budget.run_graph(res.graph.model, reference.inputs()))
         out["targets"][str(target)] = {
             "file": name, "fp32": res.fp32.to_dict(), "int8": res.int8.to_dict(), "drop_points": round(res.drop, 3),
             "passed": res.passed, "excluded_layers": res.excluded, "kept_higher_precision": res.graph.kept,
             "quantized_convs": len(res.graph.quantized), "attempts": res.attempts,
-            "parity_vs_eager": {"inputs": data.check_desc, **parity.to_dict()},
-            "activations": "int8 symmetric" if symmetric else "uint8 asymmetric",
-            "weights": "int8 symmetric per-channel"}
+            "parity_vs_eager": layout.validation_record(parity, reference.bar("int8"), backend="onnxruntime-cpu",
+                                                        inputs=reference.describe(), batches=[budget.EVAL_BATCH]),
+            "activations": writer.activations, "weights": "int8 symmetric per-channel"}
         if not res.passed:
             why = (f"its logits are not finite ({res.int8.nonfinite})" if res.int8.nonfinite else
                    f"top-1 drop {res.drop:.2f} points > --max-drop {options.max_drop}")
@@ -229,7 +228,7 @@ def add_int8(bundle, options: PrecisionOptions, data: PreparedData, reference: n
             continue
         onnx.save(res.graph.model, str(bundle.path / name))
         onnx.checker.check_model(str(bundle.path / name), full_check=True)
-        bundle.add_file(name, kind="onnx", precision="int8", target=str(target),
+        bundle.add_file(name, kind=Kind.ONNX, precision="int8", target=str(target),
                         calibration=str(calibration.method))
     bundle.manifest.setdefault("precision", {})["int8"] = out
     if failures:
@@ -237,47 +236,48 @@ def add_int8(bundle, options: PrecisionOptions, data: PreparedData, reference: n
     return out
 
 
-def apply_precision(bundle, options: PrecisionOptions, data: PreparedData, eager=None) -> PrecisionResult:
-    """Add the FP16 and/or INT8 graphs to ``bundle`` (a ``BundleWriter`` or ``BundleUpdate``).
-
-    ``eager`` is the fp32 reference module (default: the bundle's ``model.pt2``). Raises ``CheckFailed`` when a
-    graph misses its bar; the caller's bundle context then discards everything written.
-    """
-    eager = eager if eager is not None else load_eager(bundle)
-    reference = _eager_logits(eager, data.check)
-    if data.val is not None:
-        data.val_reference = _eager_logits(eager, data.val.data)
+def run(bundle, reference: Reference, plan: PrecisionPlan) -> PrecisionResult:
+    """The precision stage on a ``BundleWriter`` or ``BundleUpdate``: FP16 and/or INT8 graphs, checked against the
+    reference (and, for the INT8 budget, the held-out ``--val`` set). Raises ``CheckFailed`` when a graph misses
+    its bar; the caller's bundle context then discards everything written."""
+    options = plan.options
+    held_out = None
+    if plan.val is not None:
+        held_out = reference.with_inputs(plan.val.data, f"--val {plan.val.source}", plan.val.labels)
     result = PrecisionResult()
     section = bundle.manifest.setdefault("precision", {})
     if options.fp16:
-        result.fp16 = section["fp16"] = add_fp16(bundle, options, data, reference)
-        result.files.append(FP16_ONNX)
+        result.fp16 = section["fp16"] = add_fp16(bundle, plan, reference, held_out)
+        result.files.append(layout.FP16_ONNX)
     if options.int8:
-        if data.calib.warnings:
-            bundle.manifest.setdefault("warnings", []).extend(data.calib.warnings)
-            result.warnings.extend(data.calib.warnings)
-        result.int8 = add_int8(bundle, options, data, reference, eager)
-        result.files += [CALIB_CACHE] + [int8_name(t) for t in options.targets]
+        result.warnings.extend(plan.calib.warnings)
+        result.int8 = add_int8(bundle, plan, reference, held_out)
+        result.files += [layout.CALIBRATION] + [layout.int8_onnx(t) for t in options.targets]
     return result
 
 
 def quantize_bundle(bundle_dir: "str | Path", options: PrecisionOptions, force: bool = False) -> tuple[dict, list]:
-    """The ``quantize`` command: validate, load data, and add the graphs to an existing bundle atomically."""
-    from ..bundle import BundleUpdate, read_manifest
+    """The ``quantize`` command: check, load data, and add the graphs to an existing bundle atomically, against
+    the bundle's own eager reference. Returns the new manifest and the warnings."""
+    from ..bundle import BundleUpdate, load_eager, read_manifest
+    from ..preprocess import Preprocessing
+    from ..reference import build_reference
 
-    options.check()
+    manifest = read_manifest(bundle_dir)
+    pre = Preprocessing.from_dict(manifest["preprocessing"])
+    plan = prepare(options, pre)
+    options = plan.options
     if not options.wanted:
         raise UserError("nothing to do: pass --fp16 and/or --int8 --calib PATH")
-    manifest = read_manifest(bundle_dir)
-    if not find_artifacts(manifest, kind="onnx", precision="fp32", target="portable"):
+    if not find_artifacts(manifest, kind=Kind.ONNX, precision="fp32", target="portable"):
         raise UserError(f"bundle {str(bundle_dir)!r} has no fp32 portable model.onnx to start from")
-    pre = Preprocessing.from_dict(manifest["preprocessing"])
-    data = prepare(options, pre)
-    names = [FP16_ONNX] if options.fp16 else []
-    names += [CALIB_CACHE] + [int8_name(t) for t in options.targets] if options.int8 else []
+    names = [layout.FP16_ONNX] if options.fp16 else []
+    names += [layout.CALIBRATION] + [layout.int8_onnx(t) for t in options.targets] if options.int8 else []
     existing = [n for n in names if (Path(bundle_dir) / n).exists()]
     if existing and not force:
         raise UserError(f"bundle already has {', '.join(existing)}: pass --force to replace")
     with BundleUpdate(bundle_dir, force=force) as b:
-        result = apply_precision(b, options, data)
+        reference = build_reference(load_eager(b), pre, options.images, fallback=plan.fallback_inputs())
+        result = run(b, reference, plan)
+        b.manifest["warnings"] = list(dict.fromkeys([*b.manifest.get("warnings", []), *result.warnings]))
     return b.manifest, result.warnings

@@ -6,28 +6,25 @@ runs without TensorRT; the TensorRT calls themselves live in ``backends/tensorrt
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .. import validate
-from ..bundle import BundleUpdate, file_entry, find_artifacts, locate, read_manifest, write_json_atomic
+from .. import layout, validate
+from ..bundle import BundleUpdate, file_entry, find_artifacts, locate, read_manifest
 from ..errors import CheckFailed, UserError
-from ..files import write_file_no_replace
+from ..files import StagedFiles, write_bytes_atomic, write_json_atomic
+from ..layout import Kind
 from ..progress import step
+from ..reference import Reference
 from ..types import HardwareCompat, Precision, Target
 from .layers import parse_layer_info
-from .plan import layers_name, sidecar_path
 from .profile import DEFAULT_BATCH, BatchProfile
 
 log = logging.getLogger(__name__)
-# Accuracy bar of a plan against eager, per precision: (min cosine, min top-1 agreement). fp32 is the export's
-# own bar; fp16 / int8 bars are loose sanity bars (int8 accuracy proper is measured on labelled images).
-ACCURACY_BARS = {"fp32": (validate.FP32_MIN_COSINE, 1.0), "fp16": (0.9999, 0.99), "int8": (0.98, 0.75)}
+
 HARD_FAIL = ("fp32", "fp16")  # an int8 plan below its sanity bar is recorded and warned about, not refused
 
 
@@ -92,7 +89,7 @@ def graphs_to_build(manifest: dict, precisions: list[Precision] | None = None) -
     chosen: dict[str, str] = {}
     for target in (Target.PORTABLE, Target.TENSORRT):  # later wins: a tensorrt-shaped graph beats a portable one
         for prec in Precision:
-            names = find_artifacts(manifest, kind="onnx", precision=prec, target=target)
+            names = find_artifacts(manifest, kind=Kind.ONNX, precision=prec, target=target)
             if names:
                 chosen[str(prec)] = names[0]
     out = [(p, chosen[p]) for p in (str(x) for x in Precision) if p in chosen]
@@ -135,37 +132,17 @@ def onnx_input(onnx_path: "str | Path") -> tuple[str, list, int]:
 
 # ---------------------------------------------------------------- the stage
 
-def accuracy_inputs(shape: list, n: int, images=None, pre=None, seed: int = 0) -> tuple[np.ndarray, str]:
-    """``n`` inputs: real images (cycled to n) when given, else seeded standard-normal data."""
-    if images is not None and pre is not None:
-        from ..preprocess import load_images
-
-        loaded = load_images(images, pre, what="--images")
-        imgs = loaded.data
-        reps = -(-n // len(imgs))
-        return np.concatenate([imgs] * reps)[:n], f"{loaded.describe(images)} (cycled to {n})"
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((n, *shape[1:]), dtype=np.float32), f"random:{n} seed={seed}"
-
-
-def plan_accuracy(reference, plan_runner, data: np.ndarray, profile: BatchProfile, precision: str) -> dict:
-    """Plan vs reference at the profile's min, opt and max batch (TensorRT 11.1 once broke some batch sizes)."""
+def plan_accuracy(reference: Reference, plan_runner, profile: BatchProfile, precision: str) -> dict:
+    """Plan vs reference at the profile's min, opt and max batch (TensorRT 11.1 once broke some batch sizes), on
+    the reference inputs (cycled to the batch); a validation record."""
     per_batch = {}
     for b in sorted({profile.min, profile.opt, profile.max}):
-        per_batch[b] = validate.compare(reference.infer(data[:b]), plan_runner.infer(data[:b]),
+        per_batch[b] = validate.compare(reference.logits(b, b), plan_runner.infer(reference.inputs(b)),
                                         candidate_name="plan")
     overall = validate.merge(list(per_batch.values()))
-    min_cos, min_agree = ACCURACY_BARS[precision]
-    return {"batches": sorted(per_batch), **overall.to_dict(),
-            "per_batch": {str(b): p.to_dict() for b, p in per_batch.items()},
-            "bar": {"min_cosine": min_cos, "min_top1_agreement": min_agree},
-            "passed": overall.passes(min_cos, min_agree)}
-
-
-def _write_timing_cache(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    return layout.validation_record(overall, reference.bar(precision), backend="tensorrt",
+                                    inputs=reference.describe(profile.max), batches=sorted(per_batch),
+                                    per_batch=per_batch)
 
 
 def build_one(onnx_path: Path, out_dir: Path, plan_name: str, precision: str, options: BuildOptions) -> dict:
@@ -177,15 +154,16 @@ def build_one(onnx_path: Path, out_dir: Path, plan_name: str, precision: str, op
     cache_in = options.timing_cache.read_bytes() if options.timing_cache and options.timing_cache.is_file() else None
     with step(f"Building TensorRT plan {plan_name} ({precision}, batch {options.batch})"):
         built = trt_backend.build_plan(onnx_path, input_name, shapes, options, timing_cache=cache_in)
+    layers = layout.plan_layers(plan_name)
     (out_dir / plan_name).write_bytes(built.plan)
-    (out_dir / layers_name(plan_name)).write_text(built.layers_json)
+    (out_dir / layers).write_text(built.layers_json)
     if options.timing_cache is not None and built.timing_cache:
-        _write_timing_cache(options.timing_cache, built.timing_cache)
+        write_bytes_atomic(options.timing_cache, built.timing_cache)
     report = parse_layer_info(built.layers_json)
     return {
         **built.env, "precision": precision, "source_onnx": onnx_path.name, "input": input_name,
         "profile": {"batch": str(options.batch), **shapes}, "build_seconds": round(built.seconds, 2),
-        "layer_count": built.num_layers, "onnx_nodes": onnx_nodes, "layers_file": layers_name(plan_name),
+        "layer_count": built.num_layers, "onnx_nodes": onnx_nodes, "layers_file": layers,
         "layer_summary": report.summary(), "timing_cache": {"file": str(options.timing_cache) if options.timing_cache
                                                              else None, "reused": cache_in is not None},
         "hardware_compat": str(options.hardware_compat), "version_compat": options.version_compat,
@@ -196,63 +174,47 @@ def build_one(onnx_path: Path, out_dir: Path, plan_name: str, precision: str, op
 def _check_accuracy(name: str, precision: str, acc: dict, warnings: list[str]) -> None:
     """fp32/fp16 plans below their bar, and any plan with NaN/Inf, are refused; an int8 plan below its sanity
     bar is recorded and warned about."""
-    parity = validate.Parity.from_dict(acc)
     if acc["passed"]:
         return
+    parity = validate.Parity.from_dict(acc)
     msg = validate.failure_message(f"{name} vs eager at batches {acc['batches']}", parity,
-                                   acc["bar"]["min_cosine"], acc["bar"]["min_top1_agreement"])
+                                   validate.Bar(**acc["bar"]))
     if precision in HARD_FAIL or parity.nonfinite:
         raise CheckFailed(msg + "; nothing written")
     warnings.append(msg)
 
 
-def build_engines(bundle, options: BuildOptions, images=None, seed: int = 0) -> EngineBuildResult:
-    """The build stage on a ``BundleWriter`` / ``BundleUpdate``: one plan per buildable graph, checked vs eager.
-
-    Writes ``model.<precision>.plan`` and ``model.<precision>.layers.json`` and records them in
-    ``manifest["engines"]["plans"]`` and ``manifest["validation"]``.
-    """
+def run(bundle, reference: Reference, options: BuildOptions) -> EngineBuildResult:
+    """The build stage on a ``BundleWriter`` / ``BundleUpdate``: one plan per buildable graph, checked against the
+    reference at the profile's batch sizes. Writes ``model.<precision>.plan`` and its layer JSON and records
+    them in ``manifest["engines"]["plans"]`` and ``manifest["validation"]``."""
     from ..backends import tensorrt as trt_backend
-    from ..backends.torch_eager import TorchRunner
-    from ..onnx_export import load_exported_program
-    from ..preprocess import Preprocessing
 
     graphs = graphs_to_build(bundle.manifest, options.precisions)
     if not bundle.force:
-        existing = [f"model.{p}.plan" for p, _ in graphs if (bundle.out / f"model.{p}.plan").exists()]
+        existing = [layout.plan(p) for p, _ in graphs if (bundle.out / layout.plan(p)).exists()]
         if existing:
             raise UserError(f"{', '.join(existing)} already exist in {str(bundle.out)!r}: pass --force to replace")
     manifest = bundle.manifest
     sources = {p: locate(bundle, n) for p, n in graphs}  # a missing or altered graph: one line, before anything
-    eager_names = find_artifacts(manifest, kind="torch-exported-program")
-    if not eager_names:
-        raise UserError(f"bundle {str(bundle.out)!r} has no eager reference (model.pt2): re-export it")
-    eager_path = locate(bundle, eager_names[0])
     trt_backend.require()  # one line (exit 2) before any work when TensorRT or the GPU is missing
-    eager = load_exported_program(eager_path)
-    pre = Preprocessing.from_dict(manifest["preprocessing"]) if manifest.get("preprocessing") else None
-    data, desc = accuracy_inputs(manifest["input"]["shape"], options.batch.max, images, pre, seed)
     result = EngineBuildResult()
     engines = manifest.setdefault("engines", {})
     engines.update({"status": "built", "reason": None})
     plans = engines.setdefault("plans", {})
-    device = "cpu"  # the exported eager program is traced on CPU; plans are few and small batches are cheap
-    with TorchRunner(eager, device=device) as reference:
-        for precision, _ in graphs:
-            plan_name = f"model.{precision}.plan"
-            info = build_one(sources[precision], bundle.path, plan_name, precision, options)
-            with step(f"Checking {plan_name} vs eager at batches {options.batch}"):
-                with trt_backend.TensorRTRunner(bundle.path / plan_name, build_info=info) as runner:
-                    acc = plan_accuracy(reference, runner, data, options.batch, precision)
-            acc.update({"backend": "tensorrt", "reference": f"torch eager fp32 ({device})", "inputs": desc})
-            _check_accuracy(plan_name, precision, acc, result.warnings)
-            bundle.add_file(plan_name, kind="tensorrt-plan", precision=precision, target="tensorrt",
-                            compute_capability=info["compute_capability"])
-            bundle.add_file(layers_name(plan_name), kind="tensorrt-layers", precision=precision)
-            plans[plan_name] = info
-            manifest.setdefault("validation", {})[plan_name] = acc
-            result.plans.append(PlanResult(plan_name, precision, info, acc))
-    manifest.setdefault("warnings", []).extend(result.warnings)
+    for precision, _ in graphs:
+        plan_name = layout.plan(precision)
+        info = build_one(sources[precision], bundle.path, plan_name, precision, options)
+        with step(f"Checking {plan_name} vs eager at batches {options.batch}"):
+            with trt_backend.TensorRTRunner(bundle.path / plan_name, build_info=info) as runner:
+                acc = plan_accuracy(reference, runner, options.batch, precision)
+        _check_accuracy(plan_name, precision, acc, result.warnings)
+        bundle.add_file(plan_name, kind=Kind.PLAN, precision=precision, target="tensorrt",
+                        compute_capability=info["compute_capability"])
+        bundle.add_file(layout.plan_layers(plan_name), kind=Kind.PLAN_LAYERS, precision=precision)
+        plans[plan_name] = info
+        layout.record_validation(manifest, plan_name, acc)
+        result.plans.append(PlanResult(plan_name, precision, info, acc))
     return result
 
 
@@ -264,10 +226,20 @@ def skip_engines(manifest: dict, reason: str) -> EngineBuildResult:
 
 def build_bundle(bundle_dir: "str | Path", options: BuildOptions, images=None, force: bool = False,
                  seed: int = 0) -> EngineBuildResult:
-    """``resnet-deploy build BUNDLE``: add plans to an existing bundle (atomically: all or nothing)."""
+    """``resnet-deploy build BUNDLE``: add plans to an existing bundle (atomically: all or nothing), checked
+    against the bundle's eager reference on ``images`` (else seeded inputs)."""
+    from ..bundle import load_eager
+    from ..preprocess import Preprocessing
+    from ..reference import build_reference
+
     read_manifest(bundle_dir)
     with BundleUpdate(bundle_dir, force=force) as b:
-        return build_engines(b, options, images=images, seed=seed)
+        graphs_to_build(b.manifest, options.precisions)  # bad --precision before loading anything
+        pre = Preprocessing.from_dict(b.manifest["preprocessing"])
+        reference = build_reference(load_eager(b), pre, images, seed)  # the eager program is verified first
+        result = run(b, reference, options)
+        b.manifest["warnings"] = list(dict.fromkeys([*b.manifest.get("warnings", []), *result.warnings]))
+    return result
 
 
 def build_onnx_file(onnx_path: "str | Path", out_dir: "str | Path | None", options: BuildOptions,
@@ -285,29 +257,24 @@ def build_onnx_file(onnx_path: "str | Path", out_dir: "str | Path | None", optio
     if options.precisions and precision not in [str(p) for p in options.precisions]:
         raise UserError(f"{onnx_path.name} is a {precision} graph, not {'/'.join(map(str, options.precisions))}")
     plan_name = f"{onnx_path.name.removesuffix('.onnx')}.{precision}.plan"
-    targets = [out / plan_name, out / layers_name(plan_name), sidecar_path(out / plan_name)]
-    if any(t.exists() for t in targets) and not force:
+    names = [plan_name, layout.plan_layers(plan_name), layout.plan_sidecar(plan_name)]
+    if any((out / n).exists() for n in names) and not force:
         raise UserError(f"{str(out / plan_name)!r} already exists: pass --force to replace it")
     trt_backend.require()
-    import shutil
-    import tempfile
-
-    stage = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
-    try:
-        info = build_one(onnx_path, stage, plan_name, precision, options)
-        data, desc = accuracy_inputs(info["profile"]["max"], options.batch.max, seed=seed)
-        with OnnxRuntimeRunner(onnx_path) as ref, trt_backend.TensorRTRunner(stage / plan_name, build_info=info) as r:
-            acc = plan_accuracy(ref, r, data, options.batch, precision)
-        acc.update({"backend": "tensorrt", "reference": "onnxruntime cpu (same graph)", "inputs": desc})
-        warnings: list[str] = []
+    warnings: list[str] = []
+    with StagedFiles(out, force, "plan file") as stage:
+        info = build_one(onnx_path, stage.path, plan_name, precision, options)
+        shape = info["profile"]["max"]
+        data = np.random.default_rng(seed).standard_normal((options.batch.max, *shape[1:]), dtype=np.float32)
+        reference = Reference(OnnxRuntimeRunner(onnx_path), data, f"random:{len(data)} seed={seed}")
+        with trt_backend.TensorRTRunner(stage.path / plan_name, build_info=info) as r:
+            acc = plan_accuracy(reference, r, options.batch, precision)
+        acc["reference"] = "onnxruntime cpu (same graph)"
         _check_accuracy(plan_name, precision, acc, warnings)
         info["validation"] = acc
-        info["files"] = {n: file_entry(stage / n) for n in (plan_name, layers_name(plan_name))}
-        write_json_atomic(stage / sidecar_path(plan_name).name, info)
-        for t in sorted(targets, key=lambda t: t.suffix == ".plan"):  # the plan last, after its records
-            write_file_no_replace(stage / t.name, t, force, "plan file")
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        info["files"] = {n: file_entry(stage.path / n) for n in names[:2]}
+        write_json_atomic(stage.path / names[2], info)
+        stage.keep(*names[::-1])  # the plan last, after its records
     return EngineBuildResult([PlanResult(plan_name, precision, info, acc)], warnings=warnings)
 
 
@@ -322,7 +289,7 @@ def engines_unavailable() -> str | None:
     return None
 
 
-def export_engines(bundle, mode, options: BuildOptions | None = None, images=None, seed: int = 0) -> EngineBuildResult:
+def export_engines(bundle, reference: Reference, mode, options: BuildOptions | None = None) -> EngineBuildResult:
     """The ``export --engine auto|always|never`` step: build plans, or record plainly why they were skipped."""
     from ..types import EngineMode
 
@@ -334,4 +301,4 @@ def export_engines(bundle, mode, options: BuildOptions | None = None, images=Non
         if reason:
             log.info("TensorRT plans skipped: %s", reason)
             return skip_engines(bundle.manifest, reason)
-    return build_engines(bundle, options or BuildOptions(), images=images, seed=seed)
+    return run(bundle, reference, options or BuildOptions())

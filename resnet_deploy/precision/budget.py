@@ -1,4 +1,5 @@
-"""The accuracy gate: measure the INT8 graph against eager fp32 on held-out data, and back off when over budget.
+"""The INT8 accuracy budget: measure the INT8 graph against eager fp32 on held-out data, and back off when over
+budget (``--max-drop``, in percentage points).
 
 Over budget, every Conv is ranked by its *own* quantization error (its output with only its input and weights
 quantized, against its fp32 output, both computed inside one ONNX Runtime session), and the most sensitive
@@ -47,7 +48,8 @@ def run_graph(model, data: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
 
 @dataclass
 class Accuracy:
-    """Percentages: top-1/top-5 against labels (when there are labels) and top-1 agreement with eager fp32."""
+    """Fractions, as everywhere else: top-1/top-5 against labels (when there are labels) and top-1 agreement with
+    eager fp32. Only the budget and the drop are in percentage points."""
 
     samples: int
     agreement: float
@@ -56,29 +58,29 @@ class Accuracy:
     nonfinite: str | None = None  # NaN/Inf in the logits: counts as total loss, never a pass
 
     def to_dict(self) -> dict:
-        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+        return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
 def accuracy(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> Accuracy:
     """Agreement with ``reference`` (and top-1/top-5 with labels); rows holding NaN/Inf count as wrong."""
     finite = np.isfinite(logits).all(axis=1)
     pred = np.where(finite, np.nan_to_num(logits).argmax(1), -1)
-    acc = Accuracy(len(logits), float((pred == reference.argmax(1)).mean() * 100),
+    acc = Accuracy(len(logits), float((pred == reference.argmax(1)).mean()),
                    nonfinite=nonfinite_summary(logits, "graph"))
     if labels is not None:
-        acc.top1 = float((pred == labels).mean() * 100)
-        acc.top5 = topk_accuracy(logits, labels, 5) * 100
+        acc.top1 = float((pred == labels).mean())
+        acc.top5 = topk_accuracy(logits, labels, 5)
     return acc
 
 
 def drop(fp32: Accuracy, candidate: Accuracy) -> float:
-    """Points of top-1 lost (labelled data) or of disagreement with eager (unlabelled); non-finite logits lose
-    everything (100 points), whatever argmax would say."""
+    """Percentage points of top-1 lost (labelled data) or of disagreement with eager (unlabelled); non-finite
+    logits lose everything (100 points), whatever argmax would say."""
     if candidate.nonfinite:
         return 100.0
     if fp32.top1 is not None and candidate.top1 is not None:
-        return fp32.top1 - candidate.top1
-    return 100.0 - candidate.agreement
+        return (fp32.top1 - candidate.top1) * 100
+    return (1.0 - candidate.agreement) * 100
 
 
 def sensitivity(model, ranges: dict, data: np.ndarray, symmetric: bool) -> list[tuple[str, float]]:
@@ -123,7 +125,7 @@ def sensitivity(model, ranges: dict, data: np.ndarray, symmetric: bool) -> list[
 
 
 @dataclass
-class GateResult:
+class BudgetResult:
     graph: QuantizedGraph
     fp32: Accuracy
     int8: Accuracy
@@ -134,14 +136,14 @@ class GateResult:
     ranking: list[tuple[str, float]] = field(default_factory=list)
 
 
-def gated_quantize(model, ranges: dict, quantize: Callable, symmetric: bool, data: np.ndarray,
-                   reference: np.ndarray, labels: np.ndarray | None, max_drop: float) -> GateResult:
+def quantize_within_budget(model, ranges: dict, quantize: Callable, symmetric: bool, data: np.ndarray,
+                   reference: np.ndarray, labels: np.ndarray | None, max_drop: float) -> BudgetResult:
     """Quantize; while the drop exceeds ``max_drop``, keep more of the most sensitive Convs in fp32."""
     fp32 = accuracy(reference, reference, labels)
     graph = quantize(model, ranges)
     acc = accuracy(run_graph(graph.model, data), reference, labels)
     d = drop(fp32, acc)
-    attempts = [{"excluded": 0, "drop": round(d, 3), **acc.to_dict()}]
+    attempts = [{"excluded": 0, "drop_points": round(d, 3), **acc.to_dict()}]
     ranking: list = []
     excluded: list[str] = []
     n_convs = len(graph.quantized)
@@ -154,6 +156,6 @@ def gated_quantize(model, ranges: dict, quantize: Callable, symmetric: bool, dat
         graph = quantize(model, ranges, set(excluded))
         acc = accuracy(run_graph(graph.model, data), reference, labels)
         d = drop(fp32, acc)
-        attempts.append({"excluded": k, "drop": round(d, 3), **acc.to_dict()})
+        attempts.append({"excluded": k, "drop_points": round(d, 3), **acc.to_dict()})
         k *= 2
-    return GateResult(graph, fp32, acc, d, d <= max_drop, excluded, attempts, ranking)
+    return BudgetResult(graph, fp32, acc, d, d <= max_drop, excluded, attempts, ranking)

@@ -1,0 +1,77 @@
+"""The bundle layout: every artifact's file name and kind, and the one shape of a validation record.
+
+Every other module asks this one: none spells a bundle file name or builds a validation record itself. (A Triton
+repository's own ``model.onnx`` / ``model.plan`` names are Triton's layout, not the bundle's.)
+"""
+
+from __future__ import annotations
+
+import enum
+
+from .validate import Bar, Parity
+
+MANIFEST = "manifest.json"
+FP32_ONNX = "model.onnx"  # fp32, target portable: what TensorRT and every other runtime get
+ORT_ONNX = "model.onnxruntime.onnx"  # fp32 with com.microsoft FusedConv, for ONNX Runtime with optimizations off
+FP16_ONNX = "model.fp16.onnx"
+EAGER_PROGRAM = "model.pt2"  # the eager reference as a torch.export program
+FUSION_REPORT = "fusion_report.json"
+CALIBRATION = "calibration.json"
+
+
+class Kind(str, enum.Enum):
+    """The ``kind`` tag of a manifest file entry: what the file is, whatever its name."""
+
+    ONNX = "onnx"
+    ONNX_DATA = "onnx-external-data"
+    EAGER = "torch-exported-program"
+    PLAN = "tensorrt-plan"
+    PLAN_LAYERS = "tensorrt-layers"
+    REPORT = "report"
+    CALIBRATION = "calibration-cache"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def external_data(onnx_name: str) -> str:
+    """The file holding an ONNX graph's weights when they are stored outside it."""
+    return onnx_name + ".data"
+
+
+def int8_onnx(target) -> str:
+    """The INT8 graph shaped for ``target`` (tensorrt: symmetric Q/DQ; onnxruntime: U8S8 QDQ)."""
+    return f"model.int8.{target}.onnx"
+
+
+def plan(precision) -> str:
+    """The TensorRT plan built from the bundle's graph of ``precision``."""
+    return f"model.{precision}.plan"
+
+
+def plan_layers(plan_name: str) -> str:
+    """The engine-inspector layer JSON kept beside a plan."""
+    stem = plan_name[: -len(".plan")] if plan_name.endswith(".plan") else plan_name
+    return stem + ".layers.json"
+
+
+def plan_sidecar(plan_name: str) -> str:
+    """The build record beside a plan built from a lone ONNX file (outside a bundle)."""
+    return plan_name + ".json"
+
+
+def validation_record(parity: Parity, bar: Bar, *, backend: str, inputs: str, batches,
+                      reference: str = "torch eager fp32", per_batch: dict | None = None, **extra) -> dict:
+    """The one shape of a validation record: how the candidate ran, on what, against which bar, and whether it
+    passed (NaN/Inf never passes: ``nonfinite`` names the side)."""
+    record = {"backend": backend, "reference": reference, "inputs": inputs, "batches": list(batches),
+              **parity.to_dict(), "bar": bar.to_dict(), "passed": parity.meets(bar)}
+    if per_batch is not None:
+        record["per_batch"] = {str(b): p.to_dict() for b, p in per_batch.items()}
+    return {**record, **extra}
+
+
+def record_validation(manifest: dict, key: str, record: dict) -> dict:
+    """Store ``record`` as ``manifest["validation"][key]`` (``fp32``, ``fp16``, a plan's file name ...)."""
+    manifest.setdefault("validation", {})[key] = record
+    return record

@@ -1,0 +1,121 @@
+"""The reference every stage validates against, built once per run: the inputs, the eager model's logits per
+batch size, and the bars per precision.
+
+A run (``export``, ``quantize``, ``fuse BUNDLE``, ``build BUNDLE``) loads its inputs once: real images when the
+user gives them, else seeded standard-normal tensors. Each stage asks the reference for the inputs and eager
+logits it compares at, so all stages of one run check against the same data and eager runs once per batch size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import validate
+from .validate import BARS, Bar
+
+REFERENCE_SAMPLES = 64  # at most this many real images are loaded
+RANDOM_SAMPLES = 16  # seeded random inputs when no images are given
+PARITY_SAMPLES = 8  # fp32 parity (export, fusion) runs the first 8 inputs ...
+PARITY_BATCHES = (1, 4)  # ... at batch 1 and batch 4
+EAGER_BATCH = 16
+
+
+def make_inputs(pre, images: "str | Path | None" = None, *, limit: int | None = REFERENCE_SAMPLES,
+                random_samples: int = RANDOM_SAMPLES, seed: int = 0, what: str = "--images"):
+    """``(data, labels, description)``: up to ``limit`` preprocessed images (labels from an ImageFolder layout),
+    else ``random_samples`` seeded standard-normal inputs (no labels). The one input builder of every stage and
+    of the benchmark."""
+    if images is not None:
+        from .preprocess import load_images
+
+        imgs = load_images(images, pre, limit=limit, what=what)
+        return imgs.data, imgs.labels, imgs.describe(images)
+    data = np.random.default_rng(seed).standard_normal((random_samples, 3, *pre.input_size), dtype=np.float32)
+    return data, None, f"random:{random_samples} seed={seed}"
+
+
+@dataclass
+class Reference:
+    """Inputs and the eager model's logits on them; ``eager`` is an ``nn.Module`` (the user's, or the bundle's
+    exported program). Logits are computed on first use and cached per (count, batch size)."""
+
+    eager: object
+    data: np.ndarray
+    description: str
+    labels: np.ndarray | None = None
+    bars: dict = field(default_factory=lambda: dict(BARS))
+    _logits: dict = field(default_factory=dict, repr=False)
+
+    def bar(self, precision) -> Bar:
+        return self.bars[str(precision)]
+
+    def inputs(self, n: int | None = None) -> np.ndarray:
+        """The first ``n`` inputs (all by default); cycled when ``n`` is larger than the set."""
+        if n is None or n <= len(self.data):
+            return self.data[:n]
+        return np.concatenate([self.data] * -(-n // len(self.data)))[:n]
+
+    def describe(self, n: int | None = None) -> str:
+        if n is None or n == len(self.data):
+            return self.description
+        return f"{self.description} ({'first' if n < len(self.data) else 'cycled to'} {n})"
+
+    def runner(self):
+        """A runner for the reference model: ``eager`` itself when it is a ``Runner`` (e.g. ONNX Runtime on a lone
+        graph that has no eager model), else a ``TorchRunner`` over it."""
+        from .backends.base import Runner
+        from .backends.torch_eager import TorchRunner
+
+        return self.eager if isinstance(self.eager, Runner) else TorchRunner(self.eager)
+
+    def logits(self, n: int | None = None, batch: int = EAGER_BATCH) -> np.ndarray:
+        """Eager logits of ``inputs(n)`` run in chunks of ``batch``."""
+        key = (n, batch)
+        if key not in self._logits:
+            with self.runner() as runner:
+                self._logits[key] = validate.run_batches(runner, self.inputs(n), batch)
+        return self._logits[key]
+
+    def with_inputs(self, data: np.ndarray, description: str, labels: np.ndarray | None = None) -> "Reference":
+        """The same model and bars on other inputs (e.g. the held-out set of the INT8 accuracy gate)."""
+        return Reference(self.eager, data, description, labels, self.bars)
+
+    def parity(self, runner, n: int = PARITY_SAMPLES, batches=PARITY_BATCHES) -> dict:
+        """An active candidate runner against eager on ``inputs(n)`` at each batch size: per-batch and overall
+        ``Parity`` (the fp32 check of the export and of every fused graph)."""
+        n = min(n, len(self.data))  # compare distinct inputs only
+        reference = {b: self.logits(n, b) for b in batches}
+        return validate.parity_vs_logits(reference, runner, self.inputs(n))
+
+    def parity_description(self) -> str:
+        return self.describe(min(PARITY_SAMPLES, len(self.data)))
+
+    def locate_nonfinite(self, graph=None, n: int = PARITY_SAMPLES) -> str | None:
+        """The first module of the eager model with a NaN/Inf output, else the first such node of ``graph`` (an
+        ONNX ``ModelProto`` or path): called only when a comparison found non-finite values."""
+        from .backends.base import Runner
+
+        found = None if isinstance(self.eager, Runner) else validate.first_nonfinite_module(self.eager, self.inputs(n))
+        if found is None and graph is not None:
+            found = validate.first_nonfinite_node(graph, self.inputs(n))
+        return found
+
+
+def build_reference(eager, pre, images: "str | Path | None" = None, seed: int = 0,
+                    fallback: "tuple[np.ndarray, np.ndarray | None, str] | None" = None,
+                    inputs: "tuple[np.ndarray, np.ndarray | None, str] | None" = None) -> Reference:
+    """The run's reference: ``inputs`` already loaded (``make_inputs``), else ``images``, else ``fallback`` data
+    (the held-out or calibration set a precision run loaded anyway), else seeded random inputs."""
+    if inputs is not None:
+        data, labels, desc = inputs
+    elif images is None and fallback is not None:
+        data, labels, desc = fallback
+        if len(data) > REFERENCE_SAMPLES:
+            data, desc = data[:REFERENCE_SAMPLES], f"{desc} (first {REFERENCE_SAMPLES})"
+            labels = labels[:REFERENCE_SAMPLES] if labels is not None else None
+    else:
+        data, labels, desc = make_inputs(pre, images, seed=seed)
+    return Reference(eager, data, desc, labels)
