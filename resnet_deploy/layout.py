@@ -49,6 +49,11 @@ def plan(precision) -> str:
     return f"model.{precision}.plan"
 
 
+def onnx_plan(onnx_name: str, precision) -> str:
+    """The plan built from a lone ONNX file (``resnet-deploy build MODEL.onnx``), kept beside it."""
+    return f"{onnx_name.removesuffix('.onnx')}.{precision}.plan"
+
+
 def plan_layers(plan_name: str) -> str:
     """The engine-inspector layer JSON kept beside a plan."""
     stem = plan_name[: -len(".plan")] if plan_name.endswith(".plan") else plan_name

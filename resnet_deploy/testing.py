@@ -90,8 +90,8 @@ def assert_no_regression(report: dict, baseline: "str | Path", max_regression="1
     """Gate ``report`` against the baseline file as ``resnet-deploy bench --baseline`` does (ratios to the
     reference backend, one re-measurement of suspects). Writes the baseline when it does not exist yet or
     when ``RESNET_DEPLOY_UPDATE_BASELINE=1``. Returns the final report."""
-    from .bench import gate, parse_percent
-    from .bench.harness import remeasure as _remeasure
+    from .bench import parse_percent
+    from .bench.harness import gate_against_baseline
     from .bench.report import load_report, write_json
 
     baseline = Path(baseline)
@@ -100,10 +100,10 @@ def assert_no_regression(report: dict, baseline: "str | Path", max_regression="1
         write_json(report, baseline)
         return report
     base = load_report(baseline, what="baseline")
-    rerun = (lambda keys: _remeasure(report, keys)) if remeasure else None
-    result, final = gate(base, report, rerun, parse_percent(max_regression), reference, retries=retries,
-                         max_abs_regression=parse_percent(max_abs_regression, "max_abs_regression"),
-                         accuracy_tolerance=parse_percent(accuracy_tolerance, "accuracy_tolerance"))
+    result, final = gate_against_baseline(
+        report, base, parse_percent(max_regression), reference, retries=retries, remeasure_suspects=remeasure,
+        max_abs_regression=parse_percent(max_abs_regression, "max_abs_regression"),
+        accuracy_tolerance=parse_percent(accuracy_tolerance, "accuracy_tolerance"))
     assert result.passed, (f"{len(result.failed)} regression(s) against {baseline} (threshold "
                            f"{parse_percent(max_regression):.0%}):\n" + result.table(only_failed=True))
     return final

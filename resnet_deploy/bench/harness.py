@@ -233,7 +233,7 @@ def run_bench(bundle: "str | Path", cfg: BenchConfig, on_event: Callable[[dict],
     }
 
 
-def remeasure(report: dict, keys: set) -> dict:
+def remeasure(report: dict, keys: set, on_event: Callable[[dict], None] = lambda e: None) -> dict:
     """Measure the (backend, precision, batch) ``keys`` again with the settings recorded in ``report``."""
     c = report["config"]
     backends = list(dict.fromkeys(Backend.parse(k[0]) for k in keys))
@@ -241,7 +241,23 @@ def remeasure(report: dict, keys: set) -> dict:
     cfg = BenchConfig(backends=backends, precisions=precisions, batches=sorted({k[2] for k in keys}),
                       warmup=c["warmup"], iters=c["iters"], duration_s=c["duration_s"], threads=c["threads"],
                       device=c["device"], seed=c["seed"], spinning=c.get("spinning", False))
-    return run_bench(report["model"]["bundle"], cfg, only=keys, with_accuracy=False)
+    return run_bench(report["model"]["bundle"], cfg, on_event=on_event, only=keys, with_accuracy=False)
+
+
+def gate_against_baseline(report: dict, baseline: dict, max_regression: float, reference: str | None,
+                          retries: int = 2, remeasure_suspects: bool = True,
+                          on_event: Callable[[dict], None] = lambda e: None, **tolerances):
+    """The CI gate workflow shared by ``bench --baseline`` and ``testing.assert_no_regression``: compare ``report``
+    with ``baseline``, re-measure the suspect rows (with their reference rows) in fresh workers, and return the
+    verdict and the final report (``bench.gate.gate``)."""
+    from .gate import gate
+
+    def rerun(keys: set) -> dict:
+        on_event({"event": "remeasure", "rows": len(keys)})
+        return remeasure(report, keys, on_event)
+
+    return gate(baseline, report, rerun if remeasure_suspects else None, max_regression, reference,
+                retries=retries, **tolerances)
 
 
 def nonfinite_rows(report: dict) -> list[str]:

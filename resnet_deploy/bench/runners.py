@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,11 +25,10 @@ ORT_TARGET_PREFERENCE = {
     Backend.ONNXRUNTIME_CUDA: ("portable", "onnxruntime"),
     Backend.ONNXRUNTIME_TENSORRT: ("tensorrt", "portable"),
 }
-ORT_PROVIDERS = {
-    Backend.ONNXRUNTIME: ["CPUExecutionProvider"],
-    Backend.ONNXRUNTIME_CUDA: ["CUDAExecutionProvider"],
-    Backend.ONNXRUNTIME_TENSORRT: ["TensorrtExecutionProvider", "CUDAExecutionProvider"],
-}
+# The execution provider each ONNX Runtime GPU backend needs (its runner and provider options come from
+# backends/onnxruntime_gpu.py, the one place that sets them up).
+GPU_PROVIDERS = {Backend.ONNXRUNTIME_CUDA: "CUDAExecutionProvider",
+                 Backend.ONNXRUNTIME_TENSORRT: "TensorrtExecutionProvider"}
 GPU_BACKENDS = (Backend.ONNXRUNTIME_CUDA, Backend.ONNXRUNTIME_TENSORRT, Backend.TENSORRT)
 
 
@@ -72,7 +72,7 @@ def check_available(backend: Backend) -> None:
         from ..backends.onnxruntime import import_onnxruntime
 
         ort = import_onnxruntime()
-        wanted = ORT_PROVIDERS[backend][0]
+        wanted = GPU_PROVIDERS[backend]
         if wanted not in ort.get_available_providers():
             raise MissingDependency("onnxruntime-gpu", what=f"--backend {backend} ({wanted})")
 
@@ -139,8 +139,10 @@ def select_cases(manifest: dict, backends: list[Backend] | None = None,
     return cases, notes
 
 
-def make_runner(case: Case, bundle: Path, threads: int | None, device: str, spinning: bool = False):
-    """Build (not activate) the runner for ``case``. ``device`` applies to the torch backends."""
+def make_runner(case: Case, bundle: Path, threads: int | None, device: str, spinning: bool = False,
+                work_dir: Path | None = None):
+    """Build (not activate) the runner for ``case``. ``device`` applies to the torch backends; ``work_dir`` holds
+    the ONNX Runtime TensorRT execution provider's engine and timing caches."""
     from ..bundle import load_eager
 
     path = Path(bundle) / case.artifact
@@ -156,8 +158,16 @@ def make_runner(case: Case, bundle: Path, threads: int | None, device: str, spin
         from ..backends.tensorrt import TensorRTRunner  # written in parallel; imported only when asked for
 
         return TensorRTRunner(path, device=0)
+    options = {"threads": threads, "spinning": spinning}
+    if case.backend == Backend.ONNXRUNTIME_CUDA:
+        from ..backends.onnxruntime_gpu import cuda_runner
+
+        return cuda_runner(path, **options)
+    if case.backend == Backend.ONNXRUNTIME_TENSORRT:
+        from ..backends.onnxruntime_gpu import tensorrt_ep_runner
+
+        cache = Path(work_dir or tempfile.mkdtemp(prefix="resnet-deploy-ort-trt-")) / "ort-trt-cache"
+        return tensorrt_ep_runner(path, cache, **options)
     from ..backends.onnxruntime import OnnxRuntimeRunner
 
-    runner = OnnxRuntimeRunner(path, providers=ORT_PROVIDERS[case.backend], threads=threads, spinning=spinning)
-    runner.name = str(case.backend)
-    return runner
+    return OnnxRuntimeRunner(path, **options)

@@ -87,7 +87,7 @@ def main(job_path: str) -> int:
         case = Case.from_dict(job["case"])
         acc = np.load(job["accuracy_inputs"]) if job.get("accuracy_inputs") else None
         runner = make_runner(case, Path(job["bundle"]), job.get("threads"), job.get("device", "cpu"),
-                             job.get("spinning", False))
+                             job.get("spinning", False), work_dir=out)
         t0 = time.perf_counter()
         emit({"event": "activate"})
         with runner:

@@ -33,7 +33,9 @@ def _progress_display():
                   console=con, disable=not con.is_terminal) as prog:
         def on_event(e: dict) -> None:
             kind = e.get("event")
-            if kind == "case":
+            if kind == "remeasure":
+                con.print(f"re-measuring {e['rows']} suspect/reference row(s)")
+            elif kind == "case":
                 state["label"] = e.get("label", "")
                 con.print(f"benchmarking {state['label']}")
             elif kind == "batch":
@@ -88,8 +90,8 @@ def bench(bundle, backends, precisions, batches, warmup, iters, duration, thread
           baseline, max_regression, reference, max_abs_regression, accuracy_tolerance, retries, update_baseline,
           spinning, no_plot, force, as_json, verbose) -> None:
     """Benchmark a bundle's artifacts (latency, throughput, memory, accuracy vs eager) and gate regressions."""
-    from ..bench import BenchConfig, gate, parse_percent, run_bench
-    from ..bench.harness import nonfinite_rows
+    from ..bench import BenchConfig, parse_percent, run_bench
+    from ..bench.harness import gate_against_baseline, nonfinite_rows
     from ..bench import report as rep
     from ..bundle import check_out_dir, read_manifest
     from ..errors import CheckFailed, UserError
@@ -124,12 +126,9 @@ def bench(bundle, backends, precisions, batches, warmup, iters, duration, thread
         report = run_bench(bundle, cfg, on_event=on_event)
         result = None
         if base is not None:
-            def remeasure(keys: set) -> dict:
-                console().print(f"re-measuring {len(keys)} suspect/reference row(s)")
-                return run_bench(bundle, cfg, on_event=on_event, only=keys, with_accuracy=False)
-
-            result, report = gate(base, report, None if update_baseline else remeasure, threshold, ref,
-                                  retries=retries, max_abs_regression=abs_cap, accuracy_tolerance=acc_tol)
+            result, report = gate_against_baseline(report, base, threshold, ref, retries=retries,
+                                                   remeasure_suspects=not update_baseline, on_event=on_event,
+                                                   max_abs_regression=abs_cap, accuracy_tolerance=acc_tol)
 
     written = _write_outputs(report, out_dir, no_plot, force, as_json)
     con = console()

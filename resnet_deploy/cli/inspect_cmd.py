@@ -10,12 +10,13 @@ import click
 
 def find_layer_json(path: Path) -> Path | None:
     """The layer JSON recorded for a plan (manifest or sidecar), else ``model.X.layers.json`` beside it."""
-    from ..trt.plan import layers_name, plan_info
+    from ..layout import plan_layers
+    from ..trt.plan import plan_info
 
     if path.name.endswith(".layers.json"):
         return path
     info = plan_info(path) or {}
-    candidate = path.parent / (info.get("layers_file") or layers_name(path.name))
+    candidate = path.parent / (info.get("layers_file") or plan_layers(path.name))
     return candidate if candidate.is_file() else None
 
 

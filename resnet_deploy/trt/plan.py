@@ -5,31 +5,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..bundle import MANIFEST, read_manifest
+from .. import layout
+from ..bundle import read_manifest
 from ..errors import UserError
 from .profile import REBUILD
-
-
-def sidecar_path(plan: "str | Path") -> Path:
-    plan = Path(plan)
-    return plan.with_name(plan.name + ".json")
-
-
-def layers_name(plan_name: str) -> str:
-    return plan_name[: -len(".plan")] + ".layers.json" if plan_name.endswith(".plan") else plan_name + ".layers.json"
 
 
 def plan_info(plan: "str | Path") -> dict | None:
     """The build record of a plan: from its bundle's manifest (``engines.plans``), else its ``.plan.json`` sidecar."""
     plan = Path(plan)
-    if (plan.parent / MANIFEST).is_file():
+    if (plan.parent / layout.MANIFEST).is_file():
         try:
             info = read_manifest(plan.parent).get("engines", {}).get("plans", {}).get(plan.name)
         except (UserError, AttributeError):  # not a readable bundle manifest: fall back to the sidecar
             info = None
         if info:
             return info
-    side = sidecar_path(plan)
+    side = plan.with_name(layout.plan_sidecar(plan.name))
     if side.is_file():
         try:
             return json.loads(side.read_text())

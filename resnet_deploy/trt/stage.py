@@ -256,7 +256,7 @@ def build_onnx_file(onnx_path: "str | Path", out_dir: "str | Path | None", optio
     precision = str(detect_precision(onnx_path))
     if options.precisions and precision not in [str(p) for p in options.precisions]:
         raise UserError(f"{onnx_path.name} is a {precision} graph, not {'/'.join(map(str, options.precisions))}")
-    plan_name = f"{onnx_path.name.removesuffix('.onnx')}.{precision}.plan"
+    plan_name = layout.onnx_plan(onnx_path.name, precision)
     names = [plan_name, layout.plan_layers(plan_name), layout.plan_sidecar(plan_name)]
     if any((out / n).exists() for n in names) and not force:
         raise UserError(f"{str(out / plan_name)!r} already exists: pass --force to replace it")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from ...errors import unknown
 from .base import Declined, Pass, PassResult, Rewrite
-from .cleanup_constants import FoldConstants
-from .cleanup_dead import RemoveDeadNodes
-from .cleanup_duplicates import DedupInitializers
-from .cleanup_identity import EliminateIdentity
+from .dedup_initializers import DedupInitializers
+from .eliminate_identity import EliminateIdentity
 from .fold_batchnorm import FoldBatchNorm
+from .fold_constants import FoldConstants
 from .fuse_conv_add_relu import FuseConvAddRelu
 from .fuse_conv_relu import FuseConvRelu
+from .remove_dead_nodes import RemoveDeadNodes
 
 # Run order: clean up, fold BN, then the runtime-specific fusions, then drop what they orphaned.
 PASSES: dict[str, Pass] = {p.name: p for p in (
