@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import CheckFailed, UserError
 from .files import StagedDir, StagedFiles, check_output, locked, sha256_file, write_json_atomic
-from .layout import MANIFEST, Kind
+from .layout import EAGER_PROGRAM, MANIFEST, Kind
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ def load_eager(bundle):
         where, label = (lambda n: verified(bundle, manifest, n)), bundle
     names = find_artifacts(manifest, kind=Kind.EAGER)
     if not names:
-        raise UserError(f"bundle {str(label)!r} has no eager reference (model.pt2): re-export it")
+        raise UserError(f"bundle {str(label)!r} has no eager reference ({EAGER_PROGRAM}): re-export it")
     return load_exported_program(where(names[0]))
 
 
