@@ -7,8 +7,10 @@ repository's own ``model.onnx`` / ``model.plan`` names are Triton's layout, not 
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
 
-from .validate import Bar, Parity
+if TYPE_CHECKING:  # layout has no runtime dependencies: the CLI's --help reads its names
+    from .validate import Bar, Parity
 
 MANIFEST = "manifest.json"
 FP32_ONNX = "model.onnx"  # fp32, target portable: what TensorRT and every other runtime get
@@ -17,6 +19,8 @@ FP16_ONNX = "model.fp16.onnx"
 EAGER_PROGRAM = "model.pt2"  # the eager reference as a torch.export program
 FUSION_REPORT = "fusion_report.json"
 CALIBRATION = "calibration.json"
+INT8_ONNX_PATTERN = "model.int8.<target>.onnx"
+PLAN_LAYERS_SUFFIX = ".layers.json"
 
 
 class Kind(str, enum.Enum):
@@ -57,7 +61,7 @@ def onnx_plan(onnx_name: str, precision) -> str:
 def plan_layers(plan_name: str) -> str:
     """The engine-inspector layer JSON kept beside a plan."""
     stem = plan_name[: -len(".plan")] if plan_name.endswith(".plan") else plan_name
-    return stem + ".layers.json"
+    return stem + PLAN_LAYERS_SUFFIX
 
 
 def plan_sidecar(plan_name: str) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import validate
+from .. import layout, validate
 from ..bundle import find_artifacts, read_manifest, verified
 from ..errors import CheckFailed, UserError
 from ..types import Backend, Precision
@@ -175,7 +175,7 @@ def _config_block(cfg: BenchConfig, batches: list[int], device: str, data_desc: 
             "intra_op_num_threads); None: each runtime's default, see results[].runner",
             "device": device, "isolation": ISOLATION, "spinning": cfg.spinning,
             "threading": SPINNING_ON if cfg.spinning else SPINNING_OFF, "accuracy_inputs": data_desc,
-            "accuracy_reference": "eager fp32 (bundle model.pt2) on CPU at the same batch size", "seed": cfg.seed}
+            "accuracy_reference": f"eager fp32 (bundle {layout.EAGER_PROGRAM}) on CPU at the same batch size", "seed": cfg.seed}
 
 
 def run_bench(bundle: "str | Path", cfg: BenchConfig, on_event: Callable[[dict], None] = lambda e: None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .. import registry
+from .. import layout, registry
 from ..onnx_export import DEFAULT_OPSET
 from .build_cmd import engine_options, make_options, print_plans
 from .common import (bundle_json, emit_json, fmt_parity, force_option, json_option, out, split_names, verbose_option,
@@ -26,13 +26,13 @@ from .precision_options import precision_options
 @click.option("--mean", default=None, metavar="R,G,B", help="Normalisation mean [default: ImageNet].")
 @click.option("--std", default=None, metavar="R,G,B", help="Normalisation std, each > 0 [default: ImageNet].")
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset (18..23).")
-@click.option("--external-data", is_flag=True, help="Store weights in model.onnx.data (automatic past 2 GB).")
+@click.option("--external-data", is_flag=True, help=f"Store weights in {layout.external_data(layout.FP32_ONNX)} (automatic past 2 GB).")
 @click.option("--images", type=click.Path(path_type=str), default=None,
               help="Folder of real images to validate on [default: seeded random inputs].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random weights and inputs.")
 @click.option("--out", "out_dir", type=click.Path(path_type=str), default=None,
               help="Bundle folder [default: ./<arch>-bundle].")
-@click.option("--no-fuse", is_flag=True, help="Skip the fusion stage (no model.onnxruntime.onnx, no fusion report).")
+@click.option("--no-fuse", is_flag=True, help=f"Skip the fusion stage (no {layout.ORT_ONNX}, no fusion report).")
 @click.option("--fuse-skip", multiple=True, metavar="NAME[,NAME]",
               help="Fusion pass to skip (repeatable; see resnet-deploy fuse --list).")
 @click.option("--engine", default="auto", show_default=True, metavar="auto|always|never",

@@ -10,10 +10,10 @@ import click
 
 def find_layer_json(path: Path) -> Path | None:
     """The layer JSON recorded for a plan (manifest or sidecar), else ``model.X.layers.json`` beside it."""
-    from ..layout import plan_layers
+    from ..layout import PLAN_LAYERS_SUFFIX, plan_layers
     from ..trt.plan import plan_info
 
-    if path.name.endswith(".layers.json"):
+    if path.name.endswith(PLAN_LAYERS_SUFFIX):
         return path
     info = plan_info(path) or {}
     candidate = path.parent / (info.get("layers_file") or plan_layers(path.name))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import click
 
+from .. import layout
+
 OPTIONS = [
-    click.option("--fp16", is_flag=True, help="Add model.fp16.onnx (fp16 weights/activations, validated vs eager)."),
+    click.option("--fp16", is_flag=True, help=f"Add {layout.FP16_ONNX} (fp16 weights/activations, validated vs eager)."),
     click.option("--fp16-io", is_flag=True, help="FP16 graph with fp16 inputs/outputs [default: fp32 I/O + Casts]."),
-    click.option("--int8", is_flag=True, help="Add calibrated INT8 graphs model.int8.<target>.onnx (needs --calib)."),
+    click.option("--int8", is_flag=True, help=f"Add calibrated INT8 graphs {layout.INT8_ONNX_PATTERN} (needs --calib)."),
     click.option("--calib", type=click.Path(path_type=str), default=None,
                  help="Calibration data: image folder (recursive) or .npy/.npz of preprocessed NCHW float32."),
     click.option("--calib-size", type=int, default=512, show_default=True, help="Calibration samples used."),
@@ -15,7 +17,7 @@ OPTIONS = [
                  help="How activation ranges are chosen."),
     click.option("--percentile", default="99.99", show_default=True, help="For --calib-method percentile: (0, 100]."),
     click.option("--calib-cache", type=click.Path(path_type=str), default=None,
-                 help="calibration.json to reuse (when model and data hashes match) and to keep."),
+                 help=f"{layout.CALIBRATION} to reuse (when model and data hashes match) and to keep."),
     click.option("--target", "targets", default="tensorrt,onnxruntime", show_default=True,
                  metavar="tensorrt,onnxruntime", help="INT8 graphs to write."),
     click.option("--val", type=click.Path(path_type=str), default=None,

@@ -270,7 +270,7 @@ def quantize_bundle(bundle_dir: "str | Path", options: PrecisionOptions, force: 
     if not options.wanted:
         raise UserError("nothing to do: pass --fp16 and/or --int8 --calib PATH")
     if not find_artifacts(manifest, kind=Kind.ONNX, precision="fp32", target="portable"):
-        raise UserError(f"bundle {str(bundle_dir)!r} has no fp32 portable model.onnx to start from")
+        raise UserError(f"bundle {str(bundle_dir)!r} has no fp32 portable {layout.FP32_ONNX} to start from")
     names = [layout.FP16_ONNX] if options.fp16 else []
     names += [layout.CALIBRATION] + [layout.int8_onnx(t) for t in options.targets] if options.int8 else []
     existing = [n for n in names if (Path(bundle_dir) / n).exists()]
