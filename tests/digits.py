@@ -103,8 +103,8 @@ def train(x: np.ndarray, y: np.ndarray, epochs: int = 4, seed: int = 0, batch: i
 def recompute_batchnorm_statistics(model, x, batch: int = 256) -> None:
     """Running mean/var recomputed over ``x`` (the mean of per-batch statistics) with the final weights.
 
-    The running averages collected during training trail the weights, and how far differs from run to run;
-    recomputed, eval-mode accuracy no longer depends on that.
+    The running averages collected during training trail the weights, by an amount that differs from run to run
+    (and from CPU to CPU); recomputing them removes that source of difference from eval-mode accuracy.
     """
     import torch
 
