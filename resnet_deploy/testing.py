@@ -2,7 +2,8 @@
 
 >>> from resnet_deploy import testing                                                  # doctest: +SKIP
 >>> def test_no_regression():
-...     report = testing.benchmark("models/r50-bundle", backends="onnxruntime", batches=[1, 8], iters=50)
+...     report = testing.benchmark("models/r50-bundle", backends="onnxruntime", batches=[1, 8], iters=50,
+...                                quiet_threads=True)  # a shared CI runner
 ...     testing.assert_no_regression(report, "tests/baselines/r50.json", max_regression="15%")
 ...     testing.assert_accuracy(report, "onnxruntime", "int8", min_top1_agreement=0.98)
 
@@ -20,11 +21,15 @@ UPDATE_ENV = "RESNET_DEPLOY_UPDATE_BASELINE"
 
 def benchmark(bundle: "str | Path", backends=None, precisions=None, batches=(1,), warmup: int = 5,
               iters: int | None = 50, duration_s: float | None = None, threads: int | None = None,
-              images: "str | Path | None" = None, samples: int | None = None, seed: int = 0) -> dict:
-    """Run the benchmark harness (each backend in its own process) and return the schema-1 report dict.
+              images: "str | Path | None" = None, samples: int | None = None, seed: int = 0,
+              mode: str = "latency", quiet_threads: bool = False) -> dict:
+    """Run the benchmark harness (each backend in its own process) and return the report dict (schema 2).
 
     ``backends`` / ``precisions``: lists or comma-separated strings (``"eager,onnxruntime"``); None: all.
+    ``mode``: latency, throughput or both. ``quiet_threads=True`` turns thread spin-waiting off, for shared CI
+    runners (by default each runtime runs as it ships).
     """
+    from .bench.harness import parse_modes
     from .bench import BenchConfig, run_bench
     from .types import Backend, Precision
 
@@ -36,14 +41,16 @@ def benchmark(bundle: "str | Path", backends=None, precisions=None, batches=(1,)
     cfg = BenchConfig(backends=_parse(Backend, backends, "backend"),
                       precisions=_parse(Precision, precisions, "precision"), batches=[int(b) for b in batches],
                       warmup=warmup, iters=iters, duration_s=duration_s, threads=threads,
-                      images=str(images) if images else None, samples=samples, seed=seed)
+                      images=str(images) if images else None, samples=samples, seed=seed,
+                      quiet_threads=quiet_threads, modes=parse_modes(mode))
     return run_bench(bundle, cfg)
 
 
-def row(report: dict, backend: str, precision: str = "fp32", batch: int | None = None) -> dict:
-    """The result row for (backend, precision, batch); the smallest batch when ``batch`` is None."""
+def row(report: dict, backend: str, precision: str = "fp32", batch: int | None = None,
+        mode: str = "latency") -> dict:
+    """The result row for (backend, precision, batch, mode); the smallest batch when ``batch`` is None."""
     rows = [r for r in report["results"] if r["backend"] == str(backend) and r["precision"] == str(precision)
-            and (batch is None or r["batch"] == int(batch))]
+            and (batch is None or r["batch"] == int(batch)) and r.get("mode", "latency") == mode]
     if not rows:
         have = ", ".join(f"{r['backend']}/{r['precision']}/{r['batch']}" for r in report["results"])
         raise AssertionError(f"no result for {backend}/{precision}/{batch or 'any'} in the report (has {have})")

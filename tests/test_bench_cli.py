@@ -37,11 +37,15 @@ def first_run(r18_bundle, image_folder, tmp_path_factory):
     return res, out / "report", base
 
 
-def test_report_is_schema_1_with_every_field(first_run):
+def test_report_is_schema_2_with_every_field(first_run):
     res, out, base = first_run
     report = json.loads((out / "report.json").read_text())
     assert schema_problems(report) == []
-    assert report["schema_version"] == 1
+    assert report["schema_version"] == 2 and report["config"]["modes"] == ["latency"]
+    assert all(r["mode"] == "latency" and r["in_flight"] == 1 for r in report["results"])
+    # by default each runtime runs as it ships: spin-waiting on, and the report says so
+    assert report["config"]["quiet_threads"] is False and "runtime defaults" in report["config"]["threading"]
+    assert all(r["runner"]["spinning"] for r in report["results"] if r["backend"] == "onnxruntime")
     m = report["machine"]
     assert m["cpu"] and m["cores_logical"] >= 1 and m["libraries"]["onnxruntime"] and "gpus" in m
     assert report["model"]["arch"] == "resnet18"
@@ -133,7 +137,7 @@ def test_bad_input_is_one_line_exit_2(r18_bundle, tmp_path, args, needle):
 @pytest.mark.parametrize("content,needle", [
     ("{not json", "is not valid JSON"),
     (json.dumps({"schema_version": 1, "results": []}), "is not a benchmark report"),
-    (json.dumps({"schema_version": 2, "machine": {}, "model": {}, "results": []}), "schema_version is 2"),
+    (json.dumps({"schema_version": 3, "machine": {}, "model": {}, "results": []}), "schema_version is 3"),
 ])
 def test_malformed_baseline_is_one_line_exit_2(r18_bundle, tmp_path, content, needle):
     (tmp_path / "old.json").write_text(content)
@@ -150,3 +154,30 @@ def test_existing_output_needs_force(r18_bundle, tmp_path):
     res = run_cli("bench", r18_bundle, "--out", tmp_path / "r")
     assert res.returncode == 2 and "--force" in res.stderr
     assert (tmp_path / "r" / "report.json").read_text() == "{}"
+
+
+def test_throughput_mode_and_quiet_threads(r18_bundle, first_run, tmp_path):
+    """--mode both: a latency and a throughput row per case, each mode in its own worker; the throughput row keeps
+    one request per core in flight (ONNX Runtime concurrent runs) and gives the same logits; --quiet-threads is
+    recorded. The schema-1-era latency baseline still gates the latency rows."""
+    _, _, base = first_run
+    res = run_cli("bench", r18_bundle, "--backend", "onnxruntime", "--batch", "2", "--iters", "8", "--warmup", "1",
+                  "--mode", "both", "--quiet-threads", "--out", tmp_path / "r", "--json")
+    assert res.returncode == 0, res.stderr
+    rows = {r["mode"]: r for r in json.loads(res.stdout)["results"]}
+    assert set(rows) == {"latency", "throughput"}
+    thr = rows["throughput"]
+    assert thr["in_flight"] >= 1 and thr["requests_per_round"] >= 4 and thr["throughput_ips"] > 0
+    assert thr["runner"]["concurrent_requests"] == thr["in_flight"] and thr["runner"]["threads"] == 1
+    assert thr["accuracy"]["top1_agreement"] == 1.0 and thr["accuracy"]["cosine"] >= FP32["min_cosine"]
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["config"]["quiet_threads"] is True and all(not r["runner"]["spinning"] for r in report["results"])
+    old = json.loads(base.read_text())
+    old["schema_version"] = 1  # a baseline written before modes existed: no "mode" in its rows
+    for r in old["results"]:
+        r.pop("mode", None)
+    (tmp_path / "v1.json").write_text(json.dumps(old))
+    res = run_cli("bench", r18_bundle, "--backend", "eager,onnxruntime", "--batch", "1", *FAST, "--mode", "both",
+                  "--baseline", tmp_path / "v1.json", "--max-regression", "500%", "--out", tmp_path / "r2", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["gate"]["passed"] is True

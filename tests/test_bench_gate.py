@@ -57,9 +57,9 @@ def test_injected_2x_slowdown_fails_after_remeasure():
     res, final = gate(base, now, remeasure, 0.10, "eager")
     assert not res.passed
     failed = {c.key for c in res.failed}
-    assert failed == {("onnxruntime", "int8", 1), ("onnxruntime", "int8", 8)}
+    assert failed == {("onnxruntime", "int8", 1, "latency"), ("onnxruntime", "int8", 8, "latency")}
     assert all(c.verdict == "slower" and c.remeasured for c in res.failed)
-    assert calls and ("eager", "fp32", 1) in calls[0]  # the reference row is re-measured with the suspect
+    assert calls and ("eager", "fp32", 1, "latency") in calls[0]  # the reference row is re-measured with the suspect
     assert "+100.0%" in res.table(only_failed=True)
     assert all(r.get("remeasured") for r in final["results"] if r["precision"] == "int8")
 
@@ -88,7 +88,7 @@ def test_model_slower_everywhere_is_caught_by_the_absolute_cap():
 def test_reference_row_slowdown_is_caught_absolutely():
     res, _ = gate(_report(), _slow(_report(), "eager", "fp32", 2.0),
                   lambda keys: _slow(_report(), "eager", "fp32", 2.0), 0.10)
-    assert {c.key for c in res.failed} == {("eager", "fp32", 1), ("eager", "fp32", 8)}
+    assert {c.key for c in res.failed} == {("eager", "fp32", 1, "latency"), ("eager", "fp32", 8, "latency")}
 
 
 def test_accuracy_drop_fails_without_remeasure():
@@ -98,7 +98,7 @@ def test_accuracy_drop_fails_without_remeasure():
             r["accuracy"]["top1_agreement"] = 0.90
     res, _ = gate(_report(), now, lambda keys: pytest.fail("accuracy is not re-measured"), 0.10)
     (bad,) = res.failed
-    assert bad.key == ("onnxruntime", "int8", 8) and bad.verdict == "accuracy"
+    assert bad.key == ("onnxruntime", "int8", 8, "latency") and bad.verdict == "accuracy"
     assert "top1_agreement 99.0% -> 90.0%" in res.table(only_failed=True)
 
 
@@ -107,7 +107,7 @@ def test_cosine_drop_fails_and_small_noise_does_not():
     now["results"][2]["accuracy"]["cosine"] = 0.98
     now["results"][5]["accuracy"]["cosine"] = 0.9949  # within the 1e-3 tolerance
     res = compare(_report(), now, 0.10)
-    assert [c.key for c in res.failed] == [("onnxruntime", "int8", 1)]
+    assert [c.key for c in res.failed] == [("onnxruntime", "int8", 1, "latency")]
 
 
 def test_new_and_missing_rows_are_listed_not_failed():
@@ -115,7 +115,7 @@ def test_new_and_missing_rows_are_listed_not_failed():
     now["results"] = [r for r in now["results"] if r["precision"] != "int8"] + [_row("tensorrt", "fp16", 1, 1.0)]
     res = compare(_report(), now, 0.10)
     verdicts = {c.key: c.verdict for c in res.checks}
-    assert verdicts[("onnxruntime", "int8", 1)] == "missing" and verdicts[("tensorrt", "fp16", 1)] == "new"
+    assert verdicts[("onnxruntime", "int8", 1, "latency")] == "missing" and verdicts[("tensorrt", "fp16", 1, "latency")] == "new"
     assert res.passed
 
 
@@ -147,5 +147,5 @@ def test_unmeasured_reference_falls_back_to_absolute_with_a_note():
     now = _slow(_report(), "onnxruntime", "fp32", 1.25)
     now["results"] = [r for r in now["results"] if r["backend"] != "eager"]
     res = compare(_report(), now, 0.10, "eager")
-    assert set(res.suspects) == {("onnxruntime", "fp32", 1), ("onnxruntime", "fp32", 8)}
+    assert set(res.suspects) == {("onnxruntime", "fp32", 1, "latency"), ("onnxruntime", "fp32", 8, "latency")}
     assert any("absolute time only" in n for n in res.notes)

@@ -48,4 +48,4 @@ def test_update_env_rewrites_the_baseline(report, tmp_path, monkeypatch):
     base.write_text("{broken")
     monkeypatch.setenv(testing.UPDATE_ENV, "1")
     testing.assert_no_regression(report, base)
-    assert json.loads(base.read_text())["schema_version"] == 1
+    assert json.loads(base.read_text())["schema_version"] == 2

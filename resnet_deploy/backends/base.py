@@ -37,6 +37,17 @@ class Runner(abc.ABC):
             raise RuntimeError(f"{self.name}: infer() called before activate()")
         return self._infer(batch)
 
+    @property
+    def in_flight(self) -> int:
+        """How many requests ``infer_many`` keeps in flight (1: one after the other)."""
+        return 1
+
+    def infer_many(self, batches: list[np.ndarray]) -> list[np.ndarray]:
+        """Run several requests with as many in flight as the runtime wants (throughput mode); results in order.
+
+        The default runs them one after the other, as a runtime without concurrent requests does."""
+        return [self.infer(b) for b in batches]
+
     def synchronize(self) -> None:
         """Wait for queued device work; a no-op for host backends."""
 

@@ -26,7 +26,7 @@ from ..errors import UserError
 DEFAULT_ACCURACY_TOLERANCE = 0.01
 DEFAULT_COSINE_TOLERANCE = 1e-3
 DEFAULT_MAX_ABS_REGRESSION = 0.30
-Key = tuple[str, str, int]
+Key = tuple[str, str, int, str]  # backend, precision, batch, mode
 
 
 def parse_percent(text: "str | float", what: str = "--max-regression") -> float:
@@ -38,7 +38,8 @@ def parse_percent(text: "str | float", what: str = "--max-regression") -> float:
 
 
 def key(row: dict) -> Key:
-    return (row["backend"], row["precision"], int(row["batch"]))
+    """A row's identity across runs; schema-1 rows (no mode) are latency rows."""
+    return (row["backend"], row["precision"], int(row["batch"]), row.get("mode", "latency"))
 
 
 @dataclass
@@ -75,23 +76,23 @@ class GateResult:
 
     def table(self, only_failed: bool = False) -> str:
         rows = self.failed if only_failed else self.checks
-        out = [f"| backend | precision | batch | baseline p50 ms | now p50 ms | change | vs {self.reference or 'ref'} "
-               f"| verdict |", "|---|---|---:|---:|---:|---:|---:|---|"]
+        out = [f"| backend | precision | batch | mode | baseline p50 ms | now p50 ms | change | vs {self.reference or 'ref'} "
+               f"| verdict |", "|---|---|---:|---|---:|---:|---:|---:|---|"]
         for c in rows:
             pct = (lambda v: "n/a" if v is None else f"{v:+.1%}")
             ms = (lambda v: "n/a" if v is None else f"{v:.2f}")
             verdict = c.verdict + (" (re-measured)" if c.remeasured else "")
             if c.accuracy_drops:
                 verdict += ": " + "; ".join(c.accuracy_drops)
-            out.append(f"| {c.key[0]} | {c.key[1]} | {c.key[2]} | {ms(c.base_p50)} | {ms(c.now_p50)} | "
+            out.append(f"| {c.key[0]} | {c.key[1]} | {c.key[2]} | {c.key[3]} | {ms(c.base_p50)} | {ms(c.now_p50)} | "
                        f"{pct(c.abs_change)} | {pct(c.rel_change)} | {verdict} |")
         return "\n".join(out) + "\n"
 
 
-def _reference_p50(rows: dict, reference: str | None, batch: int) -> float | None:
+def _reference_p50(rows: dict, reference: str | None, batch: int, mode: str) -> float | None:
     if not reference:
         return None
-    r = rows.get((reference, "fp32", batch))
+    r = rows.get((reference, "fp32", batch, mode))
     return r["latency_ms"]["p50"] if r else None
 
 
@@ -129,7 +130,7 @@ def compare(baseline: dict, current: dict, max_regression: float = 0.10, referen
             continue
         b50, n50 = base["latency_ms"]["p50"], now["latency_ms"]["p50"]
         c = RowCheck(k, b50, n50, abs_change=n50 / b50 - 1)
-        bref, nref = _reference_p50(base_rows, reference, k[2]), _reference_p50(now_rows, reference, k[2])
+        bref, nref = _reference_p50(base_rows, reference, *k[2:]), _reference_p50(now_rows, reference, *k[2:])
         is_ref = reference is not None and k[:2] == (reference, "fp32")
         if bref and nref and not is_ref:
             c.rel_change = (n50 / nref) / (b50 / bref) - 1
@@ -176,7 +177,7 @@ def gate(baseline: dict, current: dict, remeasure: Callable[[set], dict] | None,
     measured = {key(r) for r in current["results"]}
     while suspects and remeasure is not None and rounds < retries:
         rounds += 1
-        keys = suspects | ({(reference, "fp32", k[2]) for k in suspects} & measured if reference else set())
+        keys = suspects | ({(reference, "fp32", *k[2:]) for k in suspects} & measured if reference else set())
         report = merge_remeasured(report, remeasure(keys))
         result = compare(baseline, report, max_regression, reference, **tolerances)
         tried |= suspects

@@ -1,4 +1,4 @@
-"""Run every selected case in its own worker process and assemble the report (``report.json`` schema 1)."""
+"""Run every selected case in its own worker process and assemble the report (``report.json`` schema 2)."""
 
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ log = logging.getLogger(__name__)
 
 ISOLATION = ("each backend runs in its own fresh worker process (python -m resnet_deploy.bench.worker), one "
              "after the other")
-SPINNING_OFF = ("thread spin-waiting off: ONNX Runtime session.intra_op/inter_op.allow_spinning=0, OpenMP "
-                "(torch) OMP_WAIT_POLICY=PASSIVE")
-SPINNING_ON = "thread spin-waiting left on (each runtime's default)"
+QUIET_THREADS = ("--quiet-threads: thread spin-waiting off (ONNX Runtime session.intra_op/inter_op.allow_spinning=0, "
+                 "OpenMP (torch) OMP_WAIT_POLICY=PASSIVE), for shared CI runners")
+RUNTIME_DEFAULTS = "runtime defaults: every runtime threads and spin-waits as it ships, as its users run it"
 DEFAULT_RANDOM_SAMPLES = 16
 
 
@@ -46,9 +46,19 @@ class BenchConfig:
     images: str | None = None
     samples: int | None = None  # accuracy inputs: random count, or a cap on images
     seed: int = 0
-    spinning: bool = False  # let runtimes spin-wait (lower latency on an idle machine, collapse on a busy one)
+    quiet_threads: bool = False  # spin-waiting off: steadier on a busy shared runner, slower on a quiet machine
+    modes: list[str] = field(default_factory=lambda: ["latency"])  # latency and/or throughput
+
+    @property
+    def spinning(self) -> bool:
+        return not self.quiet_threads
 
     def validate(self) -> None:
+        from .runners import MODES
+
+        bad = [m for m in self.modes if m not in MODES]
+        if bad or not self.modes:
+            raise UserError(f"--mode {','.join(self.modes)!r} is invalid: choose latency, throughput or both")
         if not self.batches or any(int(b) < 1 for b in self.batches):
             raise UserError(f"--batch {','.join(map(str, self.batches))} is invalid: batch sizes must be >= 1")
         if self.warmup < 0:
@@ -94,6 +104,18 @@ def accuracy_fields(logits: np.ndarray, reference: np.ndarray | None, labels: np
     if acc["nonfinite"] is None:  # an optional key: reports of finite runs keep the schema-1 shape exactly
         del acc["nonfinite"]
     return acc
+
+
+def parse_modes(text: str) -> list[str]:
+    """``latency``, ``throughput`` or ``both`` (the ``--mode`` option)."""
+    from .runners import MODES
+
+    value = str(text).strip().lower()
+    if value == "both":
+        return list(MODES)
+    if value not in MODES:
+        raise UserError(f"--mode {text!r} is invalid: choose latency, throughput or both")
+    return [value]
 
 
 def worker_env(spinning: bool) -> dict:
@@ -157,11 +179,12 @@ EAGER_FP32 = (Backend.EAGER, Precision.FP32)
 
 def _result_rows(results: dict, reference: dict, labels, with_accuracy: bool) -> list[dict]:
     rows = []
-    for case, res in results.items():
+    for (case, mode), res in results.items():
         for r in res["rows"]:
             b = r["batch"]
             acc = accuracy_fields(res["logits"][b], reference.get(b), labels) if with_accuracy else None
-            rows.append({"backend": str(case.backend), "precision": str(case.precision), "batch": b,
+            rows.append({"backend": str(case.backend), "precision": str(case.precision), "batch": b, "mode": mode,
+                         "requests_per_round": r["requests_per_round"], "in_flight": r["in_flight"],
                          "artifact": case.artifact, "latency_ms": r["latency_ms"],
                          "throughput_ips": r["throughput_ips"], "iterations": r["iterations"],
                          "peak_host_memory_mb": res["peak_host_memory_mb"], "timer": res["timer"],
@@ -173,17 +196,19 @@ def _config_block(cfg: BenchConfig, batches: list[int], device: str, data_desc: 
     return {"batches": batches, "warmup": cfg.warmup, "iters": cfg.iters, "duration_s": cfg.duration_s,
             "threads": cfg.threads, "threads_note": "applied to every backend (torch.set_num_threads, ONNX Runtime "
             "intra_op_num_threads); None: each runtime's default, see results[].runner",
-            "device": device, "isolation": ISOLATION, "spinning": cfg.spinning,
-            "threading": SPINNING_ON if cfg.spinning else SPINNING_OFF, "accuracy_inputs": data_desc,
+            "device": device, "isolation": ISOLATION, "modes": cfg.modes, "quiet_threads": cfg.quiet_threads,
+            "spinning": cfg.spinning, "threading": QUIET_THREADS if cfg.quiet_threads else RUNTIME_DEFAULTS,
+            "accuracy_inputs": data_desc,
             "accuracy_reference": f"eager fp32 (bundle {layout.EAGER_PROGRAM}) on CPU at the same batch size", "seed": cfg.seed}
 
 
 def run_bench(bundle: "str | Path", cfg: BenchConfig, on_event: Callable[[dict], None] = lambda e: None,
-              only: set[tuple[str, str, int]] | None = None, with_accuracy: bool = True) -> dict:
-    """Benchmark the bundle's cases (or ``only`` those (backend, precision, batch) keys) and return the report.
+              only: set[tuple[str, str, int, str]] | None = None, with_accuracy: bool = True) -> dict:
+    """Benchmark the bundle's cases in each mode (or ``only`` those (backend, precision, batch, mode) keys) and
+    return the report.
 
-    Each case runs in its own worker process, one after the other. Accuracy is measured against the eager
-    fp32 model of the bundle on CPU at every batch size, on the same inputs.
+    Each case and mode runs in its own worker process, one after the other. Accuracy is measured against the
+    eager fp32 model of the bundle on CPU at every batch size, on the same inputs.
     """
     cfg.validate()
     bundle = Path(bundle).absolute()
@@ -193,9 +218,10 @@ def run_bench(bundle: "str | Path", cfg: BenchConfig, on_event: Callable[[dict],
         verified(bundle, manifest, name)  # a missing or altered file is one line here, not a worker traceback
     device = resolve_device(cfg.device)
     batches = sorted({int(b) for b in cfg.batches})
-    plan = [(c, [b for b in batches if only is None or (str(c.backend), str(c.precision), b) in only])
-            for c in cases]
-    plan = sorted(((c, bs) for c, bs in plan if bs), key=lambda cb: (cb[0].backend, cb[0].precision) != EAGER_FP32)
+    plan = [(c, m, [b for b in batches if only is None or (str(c.backend), str(c.precision), b, m) in only])
+            for c in cases for m in cfg.modes]
+    plan = sorted(((c, m, bs) for c, m, bs in plan if bs),
+                  key=lambda cmb: (cmb[0].backend, cmb[0].precision) != EAGER_FP32)
     if not plan:
         raise UserError("nothing to benchmark: no selected case matches")
     # eager fp32 timed on CPU doubles as the reference; otherwise (not selected, or on a GPU where TF32 may
@@ -217,12 +243,13 @@ def run_bench(bundle: "str | Path", cfg: BenchConfig, on_event: Callable[[dict],
             on_event({"event": "case", "case": ref_case.to_dict(), "label": "eager fp32 reference (accuracy only)"})
             reference = run_worker({**base_job, "case": ref_case.to_dict(), "batches": batches, "iters": 0,
                                     "device": "cpu"}, tmp, on_event)["logits"]
-        for case, bs in plan:
-            on_event({"event": "case", "case": case.to_dict(), "label": case.label, "batches": bs})
-            res = run_worker({**base_job, "case": case.to_dict(), "batches": bs}, tmp, on_event)
-            if with_accuracy and eager_is_reference and (case.backend, case.precision) == EAGER_FP32:
+        for case, mode, bs in plan:
+            label = case.label + ("" if cfg.modes == ["latency"] else f" ({mode})")
+            on_event({"event": "case", "case": case.to_dict(), "label": label, "batches": bs})
+            res = run_worker({**base_job, "case": case.to_dict(), "batches": bs, "mode": mode}, tmp, on_event)
+            if with_accuracy and eager_is_reference and (case.backend, case.precision) == EAGER_FP32 and not reference:
                 reference = res["logits"]
-            results[case] = res
+            results[(case, mode)] = res
     return {
         "schema_version": SCHEMA_VERSION,
         "machine": machine_info(),
@@ -234,13 +261,15 @@ def run_bench(bundle: "str | Path", cfg: BenchConfig, on_event: Callable[[dict],
 
 
 def remeasure(report: dict, keys: set, on_event: Callable[[dict], None] = lambda e: None) -> dict:
-    """Measure the (backend, precision, batch) ``keys`` again with the settings recorded in ``report``."""
+    """Measure the (backend, precision, batch, mode) ``keys`` again with the settings recorded in ``report``."""
     c = report["config"]
     backends = list(dict.fromkeys(Backend.parse(k[0]) for k in keys))
     precisions = list(dict.fromkeys(Precision.parse(k[1]) for k in keys))
+    modes = [m for m in ("latency", "throughput") if any(k[3] == m for k in keys)]
     cfg = BenchConfig(backends=backends, precisions=precisions, batches=sorted({k[2] for k in keys}),
                       warmup=c["warmup"], iters=c["iters"], duration_s=c["duration_s"], threads=c["threads"],
-                      device=c["device"], seed=c["seed"], spinning=c.get("spinning", False))
+                      device=c["device"], seed=c["seed"], modes=modes,
+                      quiet_threads=c.get("quiet_threads", not c.get("spinning", False)))  # schema 1: spinning
     return run_bench(report["model"]["bundle"], cfg, on_event=on_event, only=keys, with_accuracy=False)
 
 

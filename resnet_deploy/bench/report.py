@@ -10,8 +10,10 @@ from pathlib import Path
 from ..errors import MissingDependency, UserError
 from .stats import LATENCY_KEYS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: rows carry "mode" (latency | throughput); schema-1 reports are read as latency rows
+READABLE_VERSIONS = (1, 2)
 ACCURACY_KEYS = ("top1", "top5", "top1_agreement", "max_abs_diff", "cosine")
+MODES = ("latency", "throughput")
 
 
 def cpu_model() -> str:
@@ -69,8 +71,9 @@ def schema_problems(report) -> list[str]:
     if not isinstance(report, dict):
         return ["not a JSON object"]
     p = []
-    if report.get("schema_version") != SCHEMA_VERSION:
-        p.append(f"schema_version is {report.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+    version = report.get("schema_version")
+    if version not in READABLE_VERSIONS:
+        p.append(f"schema_version is {version!r}, expected one of {', '.join(map(str, READABLE_VERSIONS))}")
     for key in ("machine", "model"):
         if not isinstance(report.get(key), dict):
             p.append(f"'{key}' missing or not an object")
@@ -85,6 +88,8 @@ def schema_problems(report) -> list[str]:
             p.append(f"results[{i}]: backend/precision must be strings")
         if not isinstance(r.get("batch"), int) or r.get("batch") < 1:
             p.append(f"results[{i}]: batch must be an integer >= 1")
+        if version != 1 and r.get("mode") not in MODES:
+            p.append(f"results[{i}]: mode must be one of {', '.join(MODES)}")
         lat = r.get("latency_ms")
         if not isinstance(lat, dict) or any(not isinstance(lat.get(k), (int, float)) for k in LATENCY_KEYS):
             p.append(f"results[{i}]: latency_ms needs numbers {', '.join(LATENCY_KEYS)}")
@@ -110,11 +115,19 @@ def load_report(path: "str | Path", what: str = "--baseline") -> dict:
     if problems:
         raise UserError(f"{what} {str(path)!r} is not a benchmark report: {problems[0]}"
                         + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    for r in report["results"]:  # schema 1 measured latency only
+        r.setdefault("mode", "latency")
     return report
 
 
 def _fmt(v, spec: str) -> str:
     return "n/a" if v is None else format(v, spec)
+
+
+def _mode(row: dict) -> str:
+    """``latency``, or ``throughput (N in flight)``; the latency of a throughput row is per request at full load."""
+    mode = row.get("mode", "latency")
+    return mode if mode == "latency" else f"{mode} ({row.get('in_flight', '?')} in flight)"
 
 
 def to_markdown(report: dict) -> str:
@@ -125,13 +138,13 @@ def to_markdown(report: dict) -> str:
     lines = [f"Model: {report['model'].get('arch')} input {report['model'].get('input_shape')}; machine: "
              f"{m.get('cpu')} ({m.get('cores_logical')} cores), {gpus}; threads {cfg.get('threads') or 'default'}; "
              f"accuracy inputs: {cfg.get('accuracy_inputs')}", "",
-             "| backend | precision | batch | p50 ms | p90 ms | p99 ms | mean ms | std ms | img/s | peak MiB "
+             "| backend | precision | batch | mode | p50 ms | p90 ms | p99 ms | mean ms | std ms | img/s | peak MiB "
              "| top-1 | top-5 | top-1 agr. | cosine | max abs diff |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["results"]:
         lat, acc = r["latency_ms"], r.get("accuracy") or {}
         lines.append(
-            f"| {r['backend']} | {r['precision']} | {r['batch']} | {lat['p50']:.2f} | {lat['p90']:.2f} | "
+            f"| {r['backend']} | {r['precision']} | {r['batch']} | {_mode(r)} | {lat['p50']:.2f} | {lat['p90']:.2f} | "
             f"{lat['p99']:.2f} | {lat['mean']:.2f} | {lat['std']:.2f} | {r['throughput_ips']:.1f} | "
             f"{_fmt(r.get('peak_host_memory_mb'), '.0f')} | {_fmt(acc.get('top1'), '.1%')} | "
             f"{_fmt(acc.get('top5'), '.1%')} | {_fmt(acc.get('top1_agreement'), '.1%')} | "
@@ -151,7 +164,8 @@ def plot(report: dict, path: "str | Path") -> Path:
 
     series: dict[str, list[tuple[int, float, float]]] = {}
     for r in report["results"]:
-        series.setdefault(f"{r['backend']} {r['precision']}", []).append(
+        mode = "" if r.get("mode", "latency") == "latency" else f" ({r['mode']})"
+        series.setdefault(f"{r['backend']} {r['precision']}{mode}", []).append(
             (r["batch"], r["latency_ms"]["p50"], r["throughput_ips"]))
     batches = sorted({r["batch"] for r in report["results"]})
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))

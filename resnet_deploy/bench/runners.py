@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -139,10 +140,18 @@ def select_cases(manifest: dict, backends: list[Backend] | None = None,
     return cases, notes
 
 
-def make_runner(case: Case, bundle: Path, threads: int | None, device: str, spinning: bool = False,
-                work_dir: Path | None = None):
-    """Build (not activate) the runner for ``case``. ``device`` applies to the torch backends; ``work_dir`` holds
-    the ONNX Runtime TensorRT execution provider's engine and timing caches."""
+MODES = ("latency", "throughput")
+TENSORRT_STREAMS = 2  # execution contexts / CUDA streams in flight in throughput mode
+
+
+def make_runner(case: Case, bundle: Path, threads: int | None, device: str, spinning: bool = True,
+                work_dir: Path | None = None, mode: str = "latency"):
+    """Build (not activate) the runner for ``case`` as its users run it in ``mode``. ``device`` applies to the torch
+    backends; ``work_dir`` holds the ONNX Runtime TensorRT execution provider's engine and timing caches.
+
+    Throughput mode keeps several requests in flight where the runtime supports it: ONNX Runtime runs concurrent
+    requests on one session (one intra-op thread each, one request per core), TensorRT spreads them over
+    several execution contexts and streams; torch runs them one after the other with its intra-op threads."""
     from ..bundle import load_eager
 
     path = Path(bundle) / case.artifact
@@ -155,10 +164,13 @@ def make_runner(case: Case, bundle: Path, threads: int | None, device: str, spin
         return runner
     if case.backend == Backend.TENSORRT:
         check_available(Backend.TENSORRT)
-        from ..backends.tensorrt import TensorRTRunner  # written in parallel; imported only when asked for
+        from ..backends.tensorrt import TensorRTRunner  # imported only when asked for
 
-        return TensorRTRunner(path, device=0)
+        return TensorRTRunner(path, device=0, streams=TENSORRT_STREAMS if mode == "throughput" else 1)
     options = {"threads": threads, "spinning": spinning}
+    if mode == "throughput":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        options = {"threads": threads or 1, "spinning": spinning, "concurrency": max(1, cores // (threads or 1))}
     if case.backend == Backend.ONNXRUNTIME_CUDA:
         from ..backends.onnxruntime_gpu import cuda_runner
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..validate import run_batches
-from .stats import CudaEventTimer, WallTimer, measure
+from .stats import CudaEventTimer, Measurement, WallTimer, measure
 
 
 def peak_rss_mb() -> float:
@@ -44,17 +44,27 @@ def timing_batch(shape: list[int], batch: int, seed: int) -> np.ndarray:
 
 def run_case(runner, batches: list[int], input_shape: list[int], *, warmup: int, iters: int | None,
              duration_s: float | None, timer: Callable, seed: int = 0, accuracy_inputs: np.ndarray | None = None,
-             emit: Callable[[dict], None] = lambda e: None) -> tuple[list[dict], dict[int, np.ndarray]]:
+             emit: Callable[[dict], None] = lambda e: None, mode: str = "latency") -> tuple[list[dict], dict]:
     """Time an active ``runner`` at each batch size with ``timer``, then run the accuracy inputs in chunks of
-    that batch size. Returns per-batch summaries (with raw samples) and the logits per batch size."""
+    that batch size. Returns per-batch summaries (with raw samples) and the logits per batch size.
+
+    ``latency``: one request at a time, each call timed. ``throughput``: rounds of requests handed to
+    ``runner.infer_many`` (as many in flight as the runtime wants), each round timed; the row's latencies are
+    per request (round time / requests), its throughput images per second over all rounds.
+    """
     rows, logits = [], {}
+    per_round = max(4, 2 * runner.in_flight) if mode == "throughput" else 1
     for b in batches:
         if iters != 0:
             x = timing_batch(input_shape, b, seed)
-            emit({"event": "batch", "batch": b, "iters": iters, "duration_s": duration_s})
-            m = measure(lambda: runner.infer(x), timer, warmup=warmup, iters=iters, duration_s=duration_s,
+            call = (lambda: runner.infer(x)) if per_round == 1 else (lambda: runner.infer_many([x] * per_round))
+            rounds = None if iters is None else -(-iters // per_round)
+            emit({"event": "batch", "batch": b, "iters": rounds, "duration_s": duration_s})
+            m = measure(call, timer, warmup=-(-warmup // per_round), iters=rounds, duration_s=duration_s,
                         on_iter=lambda i: emit({"event": "iter", "batch": b, "done": i}) if i % 5 == 0 else None)
-            rows.append({"batch": b, **m.summary(b), "samples_s": m.samples_s})
+            per_request = Measurement([t / per_round for t in m.samples_s], m.warmup)
+            rows.append({"batch": b, "mode": mode, **per_request.summary(b), "samples_s": per_request.samples_s,
+                         "requests_per_round": per_round, "in_flight": runner.in_flight})
         if accuracy_inputs is not None:
             logits[b] = run_batches(runner, accuracy_inputs, b)
     return rows, logits
@@ -86,8 +96,9 @@ def main(job_path: str) -> int:
     try:
         case = Case.from_dict(job["case"])
         acc = np.load(job["accuracy_inputs"]) if job.get("accuracy_inputs") else None
+        mode = job.get("mode", "latency")
         runner = make_runner(case, Path(job["bundle"]), job.get("threads"), job.get("device", "cpu"),
-                             job.get("spinning", False), work_dir=out)
+                             job.get("spinning", True), work_dir=out, mode=mode)
         t0 = time.perf_counter()
         emit({"event": "activate"})
         with runner:
@@ -96,7 +107,7 @@ def main(job_path: str) -> int:
             timer = choose_timer(runner, gpu)
             rows, logits = run_case(runner, job["batches"], job["input_shape"], warmup=job["warmup"],
                                     iters=job["iters"], duration_s=job.get("duration_s"), timer=timer,
-                                    seed=job.get("seed", 0), accuracy_inputs=acc, emit=emit)
+                                    seed=job.get("seed", 0), accuracy_inputs=acc, emit=emit, mode=mode)
             describe = {**runner.describe(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}
         for b, y in logits.items():
             np.save(out / f"logits_b{b}.npy", y)

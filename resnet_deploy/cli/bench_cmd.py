@@ -80,18 +80,21 @@ def _progress_display():
 @click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
               help="Re-measure a suspect row up to this many times; it fails only if slower every time.")
 @click.option("--update-baseline", is_flag=True, help="Write this run's report to --baseline (no failing).")
-@click.option("--spinning", is_flag=True, help="Let ONNX Runtime and OpenMP threads spin-wait (quiet, dedicated "
-              "machines only; off by default because spinning threads collapse on a busy or shared machine).")
+@click.option("--mode", "mode", default="latency", show_default=True, metavar="latency|throughput|both",
+              help="latency: one request at a time (p50-p99); throughput: as many requests in flight as each runtime "
+                   "wants (ONNX Runtime concurrent runs, OpenVINO's optimal requests, TensorRT several streams), img/s.")
+@click.option("--quiet-threads", is_flag=True, help="Turn thread spin-waiting off in ONNX Runtime and OpenMP: steadier "
+              "on busy shared CI runners, slower on a quiet machine [default: each runtime as it ships].")
 @click.option("--no-plot", is_flag=True, help="Skip the PNG.")
 @force_option
 @json_option
 @verbose_option
 def bench(bundle, backends, precisions, batches, warmup, iters, duration, threads, device, images, samples, seed, out,
           baseline, max_regression, reference, max_abs_regression, accuracy_tolerance, retries, update_baseline,
-          spinning, no_plot, force, as_json, verbose) -> None:
+          mode, quiet_threads, no_plot, force, as_json, verbose) -> None:
     """Benchmark a bundle's artifacts (latency, throughput, memory, accuracy vs eager) and gate regressions."""
     from ..bench import BenchConfig, parse_percent, run_bench
-    from ..bench.harness import gate_against_baseline, nonfinite_rows
+    from ..bench.harness import gate_against_baseline, nonfinite_rows, parse_modes
     from ..bench import report as rep
     from ..bundle import check_out_dir, read_manifest
     from ..errors import CheckFailed, UserError
@@ -104,7 +107,8 @@ def bench(bundle, backends, precisions, batches, warmup, iters, duration, thread
         backends=Backend.parse_list(backends, "backend") if backends else None,
         precisions=Precision.parse_list(precisions, "precision") if precisions else None,
         batches=_int_list(batches, "--batch"), warmup=warmup, iters=iters, duration_s=duration, threads=threads,
-        device=device, images=images, samples=samples, seed=seed, spinning=spinning)
+        device=device, images=images, samples=samples, seed=seed, quiet_threads=quiet_threads,
+        modes=parse_modes(mode))
     cfg.validate()
     threshold = parse_percent(max_regression)
     abs_cap = parse_percent(max_abs_regression, "--max-abs-regression")
