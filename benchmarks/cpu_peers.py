@@ -393,6 +393,13 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad options are one line on stderr and exit 2, like the rest of the project (no usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"cpu_peers.py: error: {message}\n")
+
+
 def parse_args(argv=None):
     def positive(kind):
         def parse(text):
@@ -405,7 +412,7 @@ def parse_args(argv=None):
             return value
         return parse
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("bundle", nargs="?", type=Path, help="a resnet-deploy bundle folder")
     p.add_argument("--variants", help="comma list of variants to run (default: every one the bundle allows)")
     p.add_argument("--skip", help="comma list of variants not to run")

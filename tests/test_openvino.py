@@ -261,6 +261,8 @@ def test_peers_benchmark_every_variant(r18_int8, tmp_path):
     (["--batches", "0"], "batch sizes must be >= 1"),
     (["--calib", "/nonexistent/calib"], "--calib path '/nonexistent/calib' does not exist"),
     (["--warmup", "-1"], "--warmup -1.0 must be >= 0 seconds"),
+    (["--rounds", "0"], "argument --rounds: '0' must be > 0"),
+    (["--skip", "torch-eager", "--frobnicate"], "unrecognized arguments: --frobnicate"),
 ])
 def test_peers_benchmark_rejects_options_in_one_line(r18_bundle, tmp_path, args, message):
     r = peers(r18_bundle, *args, "--out-dir", tmp_path, timeout=120)
