@@ -1,4 +1,5 @@
-"""`import resnet_deploy`, every submodule and `--help` of every command work without TensorRT / onnxruntime-gpu."""
+"""`import resnet_deploy`, every submodule and `--help` of every command work without TensorRT / onnxruntime-gpu /
+OpenVINO."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import textwrap
 
 BLOCKER = textwrap.dedent("""
     import importlib.abc, sys
-    BLOCKED = {"tensorrt", "tensorrt_libs", "tensorrt_bindings", "pycuda", "cuda", "onnxruntime_gpu"}
+    BLOCKED = {"tensorrt", "tensorrt_libs", "tensorrt_bindings", "pycuda", "cuda", "onnxruntime_gpu", "openvino",
+               "nncf"}
     class Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
             if name.split(".")[0] in BLOCKED:
@@ -47,3 +49,21 @@ def test_help_of_every_command_without_gpu_packages():
     """)
     assert r.returncode == 0, r.stderr
     assert "export" in r.stdout and "info" in r.stdout
+
+
+def test_openvino_backend_without_openvino_names_the_extra():
+    r = run_python("""
+        from resnet_deploy.backends.openvino import OpenVinoRunner, bf16_supported
+        from resnet_deploy.errors import MissingDependency
+        runner = OpenVinoRunner("model.onnx", hint="throughput", precision="f32")  # options check without openvino
+        for call in (runner.activate, bf16_supported):
+            try:
+                call()
+            except MissingDependency as e:
+                print(e)
+            else:
+                raise SystemExit("no MissingDependency")
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["openvino is not installed for OpenVINO inference: install it with pip install "
+                                     "'resnet-deploy[openvino]'"] * 2

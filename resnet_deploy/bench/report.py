@@ -26,6 +26,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# Instruction-set features that decide which CPU kernels a runtime picks (int8 dot products, bf16, AMX tiles).
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def cpu_isa_flags() -> dict[str, bool]:
+    """Which of ``ISA_FLAGS`` the CPU reports (Linux ``/proc/cpuinfo``; all False where it cannot be read)."""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    return {f: f in flags for f in ISA_FLAGS}
+
+
 def gpu_info() -> list[dict]:
     """GPUs torch can see (name, memory); empty without CUDA."""
     try:
