@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import CheckFailed, UserError
 from .files import StagedDir, StagedFiles, check_output, locked, sha256_file, write_json_atomic
-from .layout import EAGER_PROGRAM, MANIFEST, Kind
+from .layout import EAGER_PROGRAM, MANIFEST, Kind, companions
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +142,12 @@ def file_problem(path: Path, entry: dict | None) -> str | None:
 
 
 def verified(bundle_dir: "str | Path", manifest: dict, name: str) -> Path:
-    """The path of bundle file ``name`` after checking it (and its external-data file) against the manifest;
+    """The path of bundle file ``name`` after checking it (and its companion files: external ONNX weights, IR
+    weights) against the manifest;
     a missing or altered file is a one-line ``CheckFailed`` (exit 1) that points to ``resnet-deploy info``."""
     bundle_dir = Path(bundle_dir)
     files = manifest.get("files", {})
-    for n in [name] + ([name + ".data"] if name + ".data" in files else []):
+    for n in [name] + [c for c in companions(name) if c in files]:
         problem = file_problem(bundle_dir / n, files.get(n))
         if problem:
             raise CheckFailed(f"{n} in bundle {str(bundle_dir)!r} failed verification ({problem}): run "

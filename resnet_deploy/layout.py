@@ -33,6 +33,8 @@ class Kind(str, enum.Enum):
     PLAN_LAYERS = "tensorrt-layers"
     REPORT = "report"
     CALIBRATION = "calibration-cache"
+    OPENVINO_IR = "openvino-ir"
+    OPENVINO_WEIGHTS = "openvino-weights"
 
     def __str__(self) -> str:
         return self.value
@@ -41,6 +43,21 @@ class Kind(str, enum.Enum):
 def external_data(onnx_name: str) -> str:
     """The file holding an ONNX graph's weights when they are stored outside it."""
     return onnx_name + ".data"
+
+
+def openvino_ir(precision) -> str:
+    """The OpenVINO IR (``.xml``; its weights in ``ir_weights``) of the bundle's graph of ``precision``."""
+    return "model.openvino.xml" if str(precision) == "fp32" else f"model.{precision}.openvino.xml"
+
+
+def ir_weights(xml_name: str) -> str:
+    """The ``.bin`` that holds an OpenVINO IR's weights, beside its ``.xml``."""
+    return xml_name[: -len(".xml")] + ".bin"
+
+
+def companions(name: str) -> list[str]:
+    """Files that belong to an artifact and are checked and copied with it (external ONNX weights, IR weights)."""
+    return [external_data(name)] + ([ir_weights(name)] if name.endswith(".xml") else [])
 
 
 def int8_onnx(target) -> str:

@@ -16,14 +16,22 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import layout
 from .bundle import find_artifacts, read_manifest, verified
 from .errors import UserError, unknown
 from .files import StagedDir, check_output
+from .layout import Kind
 from .types import Precision
 
 log = logging.getLogger(__name__)
 
-PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
+# How each model is declared: Triton's platform for ONNX Runtime and TensorRT, its openvino backend for IR.
+PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan", "openvino": "openvino"}
+SUFFIX = {"onnxruntime": "onnx", "tensorrt": "trt", "openvino": "ov"}
+# bench's recommended backend -> the Triton model that serves the same artifact kind
+RECOMMENDED = {"onnxruntime": "onnxruntime", "onnxruntime-cuda": "onnxruntime", "onnxruntime-tensorrt": "onnxruntime",
+               "eager": "onnxruntime", "eager-channels-last": "onnxruntime", "torch-compile": "onnxruntime",
+               "openvino": "openvino", "tensorrt": "tensorrt"}
 DEVICES = ("gpu", "cpu")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 # ONNX TensorProto element types -> Triton DataType names.
@@ -45,6 +53,7 @@ class TritonModel:
 class TritonResult:
     repo: Path
     models: list[TritonModel]
+    note: str | None = None  # how the backend and precision were chosen, when the bundle's recommendation did
 
 
 @dataclass
@@ -100,13 +109,14 @@ def _plan_cc(manifest: dict, name: str) -> str | None:
 
 def _config_text(name: str, platform: str, max_batch: int, inp: _Tensor, out: _Tensor, instances: int,
                  kind: str, dynamic_batching: bool, preferred: list[int], queue_delay_us: int,
-                 cc_files: dict[str, str]) -> str:
+                 cc_files: dict[str, str], parameters: dict | None = None) -> str:
     q = json.dumps  # a JSON string literal is a valid protobuf text-format string for these names
 
     def tensor_block(t: _Tensor) -> str:
         return f"  {{\n    name: {q(t.name)}\n    data_type: {t.data_type}\n    dims: [ {', '.join(map(str, t.dims))} ]\n  }}"
 
-    lines = [f"name: {q(name)}", f"platform: {q(platform)}", f"max_batch_size: {max_batch}",
+    declare = f"backend: {q(platform)}" if platform == "openvino" else f"platform: {q(platform)}"
+    lines = [f"name: {q(name)}", declare, f"max_batch_size: {max_batch}",
              f"input [\n{tensor_block(inp)}\n]", f"output [\n{tensor_block(out)}\n]",
              f"instance_group [\n  {{\n    count: {instances}\n    kind: {kind}\n  }}\n]"]
     if dynamic_batching:
@@ -114,24 +124,45 @@ def _config_text(name: str, platform: str, max_batch: int, inp: _Tensor, out: _T
         lines.append(f"dynamic_batching {{{sizes}\n  max_queue_delay_microseconds: {queue_delay_us}\n}}")
     for cc, fname in sorted(cc_files.items()):
         lines.append(f"cc_model_filenames [\n  {{\n    key: {q(cc)}\n    value: {q(fname)}\n  }}\n]")
+    for key, value in (parameters or {}).items():
+        lines.append(f"parameters {{\n  key: {q(key)}\n  value {{\n    string_value: {q(value)}\n  }}\n}}")
     return "\n".join(lines) + "\n"
 
 
+def recommended_choice(manifest: dict, device: str) -> tuple[list[str], str, str] | None:
+    """(backends, precision, why) from the bundle's ``recommended`` entry for the device (throughput first: a
+    server batches), None when ``bench`` recorded none."""
+    entry = manifest.get("recommended", {}).get(device)
+    pick = (entry or {}).get("throughput") or (entry or {}).get("latency")
+    if not pick or pick.get("backend") not in RECOMMENDED:
+        return None
+    why = (f"recommended for {device} by bench on {entry.get('cpu')}: {pick['backend']} {pick['precision']} "
+           f"({pick['artifact']})")
+    return [RECOMMENDED[pick["backend"]]], pick["precision"], why
+
+
 def write_triton_repo(bundle: "str | Path", repo: "str | Path", *, name: str | None = None,
-                      backends: "list[str] | None" = None, precision: "str | Precision" = "fp32",
+                      backends: "list[str] | None" = None, precision: "str | Precision | None" = None,
                       max_batch_size: int = 8, dynamic_batching: bool = False,
                       preferred_batch_sizes: "list[int] | None" = None, max_queue_delay_us: int = 100,
                       instances: int = 1, device: str = "gpu", force: bool = False) -> TritonResult:
     """Write a Triton model repository for ``bundle`` into ``repo``.
 
-    ``backends``: ``onnxruntime`` and/or ``tensorrt``; None picks ONNX Runtime plus TensorRT when the bundle has
-    plans of ``precision``. Models are named ``<name>_onnx`` and ``<name>_trt`` (``name`` defaults to the
-    bundle's arch). Raises ``UserError`` for a bundle without the needed artifact, an existing non-empty repo
-    without ``force``, a bad name or inconsistent batching options.
+    ``backends``: ``onnxruntime``, ``tensorrt`` and/or ``openvino``; ``precision``: fp32, fp16, int8. With
+    neither given, the bundle's ``recommended`` entry for ``device`` (written by ``bench``) decides; without one,
+    fp32 on ONNX Runtime plus TensorRT when the bundle has plans. Models are named ``<name>_onnx``,
+    ``<name>_trt`` and ``<name>_ov`` (``name`` defaults to the bundle's arch). Raises ``UserError`` for a bundle
+    without the needed artifact, an existing non-empty repo without ``force``, a bad name or inconsistent
+    batching options.
     """
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
-    prec = Precision.parse(precision, "precision")
+    note = None
+    if backends is None and precision is None and device in DEVICES:
+        choice = recommended_choice(manifest, device)
+        if choice is not None:
+            backends, precision, note = choice
+    prec = Precision.parse(precision or "fp32", "precision")
     base = check_model_name(name or str(manifest.get("arch") or "resnet"))
     if device not in DEVICES:
         raise unknown("device", device, DEVICES)
@@ -148,8 +179,9 @@ def write_triton_repo(bundle: "str | Path", repo: "str | Path", *, name: str | N
     if bad:
         raise UserError(f"preferred batch sizes {bad} must be between 1 and --max-batch-size {max_batch_size}")
 
-    onnx_names = [n for t in ONNX_PREFERENCE for n in find_artifacts(manifest, "onnx", str(prec), t)]
-    plans = find_artifacts(manifest, "tensorrt-plan", str(prec))
+    onnx_names = [n for t in ONNX_PREFERENCE for n in find_artifacts(manifest, Kind.ONNX, str(prec), t)]
+    plans = find_artifacts(manifest, Kind.PLAN, str(prec))
+    irs = find_artifacts(manifest, Kind.OPENVINO_IR, str(prec))
     if backends is None:
         backends = ["onnxruntime"] + (["tensorrt"] if plans and device == "gpu" else [])
     for b in backends:
@@ -166,6 +198,10 @@ def write_triton_repo(bundle: "str | Path", repo: "str | Path", *, name: str | N
             have = ", ".join(find_artifacts(manifest, "tensorrt-plan")) or "none"
             raise UserError(f"bundle {str(bundle)!r} has no {prec} TensorRT plan (it has: {have}): build one with "
                             "resnet-deploy build on the target GPU")
+    if "openvino" in backends and not irs:
+        have = ", ".join(find_artifacts(manifest, Kind.OPENVINO_IR)) or "none"
+        raise UserError(f"bundle {str(bundle)!r} has no {prec} OpenVINO IR (it has: {have}): write it with "
+                        "resnet-deploy quantize BUNDLE --target openvino")
 
     batch_dim = (manifest.get("input", {}).get("shape") or [-1])[0]
     if batch_dim not in (-1, None) and max_batch_size > 0:
@@ -182,18 +218,25 @@ def write_triton_repo(bundle: "str | Path", repo: "str | Path", *, name: str | N
     with StagedDir(repo, force, "--repo") as staged:
         tmp, repo = staged.path, staged.out
         for backend in backends:
-            model_name = check_model_name(f"{base}_{'onnx' if backend == 'onnxruntime' else 'trt'}")
+            model_name = check_model_name(f"{base}_{SUFFIX[backend]}")
             version = tmp / model_name / "1"
             version.mkdir(parents=True)
             cc_files: dict[str, str] = {}
+            parameters = None
             if backend == "onnxruntime":
                 shutil.copy2(verified(bundle, manifest, onnx_file), version / "model.onnx")
                 files = [onnx_file]
-                data = onnx_file + ".data"
+                data = layout.external_data(onnx_file)
                 if data in manifest["files"]:
                     shutil.copy2(bundle / data, version / data)  # checked with its graph by verified()
                     files.append(data)
                 kind = "KIND_GPU" if device == "gpu" else "KIND_CPU"
+            elif backend == "openvino":  # Triton's openvino backend reads model.xml + model.bin, on CPUs
+                shutil.copy2(verified(bundle, manifest, irs[0]), version / "model.xml")
+                shutil.copy2(bundle / layout.ir_weights(irs[0]), version / "model.bin")
+                files = [irs[0], layout.ir_weights(irs[0])]
+                kind = "KIND_CPU"
+                parameters = {"PERFORMANCE_HINT": "THROUGHPUT" if dynamic_batching or instances > 1 else "LATENCY"}
             else:
                 by_cc: dict[str | None, str] = {}
                 for plan in plans:
@@ -211,13 +254,14 @@ def write_triton_repo(bundle: "str | Path", repo: "str | Path", *, name: str | N
                 files = list(by_cc.values())
                 kind = "KIND_GPU"
             config = _config_text(model_name, PLATFORMS[backend], max_batch_size, inp, out, instances, kind,
-                                  dynamic_batching, preferred, max_queue_delay_us, cc_files)
+                                  dynamic_batching, preferred, max_queue_delay_us, cc_files, parameters)
             (tmp / model_name / "config.pbtxt").write_text(config)
             models.append(TritonModel(model_name, PLATFORMS[backend], repo / model_name / "config.pbtxt", files,
                                       sorted(cc_files)))
         (tmp / "resnet_deploy.json").write_text(json.dumps({
             "bundle": str(bundle.absolute()), "precision": str(prec), "models": [m.name for m in models],
+            "chosen_by": note or "the command's options",
             "preprocessing": manifest.get("preprocessing"), "num_classes": manifest.get("num_classes"),
         }, indent=2) + "\n")
     log.info("wrote Triton repository %s with %s", repo, ", ".join(m.name for m in models))
-    return TritonResult(repo, models)
+    return TritonResult(repo, models, note)

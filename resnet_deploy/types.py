@@ -50,6 +50,7 @@ class Target(_ChoiceEnum):
     PORTABLE = "portable"  # standard ONNX ops only: TensorRT and any other runtime
     ONNXRUNTIME = "onnxruntime"  # may use com.microsoft ops (FusedConv) and ORT-friendly INT8 (U8S8)
     TENSORRT = "tensorrt"  # TensorRT rules (symmetric int8 Q/DQ placement)
+    OPENVINO = "openvino"  # OpenVINO IR (.xml + .bin) for OpenVINO's CPU runtime and Triton's openvino backend
 
 
 class Backend(_ChoiceEnum):
@@ -60,6 +61,7 @@ class Backend(_ChoiceEnum):
     ONNXRUNTIME_CUDA = "onnxruntime-cuda"
     ONNXRUNTIME_TENSORRT = "onnxruntime-tensorrt"
     TENSORRT = "tensorrt"
+    OPENVINO = "openvino"
 
 
 class HardwareCompat(_ChoiceEnum):

@@ -15,6 +15,15 @@ from .tolerances import FP32
 FAST = ("--iters", "5", "--warmup", "1", "--threads", "1")
 
 
+
+@pytest.fixture(scope="module")
+def r18_bundle(r18_bundle, tmp_path_factory):
+    """A private copy: bench records its recommendation in the bundle's manifest."""
+    out = tmp_path_factory.mktemp("bench-bundle") / "r18"
+    shutil.copytree(r18_bundle, out)
+    return out
+
+
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory):
     """An ImageFolder layout (class sub-folders) of the test photos: gives labels, hence top-1/top-5."""

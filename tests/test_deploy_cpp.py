@@ -233,3 +233,20 @@ def test_cpp_bad_plan_record_is_one_line_exit_2(probe_bin, r18_bundle, tmp_path,
     assert res.returncode == 2, (res.stdout, res.stderr)
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], res.stderr
+
+
+def test_cpp_follows_the_bundles_recommendation(infer_bin, r18_bundle, images_dir, tmp_path):
+    """Without --precision the loader runs what bench recorded as fastest for ONNX Runtime on the CPU."""
+    b = tmp_path / "b"
+    shutil.copytree(r18_bundle, b)
+    manifest = json.loads((b / "manifest.json").read_text())
+    pick = {"backend": "onnxruntime", "precision": "fp32", "artifact": "model.onnx", "batch": 1}
+    manifest["recommended"] = {"cpu": {"latency": {**pick, "by_backend": {"onnxruntime": pick}}}}
+    (b / "manifest.json").write_text(json.dumps(manifest))
+    res = run_infer(infer_bin, b, images_dir / "astronaut.png", "--runs", "1")
+    assert res.returncode == 0, res.stderr
+    assert "model.onnx, recommended by resnet-deploy bench" in res.stderr
+    assert re.search(r"^model\s+model\.onnx ", res.stdout, re.M), res.stdout
+    res = run_infer(infer_bin, r18_bundle, images_dir / "astronaut.png", "--runs", "1")  # no recommendation: fp32
+    assert res.returncode == 0 and "recommended" not in res.stderr
+    assert re.search(r"^model\s+model\.onnxruntime\.onnx ", res.stdout, re.M), res.stdout

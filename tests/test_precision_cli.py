@@ -82,7 +82,7 @@ def _bad_npy(tmp_path, kind):
     ("npy-dtype", ["--int8", "--calib", "{npy:dtype}"], "dtype float64"),
     ("npy-rank", ["--int8", "--calib", "{npy:rank}"], "has shape"),
     ("method", ["--int8", "--calib", "{images}", "--calib-method", "kl"], "unknown --calib-method 'kl'"),
-    ("target", ["--int8", "--calib", "{images}", "--target", "openvino"], "unknown --target 'openvino'"),
+    ("target", ["--int8", "--calib", "{images}", "--target", "coreml"], "unknown --target 'coreml'"),
     ("pct-0", ["--int8", "--calib", "{images}", "--percentile", "0"], "outside (0, 100]"),
     ("pct-big", ["--int8", "--calib", "{images}", "--percentile", "100.01"], "outside (0, 100]"),
     ("drop-neg", ["--int8", "--calib", "{images}", "--max-drop", "-1"], "non-negative"),

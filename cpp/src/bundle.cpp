@@ -51,6 +51,21 @@ void read_plan_records(const json& m, const std::string& manifest_path, Bundle& 
   }
 }
 
+void read_recommended(const json& m, Bundle& b) {
+  // Written by `resnet-deploy bench`; optional, and a loader that cannot read it falls back to fp32.
+  if (!m.contains("recommended") || !m.at("recommended").is_object()) return;
+  for (const auto& [device, entry] : m.at("recommended").items()) {
+    if (!entry.is_object() || !entry.contains("latency") || !entry.at("latency").is_object()) continue;
+    const json& latency = entry.at("latency");
+    if (!latency.contains("by_backend") || !latency.at("by_backend").is_object()) continue;
+    for (const auto& [backend, pick] : latency.at("by_backend").items()) {
+      if (pick.is_object() && pick.contains("artifact") && pick.at("artifact").is_string()) {
+        b.recommended[device + "/" + backend] = pick.at("artifact").get<std::string>();
+      }
+    }
+  }
+}
+
 }  // namespace
 
 std::vector<Artifact> Bundle::find(const std::string& kind, const std::string& precision,
@@ -116,6 +131,7 @@ Bundle load_bundle(const std::string& dir) {
                          tag(entry, "compute_capability")});
     }
     read_plan_records(m, manifest_path, b);
+    read_recommended(m, b);
     return b;
   } catch (const json::exception& e) {
     throw UserError("'" + manifest_path + "' has an unexpected layout: " + e.what());

@@ -23,7 +23,8 @@ const char* kUsage =
     "                           [--dump-input FILE] [--dump-logits FILE]\n"
     "Classifies the images with the bundle's model (one batch) and prints the top-k classes and the latency.\n"
     "  --topk K            classes to print per image (default 5)\n"
-    "  --precision P       which artifact to run: fp32 (default), fp16, int8\n"
+    "  --precision P       which artifact to run: fp32, fp16, int8 (default: the one `resnet-deploy bench`\n"
+    "                      recorded as fastest for this runtime, else fp32)\n"
     "  --backend B         onnxruntime (CPU, default) or tensorrt (the bundle's plan for this GPU)\n"
     "  --threads N         ONNX Runtime intra-op threads (default: ONNX Runtime's choice)\n"
     "  --warmup N          untimed runs before timing (default 3)\n"
@@ -35,7 +36,7 @@ struct Options {
   std::string bundle;
   std::vector<std::string> images;
   int topk = 5;
-  std::string precision = "fp32";
+  std::string precision;  // empty: the bundle's recommendation for the backend, else fp32
   std::string backend = "onnxruntime";
   int threads = 0;
   int warmup = 3;
@@ -107,8 +108,18 @@ std::string list_names(const std::vector<Artifact>& files) {
   return s.empty() ? "none" : s;
 }
 
-// The artifact to run: an ONNX graph for ONNX Runtime (ORT-shaped first), or the plan built for this GPU.
-Artifact choose_artifact(const Bundle& b, const Options& o) {
+// The artifact to run: with no --precision, what bench recorded as fastest for this runtime (CPU for ONNX Runtime,
+// GPU for TensorRT); else an ONNX graph for ONNX Runtime (ORT-shaped first), or the plan built for this GPU.
+Artifact choose_artifact(const Bundle& b, Options o) {
+  if (o.precision.empty()) {
+    const Artifact* rec = b.recommended_artifact(o.backend == "tensorrt" ? "gpu" : "cpu", o.backend);
+    if (rec != nullptr && (o.backend != "tensorrt" || rec->compute_capability.empty() ||
+                           digits(rec->compute_capability) == digits(device_compute_capability()))) {
+      std::cerr << "precision " << rec->precision << ": " << rec->name << ", recommended by resnet-deploy bench\n";
+      return *rec;
+    }
+    o.precision = "fp32";
+  }
   if (o.backend == "onnxruntime") {
     for (const char* target : {"onnxruntime", "portable", "tensorrt", ""}) {
       auto found = b.find("onnx", o.precision, target);

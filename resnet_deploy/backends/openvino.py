@@ -185,6 +185,11 @@ class OpenVinoRunner(Runner):
         return self._request.get_output_tensor(0).data.astype(np.float32, copy=True)
 
     @property
+    def in_flight(self) -> int:
+        """Requests ``infer_many`` keeps in flight: the runtime's optimal number (1 before activation)."""
+        return self.optimal_requests if self.compiled is not None else 1
+
+    @property
     def optimal_requests(self) -> int:
         """How many requests the runtime wants in flight (``OPTIMAL_NUMBER_OF_INFER_REQUESTS``)."""
         if self.compiled is None:

@@ -67,6 +67,7 @@ def machine_info() -> dict:
             "cores_logical": os.cpu_count(), "cores_physical": psutil.cpu_count(logical=False),
             "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "gpus": gpu_info(),
+            "isa": [f for f, present in cpu_isa_flags().items() if present],
             "libraries": toolchain_versions()}
 
 

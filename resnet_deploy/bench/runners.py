@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..bundle import find_artifacts
+from ..layout import Kind
 from ..errors import MissingDependency, UserError
 from ..types import Backend, Precision
 
@@ -31,6 +32,10 @@ ORT_TARGET_PREFERENCE = {
 GPU_PROVIDERS = {Backend.ONNXRUNTIME_CUDA: "CUDAExecutionProvider",
                  Backend.ONNXRUNTIME_TENSORRT: "TensorrtExecutionProvider"}
 GPU_BACKENDS = (Backend.ONNXRUNTIME_CUDA, Backend.ONNXRUNTIME_TENSORRT, Backend.TENSORRT)
+# OpenVINO: its own IR first, else the ONNX graph it converts from; for INT8 the U8S8 graph, which OpenVINO runs
+# faster than the TensorRT-shaped one.
+OPENVINO_PREFERENCE = {"fp32": ((Kind.OPENVINO_IR, None), (Kind.ONNX, "portable")),
+                       "int8": ((Kind.OPENVINO_IR, None), (Kind.ONNX, "onnxruntime"), (Kind.ONNX, "tensorrt"))}
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,10 @@ def cuda_available() -> bool:
 
 def check_available(backend: Backend) -> None:
     """Raise ``MissingDependency`` when ``backend`` cannot run on this machine (cheap checks, no model load)."""
-    if backend == Backend.TENSORRT:
+    if backend == Backend.OPENVINO:
+        if importlib.util.find_spec("openvino") is None:
+            raise MissingDependency("openvino", extra="openvino", what="--backend openvino")
+    elif backend == Backend.TENSORRT:
         if importlib.util.find_spec("tensorrt") is None:
             raise MissingDependency("tensorrt", what="--backend tensorrt")
         if importlib.util.find_spec("resnet_deploy.backends.tensorrt") is None:
@@ -99,8 +107,14 @@ def _artifact_for(manifest: dict, backend: Backend, precision: Precision) -> str
         names = find_artifacts(manifest, kind="torch-exported-program")
         return names[0] if names else None
     if backend == Backend.TENSORRT:
-        names = find_artifacts(manifest, kind="tensorrt-plan", precision=precision)
+        names = find_artifacts(manifest, kind=Kind.PLAN, precision=precision)
         return names[0] if names else None
+    if backend == Backend.OPENVINO:
+        for kind, target in OPENVINO_PREFERENCE.get(str(precision), ()):
+            names = find_artifacts(manifest, kind=kind, precision=precision, target=target)
+            if names:
+                return names[0]
+        return None
     for target in ORT_TARGET_PREFERENCE[backend]:
         names = find_artifacts(manifest, kind="onnx", precision=precision, target=target)
         if names:
@@ -117,7 +131,8 @@ def select_cases(manifest: dict, backends: list[Backend] | None = None,
     """
     explicit = backends is not None
     if backends is None:
-        backends = [Backend.EAGER, Backend.ONNXRUNTIME, *gpu_backends_available()]
+        cpu = [Backend.OPENVINO] if importlib.util.find_spec("openvino") is not None else []
+        backends = [Backend.EAGER, Backend.ONNXRUNTIME, *cpu, *gpu_backends_available()]
     else:
         for b in backends:
             check_available(b)
@@ -167,6 +182,13 @@ def make_runner(case: Case, bundle: Path, threads: int | None, device: str, spin
         from ..backends.tensorrt import TensorRTRunner  # imported only when asked for
 
         return TensorRTRunner(path, device=0, streams=TENSORRT_STREAMS if mode == "throughput" else 1)
+    if case.backend == Backend.OPENVINO:
+        from ..backends.openvino import OpenVinoRunner
+
+        # fp32 means fp32 (OpenVINO's own default is bf16 on CPUs that have it); INT8 graphs run as OpenVINO
+        # runs them by default
+        return OpenVinoRunner(path, hint=mode, precision="f32" if case.precision == Precision.FP32 else None,
+                              threads=threads)
     options = {"threads": threads, "spinning": spinning}
     if mode == "throughput":
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -95,6 +95,8 @@ def bench(bundle, backends, precisions, batches, warmup, iters, duration, thread
     """Benchmark a bundle's artifacts (latency, throughput, memory, accuracy vs eager) and gate regressions."""
     from ..bench import BenchConfig, parse_percent, run_bench
     from ..bench.harness import gate_against_baseline, nonfinite_rows, parse_modes
+    from ..bench.recommend import describe as describe_recommendation
+    from ..bench.recommend import record as record_recommendation
     from ..bench import report as rep
     from ..bundle import check_out_dir, read_manifest
     from ..errors import CheckFailed, UserError
@@ -136,6 +138,9 @@ def bench(bundle, backends, precisions, batches, warmup, iters, duration, thread
 
     written = _write_outputs(report, out_dir, no_plot, force, as_json)
     con = console()
+    recommended, why_not = record_recommendation(bundle, report)
+    for line in ([f"note: {why_not}"] if why_not else []) + describe_recommendation(recommended):
+        con.print(line)
     if update_baseline:
         Path(baseline).parent.mkdir(parents=True, exist_ok=True)
         rep.write_json(report, baseline)
@@ -143,6 +148,7 @@ def bench(bundle, backends, precisions, batches, warmup, iters, duration, thread
     bad = nonfinite_rows(report)
     if as_json:
         emit_json({"ok": not bad and (result is None or result.passed or update_baseline), "report": written,
+                   "recommended": recommended,
                    "notes": report.get("notes", []) + (result.notes if result else []),
                    "nonfinite": bad, "results": [{k: v for k, v in r.items() if k != "samples_ms"}
                                                  for r in report["results"]],

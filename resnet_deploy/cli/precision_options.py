@@ -19,7 +19,9 @@ OPTIONS = [
     click.option("--calib-cache", type=click.Path(path_type=str), default=None,
                  help=f"{layout.CALIBRATION} to reuse (when model and data hashes match) and to keep."),
     click.option("--target", "targets", default="tensorrt,onnxruntime", show_default=True,
-                 metavar="tensorrt,onnxruntime", help="INT8 graphs to write."),
+                 metavar="tensorrt,onnxruntime,openvino",
+                 help="INT8 graphs to write (tensorrt: symmetric Q/DQ; onnxruntime: U8S8); openvino adds OpenVINO IR "
+                      "(.xml/.bin) of the fp32 graph and of the INT8 graph (converted from the onnxruntime one)."),
     click.option("--val", type=click.Path(path_type=str), default=None,
                  help="Held-out images for the accuracy gate (ImageFolder layout: top-1/top-5; flat: agreement)."),
     click.option("--max-drop", default="1.0", show_default=True,
@@ -44,7 +46,13 @@ def build(fp16, fp16_io, int8, calib, calib_size, calib_method, percentile, cali
 
 
 def print_summary(con, manifest: dict) -> None:
-    """A few lines per precision artifact: parity, accuracy, excluded layers."""
+    """A few lines per precision artifact: parity, accuracy, excluded layers; OpenVINO IRs."""
+    from .common import fmt_parity
+
+    for name, e in manifest.get("files", {}).items():
+        if e.get("kind") == layout.Kind.OPENVINO_IR:
+            con.print(f"openvino {name} ({e['precision']}, from {e.get('source')}): "
+                      f"{fmt_parity(manifest['validation'][name])}")
     sec = manifest.get("precision", {})
     if "fp16" in sec:
         f = sec["fp16"]

@@ -21,9 +21,11 @@ def _sizes(ctx, param, value):
 @click.option("--repo", required=True, type=click.Path(path_type=str), help="Model repository folder to write.")
 @click.option("--name", default=None, help="Model name prefix [default: the bundle's arch]; models are "
               "<name>_onnx and <name>_trt.")
-@click.option("--backend", "backends", default=None, metavar="onnxruntime,tensorrt",
-              help="Models to write [default: onnxruntime, plus tensorrt when the bundle has plans].")
-@click.option("--precision", default="fp32", show_default=True, help="Artifact precision: fp32, fp16, int8.")
+@click.option("--backend", "backends", default=None, metavar="onnxruntime,tensorrt,openvino",
+              help="Models to write [default: what bench recorded as recommended for --device, else onnxruntime "
+                   "plus tensorrt when the bundle has plans].")
+@click.option("--precision", default=None, help="Artifact precision: fp32, fp16, int8 [default: the recommended one, "
+              "else fp32].")
 @click.option("--max-batch-size", type=int, default=8, show_default=True,
               help="Triton's max_batch_size (0: the model takes a fixed batch).")
 @click.option("--dynamic-batching", is_flag=True, help="Let Triton batch concurrent requests.")
@@ -53,4 +55,6 @@ def triton(bundle, repo, name, backends, precision, max_batch_size, dynamic_batc
     for m in res.models:
         ccs = f", compute capabilities {', '.join(m.compute_capabilities)}" if m.compute_capabilities else ""
         con.print(f"  {m.name}  {m.platform}  from {', '.join(m.files)}{ccs}")
+    if res.note:
+        con.print(f"chosen: {res.note}")
     con.print(f"serve: tritonserver --model-repository {res.repo}")

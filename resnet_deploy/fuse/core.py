@@ -38,14 +38,13 @@ class FuseResult:
 
 def parse_target(value: "Target | str") -> Target:
     """``portable`` or ``onnxruntime``; ``tensorrt`` gets the portable graph (TensorRT fuses by itself)."""
-    if isinstance(value, Target):
-        target = value
-    else:
-        try:
-            target = Target.parse(value)
-        except UserError:
-            raise UserError(f"unknown fusion target {value!r}: choose one of portable, onnxruntime, tensorrt "
-                            "(= portable)") from None
+    try:
+        target = Target.parse(value)
+        if target is Target.OPENVINO:  # an IR target, not a graph shape the passes know
+            raise UserError("")
+    except UserError:
+        raise UserError(f"unknown fusion target {value!r}: choose one of portable, onnxruntime, tensorrt "
+                        "(= portable)") from None
     return Target.PORTABLE if target is Target.TENSORRT else target
 
 

@@ -45,13 +45,16 @@ INT8_WRITERS = {
 INT8_TARGETS = tuple(INT8_WRITERS)
 
 
+TARGETS = (*INT8_TARGETS, Target.OPENVINO)  # openvino: IR of the fp32 and INT8 graphs (openvino_stage)
+
+
 def parse_targets(value) -> tuple:
-    """INT8 targets from ``a,b`` or a sequence; the error names the INT8 targets only."""
+    """Targets from ``a,b`` or a sequence; the error names the precision stage's targets only."""
     parts = [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else list(value)
-    names = ", ".join(map(str, INT8_TARGETS))
+    names = ", ".join(map(str, TARGETS))
     out = []
     for p in parts:
-        t = next((t for t in INT8_TARGETS if t.value == str(p).strip().lower()), None)
+        t = next((t for t in TARGETS if t.value == str(p).strip().lower()), None)
         if t is None:
             raise UserError(f"unknown --target {str(p)!r}: choose from {names}")
         if t not in out:
@@ -80,7 +83,20 @@ class PrecisionOptions:
 
     @property
     def wanted(self) -> bool:
-        return self.fp16 or self.int8
+        return self.fp16 or self.int8 or self.openvino
+
+    @property
+    def openvino(self) -> bool:
+        """OpenVINO IR asked for (``--target ...,openvino``)."""
+        return Target.OPENVINO in parse_targets(self.targets)
+
+    @property
+    def int8_targets(self) -> tuple:
+        """The INT8 graphs to write; the OpenVINO IR is converted from the onnxruntime-shaped one."""
+        targets = [t for t in parse_targets(self.targets) if t in INT8_WRITERS]
+        if self.openvino and Target.ONNXRUNTIME not in targets:
+            targets.append(Target.ONNXRUNTIME)
+        return tuple(targets)
 
     def check(self) -> "PrecisionOptions":
         if self.fp16_io and not self.fp16:
@@ -93,6 +109,10 @@ class PrecisionOptions:
         self.percentile = cal.check_percentile(self.percentile)
         self.max_drop = budget.check_max_drop(self.max_drop)
         self.targets = parse_targets(self.targets)
+        if self.openvino:
+            from ..backends.openvino import import_openvino
+
+            import_openvino()  # a missing extra is one line (exit 2) before any work
         if int(self.calib_size) < 1:
             raise UserError(f"--calib-size {self.calib_size} must be >= 1")
         if self.int8:
@@ -139,6 +159,7 @@ class PrecisionResult:
     files: list[str] = field(default_factory=list)
     fp16: dict | None = None
     int8: dict = field(default_factory=dict)
+    openvino: object = None  # openvino_stage.OpenVinoStageResult
     warnings: list[str] = field(default_factory=list)
 
 
@@ -178,7 +199,7 @@ def _cache_paths(bundle, options: PrecisionOptions) -> list[Path]:
 def run_calibration(bundle, plan: PrecisionPlan, model) -> cal.Calibration:
     options = plan.options
     tensors: list[str] = []
-    for t in options.targets:
+    for t in options.int8_targets:
         for name in INT8_WRITERS[t].tensors_to_calibrate(model):
             if name not in tensors:
                 tensors.append(name)
@@ -207,7 +228,7 @@ def add_int8(bundle, plan: PrecisionPlan, reference: Reference, held_out: Refere
                            "skipped": plan.calib.skipped},
            "max_drop": options.max_drop, "gate_data": gate_desc, "targets": {}}
     failures = []
-    for target in options.targets:
+    for target in options.int8_targets:
         writer = INT8_WRITERS[target]
         with step(f"Quantizing INT8 for {target} and checking accuracy"):
             res = budget.quantize_within_budget(model, calibration.ranges, writer.quantize, writer.symmetric,
@@ -252,7 +273,12 @@ def run(bundle, reference: Reference, plan: PrecisionPlan) -> PrecisionResult:
     if options.int8:
         result.warnings.extend(plan.calib.warnings)
         result.int8 = add_int8(bundle, plan, reference, held_out)
-        result.files += [layout.CALIBRATION] + [layout.int8_onnx(t) for t in options.targets]
+        result.files += [layout.CALIBRATION] + [layout.int8_onnx(t) for t in options.int8_targets]
+    if options.openvino:
+        from .. import openvino_stage
+
+        result.openvino = openvino_stage.run(bundle, reference, openvino_stage.OpenVinoOptions())
+        result.files += result.openvino.files
     return result
 
 
@@ -268,11 +294,12 @@ def quantize_bundle(bundle_dir: "str | Path", options: PrecisionOptions, force: 
     plan = prepare(options, pre)
     options = plan.options
     if not options.wanted:
-        raise UserError("nothing to do: pass --fp16 and/or --int8 --calib PATH")
+        raise UserError("nothing to do: pass --fp16, --int8 --calib PATH and/or --target openvino")
     if not find_artifacts(manifest, kind=Kind.ONNX, precision="fp32", target="portable"):
         raise UserError(f"bundle {str(bundle_dir)!r} has no fp32 portable {layout.FP32_ONNX} to start from")
     names = [layout.FP16_ONNX] if options.fp16 else []
-    names += [layout.CALIBRATION] + [layout.int8_onnx(t) for t in options.targets] if options.int8 else []
+    names += [layout.CALIBRATION] + [layout.int8_onnx(t) for t in options.int8_targets] if options.int8 else []
+    names += [layout.openvino_ir(p) for p in ("fp32", "int8")] if options.openvino else []
     existing = [n for n in names if (Path(bundle_dir) / n).exists()]
     if existing and not force:
         raise UserError(f"bundle already has {', '.join(existing)}: pass --force to replace")

@@ -53,6 +53,9 @@ struct Bundle {
   Preprocessing preprocessing;
   std::vector<Artifact> files;
   std::map<std::string, PlanRecord> plans;  // by plan file name; a plan without a record is absent
+  // What `resnet-deploy bench` found fastest here, per runtime: manifest["recommended"][device]["latency"]
+  // ["by_backend"][backend]["artifact"], keyed "device/backend" (e.g. "cpu/onnxruntime", "gpu/tensorrt").
+  std::map<std::string, std::string> recommended;
 
   std::string path(const std::string& name) const { return dir + "/" + name; }
   // The build record of a plan, or nullptr when the manifest has none (e.g. a bundle exported before it was built).
@@ -65,6 +68,15 @@ struct Bundle {
   bool plan_allows_host_code(const std::string& name) const {
     const PlanRecord* r = plan_record(name);
     return r != nullptr && r->version_compat;
+  }
+  // The recommended artifact for a runtime on a device, or nullptr when bench recorded none (or the file is gone).
+  const Artifact* recommended_artifact(const std::string& device, const std::string& backend) const {
+    const auto it = recommended.find(device + "/" + backend);
+    if (it == recommended.end()) return nullptr;
+    for (const auto& a : files) {
+      if (a.name == it->second) return &a;
+    }
+    return nullptr;
   }
   // Files matching the tags (an empty tag matches anything), in manifest order.
   std::vector<Artifact> find(const std::string& kind, const std::string& precision = "",
