@@ -14,7 +14,7 @@ from .backends.torch_eager import TorchRunner
 from .bundle import BundleWriter
 from .bundle import check_out_dir
 from .onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_opset, export_onnx, save_exported_program
-from .models import LoadedModel, check_finite_weights, load_model
+from .models import LoadedModel, check_finite_weights, load_model, model_info, preprocessing_for
 from .preprocess import Preprocessing, load_images, make_preprocessing
 from .progress import step
 
@@ -74,7 +74,7 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
            opset: int = DEFAULT_OPSET, external_data: bool | None = None, images: "str | Path | None" = None,
            force: bool = False, seed: int = 0, validation_data: tuple[np.ndarray, str] | None = None,
            fuse: bool = True, fuse_skip=(), fold_bn: bool = True,
-           precision=None, engine: str = "auto", engine_options=None) -> BundleResult:
+           precision=None, engine: str = "auto", engine_options=None, source: dict | None = None) -> BundleResult:
     """Export any residual network (``nn.Module`` returning (N, C) logits) to a validated deploy bundle.
 
     Writes ``model.onnx`` and ``manifest.json`` into ``out_dir`` atomically. Raises ``CheckFailed`` (and
@@ -82,7 +82,8 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
     PyTorch before export; ``fuse`` runs the fusion stage (``model.onnxruntime.onnx``, ``fusion_report.json``),
     skipping the passes named in ``fuse_skip``. ``engine`` (auto|always|never) controls TensorRT plans
     (``engine.export_engines``; ``engine_options`` an ``engine.BuildOptions``). ``precision`` (a
-    ``precision.PrecisionOptions``) adds FP16 / INT8 graphs to the same bundle.
+    ``precision.PrecisionOptions``) adds FP16 / INT8 graphs to the same bundle. ``source`` (where the model
+    came from: a timm name, a ``--model`` spec and its file's sha256) goes into the manifest as ``model``.
     """
     import torch
 
@@ -138,6 +139,7 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
             bundle.add_file(FP32_ONNX + ".data", kind="onnx-external-data", precision="fp32")
         bundle.manifest.update({
             "arch": arch,
+            **({"model": source} if source else {}),
             "weights": weights,
             "num_classes": num_classes,
             "input": {"name": INPUT_NAME, "shape": [-1, 3, *pre.input_size], "dtype": "float32", "layout": "NCHW",
@@ -175,11 +177,12 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
 
 
 def export_arch(arch: str, out_dir: "str | Path", *, weights: str = "random", num_classes: int = 1000,
-                input_size="224", resize: int | None = None, mean=None, std=None, seed: int = 0,
-                **kwargs) -> BundleResult:
-    """Export a torchvision ResNet-family model by name (see ``registry.ARCHS``) to a validated bundle."""
+                input_size=None, resize: int | None = None, mean=None, std=None, interpolation: str | None = None,
+                seed: int = 0, **kwargs) -> BundleResult:
+    """Export a ResNet-family model by name to a validated bundle: a torchvision name (``registry.ARCHS``) or
+    ``timm/<name>`` (``timm_models.names()``, with timm's pretrained-config preprocessing as the default)."""
     # Everything that can be checked cheaply is checked before the model is loaded.
-    pre = make_preprocessing(input_size, resize, mean, std)
+    pre = preprocessing_for(arch, weights, input_size, resize, mean, std, interpolation)
     check_opset(kwargs.get("opset", DEFAULT_OPSET))
     check_out_dir(out_dir, kwargs.get("force", False))
     if kwargs.get("precision") is not None:
@@ -188,4 +191,45 @@ def export_arch(arch: str, out_dir: "str | Path", *, weights: str = "random", nu
     with step(f"Loading {arch} ({weights} weights)"):
         loaded: LoadedModel = load_model(arch, weights, num_classes, seed)
     return export(loaded.model, out_dir, preprocessing=pre, arch=arch, weights=loaded.weights,
-                  num_classes=loaded.num_classes, seed=seed, **kwargs)
+                  num_classes=loaded.num_classes, seed=seed, source=model_info(arch), **kwargs)
+
+
+def export_model(spec: str, out_dir: "str | Path", *, weights: str = "DEFAULT", num_classes: int | None = None,
+                 input_size=None, resize: int | None = None, mean=None, std=None, interpolation: str | None = None,
+                 seed: int = 0, **kwargs) -> BundleResult:
+    """Export the module that ``FILE.py:FUNCTION`` or ``package.module:FUNCTION`` returns (see ``model_spec``).
+
+    ``weights``: ``DEFAULT`` keeps the weights FUNCTION gave the module, ``random`` re-initialises them (seeded,
+    randomised BatchNorm), a PATH loads a checkpoint (same formats and key checks as ``--arch``).
+    """
+    from . import model_spec
+    from .models import RANDOM, _read_checkpoint, load_state_dict_checked, randomize_batchnorm
+    from .files import sha256_file
+
+    pre = make_preprocessing(input_size, resize, mean, std, interpolation or "bilinear")
+    ms = model_spec.parse(spec)
+    check_opset(kwargs.get("opset", DEFAULT_OPSET))
+    check_out_dir(out_dir, kwargs.get("force", False))
+    if kwargs.get("precision") is not None:
+        kwargs["precision"].check()
+    if num_classes is not None and num_classes < 1:
+        from .errors import UserError
+
+        raise UserError(f"--num-classes {num_classes} must be >= 1")
+    kwargs.setdefault("validation_data", validation_inputs(pre, kwargs.get("images"), seed))
+    with step(f"Building {spec} ({weights} weights)"):
+        model, classes, passed = model_spec.build(ms, num_classes, pre.input_size, seed, reinit=weights == RANDOM)
+        if weights == RANDOM:
+            randomize_batchnorm(model, seed)
+            info = {"source": RANDOM, "seed": seed, "sha256": None}
+        elif weights == "DEFAULT":
+            info = {"source": "user-function", "sha256": None}
+        else:
+            path = Path(weights).expanduser()
+            state = _read_checkpoint(path)
+            check_finite_weights(state, f"weights file {str(path)!r}")
+            load_state_dict_checked(model, state, repr(str(path)), f"the module {ms.function}() returns")
+            info = {"source": "checkpoint", "path": str(path), "sha256": sha256_file(path)}
+    source = {**ms.describe(), "num_classes_argument": passed}
+    return export(model.eval(), out_dir, preprocessing=pre, arch=spec, weights=info, num_classes=classes,
+                  seed=seed, source=source, **kwargs)
