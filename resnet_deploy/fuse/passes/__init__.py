@@ -8,13 +8,20 @@ from .cleanup_constants import FoldConstants
 from .cleanup_dead import RemoveDeadNodes
 from .cleanup_duplicates import DedupInitializers
 from .cleanup_identity import EliminateIdentity
+from .drop_broadcast_expand import DropBroadcastExpand
 from .fold_batchnorm import FoldBatchNorm
+from .fuse_conv_add import FuseConvAdd
 from .fuse_conv_add_relu import FuseConvAddRelu
 from .fuse_conv_relu import FuseConvRelu
+from .fuse_conv_sigmoid import FuseConvSigmoid
+from .reduce_mean_pool import ReduceMeanToPool
+from .squeeze_excitation import SqueezeExcitation
 
-# Run order: clean up, fold BN, then the runtime-specific fusions, then drop what they orphaned.
+# Run order: clean up, fold BN, the residual fusion, recognise SE / ECA blocks (before their Convs fuse), the
+# portable rewrites of their plumbing, the other runtime-specific fusions, then drop what they orphaned.
 PASSES: dict[str, Pass] = {p.name: p for p in (
-    EliminateIdentity(), FoldConstants(), DedupInitializers(), FoldBatchNorm(), FuseConvAddRelu(), FuseConvRelu(),
+    EliminateIdentity(), FoldConstants(), DedupInitializers(), FoldBatchNorm(), FuseConvAddRelu(),
+    SqueezeExcitation(), DropBroadcastExpand(), ReduceMeanToPool(), FuseConvAdd(), FuseConvRelu(), FuseConvSigmoid(),
     RemoveDeadNodes(),
 )}
 
