@@ -91,11 +91,11 @@ def test_gate_keeps_sensitive_layers_in_fp32(digits_bundle, digits_data, tmp_pat
     b = tmp_path / "b"
     shutil.copytree(digits_bundle.path, b)
     opts = PrecisionOptions(int8=True, calib=digits_data["root"] / "calib.npz", val=digits_data["val"],
-                            calib_method="entropy", targets=("onnxruntime",), max_drop=0.5)
+                            calib_method="entropy", targets=("onnxruntime",), max_drop=0.3)
     manifest, _ = quantize_bundle(b, opts, force=True)
     rec = manifest["precision"]["int8"]["targets"]["onnxruntime"]
-    assert rec["attempts"][0]["drop"] > 0.5, "precondition: the first attempt is over budget"
-    assert rec["passed"] and rec["drop_points"] <= 0.5
+    assert rec["attempts"][0]["drop"] > 0.3, "precondition: the first attempt is over budget"
+    assert rec["passed"] and rec["drop_points"] <= 0.3
     assert rec["excluded_layers"] and set(rec["excluded_layers"]) <= set(rec["kept_higher_precision"])
     assert manifest["precision"]["int8"]["calibration"]["reused_cache"] is False
 
