@@ -2,8 +2,10 @@
 
 timm's ECA gate ends in ``y.expand_as(x)``, which the exporter writes as Shape -> Concat -> Expand. When every
 reader of the Expand is an elementwise Mul / Add / Sub / Div whose other input has exactly the Expand's output
-shape, and the Expand's input broadcasts to it, the readers take the Expand's input directly; the Shape / Concat
-plumbing is then dead and removed.
+shape (equal inferred shapes, or the Expand's target is ``Shape`` of that input), the readers take the Expand's
+input directly: Expand's output shape is the broadcast of its input's shape with the target, so broadcasting the
+input against the other operand gives the same shape and the same numbers. The Shape / Concat plumbing is then
+dead and removed.
 """
 
 from __future__ import annotations
@@ -14,11 +16,8 @@ from .base import Pass, Rewrite, common_scope
 BROADCASTING = ("Mul", "Add", "Sub", "Div")
 
 
-def broadcasts_to(small: tuple, big: tuple) -> bool:
-    """Numpy-style: ``small`` right-aligned against ``big``, each dim 1 or equal (symbolic names compared)."""
-    if len(small) > len(big):
-        return False
-    return all(s == 1 or s == b for s, b in zip(reversed(small), reversed(big)))
+def known(shape) -> bool:
+    return shape is not None and None not in shape and not any(str(d).startswith("unk__") for d in shape)
 
 
 class DropBroadcastExpand(Pass):
@@ -33,18 +32,21 @@ class DropBroadcastExpand(Pass):
         out = node.output[0]
         if out in g.outputs:
             return "its output is a graph output"
-        target, src = g.shape(out), g.shape(node.input[0])
-        if target is None or src is None or None in target or None in src:
-            return "its input or output shape is unknown (run shape inference first)"
-        if not broadcasts_to(src, target):
-            return f"its input {list(src)} does not broadcast to {list(target)}"
+        target = g.shape(out)
+        shape_of = g.producer(node.input[1])
         for reader in g.consumers_of(out):
             if reader.op_type not in BROADCASTING or len(reader.input) != 2:
                 return f"{reader.op_type} {reader.name!r} reads it and does not broadcast"
             other = reader.input[1] if reader.input[0] == out else reader.input[0]
-            if other == out or g.shape(other) != target:
-                return (f"{reader.op_type} {reader.name!r}'s other input is {list(g.shape(other) or ['?'])}, not "
-                        f"{list(target)}: the Expand sets its output shape")
+            if other == out:
+                return f"{reader.op_type} {reader.name!r} reads it twice"
+            if shape_of is not None and shape_of.op_type == "Shape" and shape_of.input[0] == other \
+                    and not any(a.name in ("start", "end") for a in shape_of.attribute):
+                continue  # expand_as(other), literally
+            if not known(target) or g.shape(other) != target:
+                have = list(g.shape(other) or ["?"])
+                return (f"{reader.op_type} {reader.name!r}'s other input is {have}, not {list(target or ['?'])}: "
+                        "the Expand may set its output shape")
         return None
 
     def rewrite(self, g: Graph, m) -> Rewrite:
