@@ -215,3 +215,39 @@ def test_without_timm_one_line_names_the_extra(tmp_path):
     r = cli("export", "--list-archs")
     assert r.returncode == 0 and "timm: not installed" in r.stdout and "resnet-deploy[timm]" in r.stdout
     assert cli("export", "--help").returncode == 0
+
+
+def test_default_weights_load_from_the_hugging_face_cache(tmp_path, monkeypatch):
+    """--weights DEFAULT offline with a filled cache: timm's own loader reads it, and the manifest gets its sha256
+    (the cache is laid out as huggingface_hub lays it out: refs/main -> snapshots/<revision>/model.safetensors)."""
+    import hashlib
+    import importlib
+
+    import torch
+    from safetensors.torch import save_file
+
+    from resnet_deploy.models import load_model
+
+    torch.manual_seed(5)
+    state = timm.create_model("resnet18d").state_dict()
+    repo = tmp_path / "hf" / "hub" / "models--timm--resnet18d.ra2_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    snap = repo / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(snap / "model.safetensors"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    importlib.reload(huggingface_hub.constants)  # it reads the environment at import
+    try:
+        loaded = load_model("timm/resnet18d", "DEFAULT", 1000)
+        assert loaded.weights["source"] == "timm" and loaded.weights["name"] == "resnet18d.ra2_in1k"
+        assert loaded.weights["sha256"] == hashlib.sha256((snap / "model.safetensors").read_bytes()).hexdigest()
+        assert torch.equal(loaded.model.state_dict()["conv1.0.weight"], state["conv1.0.weight"])
+        ten = load_model("timm/resnet18d", "DEFAULT", 10)  # timm drops the 1000-class head, a fresh one is made
+        assert ten.weights["classifier_replaced"] and ten.model.fc.out_features == 10
+    finally:
+        monkeypatch.undo()
+        importlib.reload(huggingface_hub.constants)
