@@ -15,10 +15,17 @@ def export(model, out_dir, **kwargs):
 
 
 def export_arch(arch, out_dir, **kwargs):
-    """Export a torchvision ResNet-family model by name; see ``resnet_deploy.api.export_arch``."""
+    """Export a torchvision or ``timm/<name>`` ResNet by name; see ``resnet_deploy.api.export_arch``."""
     from .api import export_arch as _export_arch
 
     return _export_arch(arch, out_dir, **kwargs)
 
 
-__all__ = ["__version__", "export", "export_arch"]
+def export_model(spec, out_dir, **kwargs):
+    """Export the module ``FILE.py:FUNCTION`` returns; see ``resnet_deploy.api.export_model``."""
+    from .api import export_model as _export_model
+
+    return _export_model(spec, out_dir, **kwargs)
+
+
+__all__ = ["__version__", "export", "export_arch", "export_model"]

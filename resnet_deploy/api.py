@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import validate
 from .bundle import BundleWriter, check_out_dir
-from .models import LoadedModel, check_finite_weights, load_model
+from .models import LoadedModel, check_finite_weights, load_model, model_info, preprocessing_for
 from .onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_opset
 from .preprocess import Preprocessing, make_preprocessing
 from .progress import step
@@ -54,7 +54,8 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
            arch: str = "custom", weights: dict | None = None, num_classes: int | None = None,
            opset: int = DEFAULT_OPSET, external_data: bool | None = None, images: "str | Path | None" = None,
            force: bool = False, seed: int = 0, inputs: tuple | None = None, fuse: bool = True, fuse_skip=(),
-           fold_bn: bool = True, precision=None, engine: str = "auto", engine_options=None) -> BundleResult:
+           fold_bn: bool = True, precision=None, engine: str = "auto", engine_options=None,
+           source: dict | None = None) -> BundleResult:
     """Export any residual network (``nn.Module`` returning (N, C) logits) to a validated deploy bundle.
 
     The stages run in order on one ``Reference`` (the inputs, from ``images`` or seeded, and the eager logits):
@@ -63,6 +64,8 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
     already prepared ``precision.PrecisionPlan``) and TensorRT plans (``engine`` auto|always|never,
     ``engine_options`` a ``trt.stage.BuildOptions``). The bundle is written atomically: a failed check raises
     ``CheckFailed`` and leaves nothing. ``inputs`` are reference inputs already loaded (``reference.make_inputs``).
+    ``source`` (where the model came from: a timm name, a ``--model`` spec and its file's sha256) goes into the
+    manifest as ``model``.
     """
     import torch
 
@@ -102,7 +105,7 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
             "input": {"name": INPUT_NAME, "shape": [-1, 3, *pre.input_size], "dtype": "float32", "layout": "NCHW",
                       "dynamic_axes": {"0": "batch"}},
             "outputs": [{"name": OUTPUT_NAME, "shape": [-1, num_classes], "dtype": "float32"}],
-            "preprocessing": pre.to_dict(), "warnings": warnings})
+            "preprocessing": pre.to_dict(), "warnings": warnings, **({"model": source} if source else {})})
         result = BundleResult(bundle.out, bundle.manifest, None, warnings)
         result.export = export_stage.run(bundle, reference, export_stage.ExportOptions(
             pre.input_size, opset, external_data, model_metadata(arch, weights, pre, num_classes), fold_bn))
@@ -126,11 +129,21 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
 
 
 def export_arch(arch: str, out_dir: "str | Path", *, weights: str = "random", num_classes: int = 1000,
-                input_size="224", resize: int | None = None, mean=None, std=None, seed: int = 0,
-                **kwargs) -> BundleResult:
-    """Export a torchvision ResNet-family model by name (see ``registry.ARCHS``) to a validated bundle."""
+                input_size=None, resize: int | None = None, mean=None, std=None, interpolation: str | None = None,
+                seed: int = 0, **kwargs) -> BundleResult:
+    """Export a ResNet-family model by name to a validated bundle: a torchvision name (``registry.ARCHS``) or
+    ``timm/<name>`` (``timm_models.names()``, with timm's pretrained-config preprocessing as the default)."""
     # Everything that can be checked cheaply is checked (and the data loaded) before the model is loaded.
-    pre = make_preprocessing(input_size, resize, mean, std)
+    pre = preprocessing_for(arch, weights, input_size, resize, mean, std, interpolation)
+    _check_early(out_dir, pre, seed, kwargs)
+    with step(f"Loading {arch} ({weights} weights)"):
+        loaded: LoadedModel = load_model(arch, weights, num_classes, seed)
+    return export(loaded.model, out_dir, preprocessing=pre, arch=arch, weights=loaded.weights,
+                  num_classes=loaded.num_classes, seed=seed, source=model_info(arch), **kwargs)
+
+
+def _check_early(out_dir, pre, seed: int, kwargs: dict) -> None:
+    """Options, output folder and data, checked and loaded before any model is built (bad input fails fast)."""
     check_opset(kwargs.get("opset", DEFAULT_OPSET))
     check_out_dir(out_dir, kwargs.get("force", False))
     if kwargs.get("precision") is not None:
@@ -139,7 +152,40 @@ def export_arch(arch: str, out_dir: "str | Path", *, weights: str = "random", nu
         kwargs["precision"] = prepare(kwargs["precision"], pre)
     if kwargs.get("images") is not None and kwargs.get("inputs") is None:
         kwargs["inputs"] = make_inputs(pre, kwargs["images"], seed=seed)
-    with step(f"Loading {arch} ({weights} weights)"):
-        loaded: LoadedModel = load_model(arch, weights, num_classes, seed)
-    return export(loaded.model, out_dir, preprocessing=pre, arch=arch, weights=loaded.weights,
-                  num_classes=loaded.num_classes, seed=seed, **kwargs)
+
+
+def export_model(spec: str, out_dir: "str | Path", *, weights: str = "DEFAULT", num_classes: int | None = None,
+                 input_size=None, resize: int | None = None, mean=None, std=None, interpolation: str | None = None,
+                 seed: int = 0, **kwargs) -> BundleResult:
+    """Export the module that ``FILE.py:FUNCTION`` or ``package.module:FUNCTION`` returns (see ``model_spec``).
+
+    ``weights``: ``DEFAULT`` keeps the weights FUNCTION gave the module, ``random`` re-initialises them (seeded,
+    randomised BatchNorm), a PATH loads a checkpoint (same formats and key checks as ``--arch``).
+    """
+    from . import model_spec
+    from .files import sha256_file
+    from .models import RANDOM, _read_checkpoint, load_state_dict_checked, randomize_batchnorm
+
+    pre = make_preprocessing(input_size, resize, mean, std, interpolation or "bilinear")
+    ms = model_spec.parse(spec)
+    if num_classes is not None and num_classes < 1:
+        from .errors import UserError
+
+        raise UserError(f"--num-classes {num_classes} must be >= 1")
+    _check_early(out_dir, pre, seed, kwargs)
+    with step(f"Building {spec} ({weights} weights)"):
+        model, classes, passed = model_spec.build(ms, num_classes, pre.input_size, seed, reinit=weights == RANDOM)
+        if weights == RANDOM:
+            randomize_batchnorm(model, seed)
+            info = {"source": RANDOM, "seed": seed, "sha256": None}
+        elif weights == "DEFAULT":
+            info = {"source": "user-function", "sha256": None}
+        else:
+            path = Path(weights).expanduser()
+            state = _read_checkpoint(path)
+            check_finite_weights(state, f"weights file {str(path)!r}")
+            load_state_dict_checked(model, state, repr(str(path)), f"the module {ms.function}() returns")
+            info = {"source": "checkpoint", "path": str(path), "sha256": sha256_file(path)}
+    source = {**ms.describe(), "num_classes_argument": passed}
+    return export(model.eval(), out_dir, preprocessing=pre, arch=spec, weights=info, num_classes=classes,
+                  seed=seed, source=source, **kwargs)

@@ -1,8 +1,9 @@
 """Preprocessing that travels with the model (timm-style), and the image pipeline that applies it.
 
-The pipeline is torchvision's eval transform written with PIL and NumPy, so that it can be reproduced outside
-Python (the C++ loader follows the same steps): RGB -> resize the shorter side to ``resize`` with bilinear
-filtering -> center crop to ``input_size`` -> scale to [0, 1] -> subtract mean, divide by std -> NCHW float32.
+The pipeline is torchvision's (and timm's) eval transform written with PIL and NumPy, so that it can be reproduced
+outside Python (the C++ loader follows the same steps): RGB -> resize the shorter side to ``resize`` with PIL's
+bilinear or bicubic filter -> center crop to ``input_size`` -> scale to [0, 1] -> subtract mean, divide by std ->
+NCHW float32. torchvision's ``Resize`` on a PIL image calls PIL's own resampling, so the pixels are the same.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 MIN_INPUT_SIZE = 32
 CROP_PCT = 0.875
+INTERPOLATIONS = ("bilinear", "bicubic")  # PIL's filters of those names; timm's pretrained configs mostly say bicubic
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class Preprocessing:
             resize=int(d["resize"]),
             mean=tuple(float(v) for v in d["mean"]),
             std=tuple(float(v) for v in d["std"]),
-            interpolation=d.get("interpolation", "bilinear"),
+            interpolation=check_interpolation(d.get("interpolation", "bilinear")),
             color=d.get("color", "RGB"),
             layout=d.get("layout", "NCHW"),
             scale=float(d.get("scale", 1.0 / 255.0)),
@@ -98,18 +100,33 @@ def parse_triple(value: "str | Sequence[float] | None", name: str, default: tupl
     return nums
 
 
-def make_preprocessing(input_size="224", resize: int | None = None, mean=None, std=None) -> Preprocessing:
-    """Build a validated ``Preprocessing`` from user-level options (defaults: ImageNet, crop ratio 0.875)."""
-    h, w = parse_input_size(input_size)
+def check_interpolation(value: str) -> str:
+    """``bilinear`` or ``bicubic`` (case-insensitive), else a one-line error naming both."""
+    v = str(value).strip().lower()
+    if v not in INTERPOLATIONS:
+        raise UserError(f"unknown --interpolation {value!r}: choose one of {', '.join(INTERPOLATIONS)}")
+    return v
+
+
+def make_preprocessing(input_size="224", resize: int | None = None, mean=None, std=None,
+                       interpolation: str = "bilinear", crop_pct: float = CROP_PCT,
+                       default_mean=IMAGENET_MEAN, default_std=IMAGENET_STD) -> Preprocessing:
+    """Build a validated ``Preprocessing`` from user-level options (defaults: ImageNet, crop ratio 0.875).
+
+    ``crop_pct`` and the default mean / std are the model's own (timm's pretrained configs differ per model);
+    an unset ``resize`` is ``floor(crop / crop_pct)``, as torchvision and timm compute it.
+    """
+    h, w = parse_input_size(224 if input_size is None else input_size)
     if resize is None:
-        resize = int(max(h, w) / CROP_PCT)
+        resize = int(max(h, w) / crop_pct)
     if resize < max(h, w):
         raise UserError(f"--resize {resize} is smaller than the crop {h}x{w}: it must be >= {max(h, w)}")
     return Preprocessing(
         input_size=(h, w),
         resize=int(resize),
-        mean=parse_triple(mean, "--mean", IMAGENET_MEAN),
-        std=parse_triple(std, "--std", IMAGENET_STD, positive=True),
+        mean=parse_triple(mean, "--mean", default_mean),
+        std=parse_triple(std, "--std", default_std, positive=True),
+        interpolation=check_interpolation(interpolation),
     )
 
 
@@ -125,7 +142,8 @@ def preprocess_image(image, pre: Preprocessing) -> np.ndarray:
     from PIL import Image
 
     img = image.convert("RGB")
-    img = img.resize(resized_size(img.width, img.height, pre.resize), Image.BILINEAR)
+    resample = Image.BICUBIC if pre.interpolation == "bicubic" else Image.BILINEAR
+    img = img.resize(resized_size(img.width, img.height, pre.resize), resample)
     ch, cw = pre.input_size
     top = int(round((img.height - ch) / 2.0))
     left = int(round((img.width - cw) / 2.0))

@@ -1,10 +1,15 @@
-"""The one registry of supported architectures; CLI choices come from here and cannot drift."""
+"""The one registry of supported architectures; CLI choices come from here and cannot drift.
+
+Two families: the torchvision ResNets below (always there), and timm's ResNet family as ``timm/<name>`` when the
+optional timm extra is installed (``timm_models`` says which names and why).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import unknown
+from . import timm_models
+from .errors import UserError, choices, unknown
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,30 @@ ARCHS: dict[str, ArchSpec] = {s.name: s for s in _SPECS}
 
 
 def arch_names() -> list[str]:
+    """The torchvision names (timm's come from ``timm_models.names()``, which needs timm)."""
     return list(ARCHS)
+
+
+def check_arch(name: str) -> str:
+    """Validate a torchvision name or ``timm/<name>``; the error names the valid choices in one line."""
+    if timm_models.is_timm(name):
+        timm_models.check_arch(name)
+        return name
+    if name not in ARCHS:
+        raise UserError(f"unknown arch {name!r}: choose one of {choices(ARCHS)}, or timm/NAME for timm's ResNet "
+                        "family (resnet-deploy export --list-archs)")
+    return name
+
+
+def list_archs() -> list[str]:
+    """Lines for ``--list-archs``: both families, or a note when timm is not installed."""
+    lines = [f"torchvision: {', '.join(ARCHS)}"]
+    if timm_models.available():
+        timm_names = timm_models.names()
+        lines.append(f"timm ({len(timm_names)}): {', '.join(timm_names)}")
+    else:
+        lines.append("timm: not installed (pip install 'resnet-deploy[timm]' for timm/<name> architectures)")
+    return lines
 
 
 def get_arch(name: str) -> ArchSpec:

@@ -71,6 +71,14 @@ def check_model_name(name: str) -> str:
     return name
 
 
+def default_model_name(arch: str) -> str:
+    """A valid model name from a bundle's arch: ``timm/resnet50d`` -> ``timm-resnet50d``, a ``--model`` spec
+    ``path/to/my_resnet.py:build`` -> ``my_resnet.py-build``."""
+    if ":" in arch:
+        arch = arch.replace("\\", "/").rsplit("/", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", arch).strip(".-")[:128] or "resnet"
+
+
 def normalize_cc(value) -> str:
     """'8.6', '86', 'sm_86' or (8, 6) -> '8.6' (the form Triton's cc_model_filenames keys take)."""
     if isinstance(value, (tuple, list)) and len(value) == 2:
@@ -163,7 +171,7 @@ def write_triton_repo(bundle: "str | Path", repo: "str | Path", *, name: str | N
         if choice is not None:
             backends, precision, note = choice
     prec = Precision.parse(precision or "fp32", "precision")
-    base = check_model_name(name or str(manifest.get("arch") or "resnet"))
+    base = check_model_name(name or default_model_name(str(manifest.get("arch") or "resnet")))
     if device not in DEVICES:
         raise unknown("device", device, DEVICES)
     if instances < 1:

@@ -21,6 +21,16 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
                           cwd=cwd, env={**os.environ, **(env or {})}, timeout=600)
 
 
+def pytest_collection_modifyitems(config, items):
+    """``slow`` tests run only when asked for (``-m slow``, or any -m expression naming it)."""
+    if "slow" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def images_dir() -> Path:
     return IMAGES

@@ -146,7 +146,7 @@ def test_bn_that_must_not_fold():
     out = b.op("Add", [b.bn("bn_shared", shared, C), shared], "y")  # conv2 output also read by the Add
     res = fuse_and_compare(b.model(out), "onnxruntime")
     assert res.counts()["fold-batchnorm"] == 0
-    reasons = {d.nodes[-1]: d.reason for d in res.passes[3].declined}
+    reasons = {d.nodes[-1]: d.reason for d in next(p for p in res.passes if p.name == "fold-batchnorm").declined}
     assert "not a Conv" in reasons["bn_relu"] and "2 consumers" in reasons["bn_shared"]
     assert res.ops_after["BatchNormalization"] == 2
 
@@ -156,7 +156,7 @@ def test_broadcasting_add_is_not_fused():
     out = b.op("Relu", [b.op("Add", [b.conv("conv", "x", C, C), b.const("bias", np.ones((1, C, 1, 1)))], "a")], "y")
     res = fuse_and_compare(b.model(out), "onnxruntime")
     assert res.counts()["fuse-conv-add-relu"] == 0
-    assert "broadcasts" in res.passes[4].declined[0].reason
+    assert "broadcasts" in next(p for p in res.passes if p.name == "fuse-conv-add-relu").declined[0].reason
 
 
 def test_cleanup_passes():
@@ -188,3 +188,104 @@ def test_skip_and_unknown_names():
     with pytest.raises(UserError, match="unknown fusion target"):
         fuse_model(b.model(out), "gpu")
     assert op_counts(b.model(out)) == {"BatchNormalization": 1, "Conv": 1, "Relu": 1}
+
+
+def se_block(b, x, c, squeeze="ReduceMean"):
+    """x * Sigmoid(Conv(Relu(Conv(mean_hw(x))))): timm's squeeze-excitation as the dynamo exporter writes it."""
+    axes = b.const("axes", np.array([2, 3]))
+    b.inits[-1] = numpy_helper.from_array(np.array([2, 3], np.int64), "axes")
+    pooled = b.op("ReduceMean", [x, axes], "se_pool", keepdims=1) if squeeze == "ReduceMean" else \
+        b.op("GlobalAveragePool", [x], "se_pool")
+    fc1 = b.op("Relu", [b.conv("se_fc1", pooled, c, 2, k=1)], "se_relu")
+    gate = b.op("Sigmoid", [b.conv("se_fc2", fc1, 2, c, k=1)], "se_gate")
+    return b.op("Mul", [x, gate], "se_scale")
+
+
+def test_squeeze_excitation_is_recognised_and_its_parts_fused():
+    b = Builder()
+    main = b.conv("conv", "x", C, C)
+    out = b.op("Relu", [b.op("Add", [se_block(b, main, C), "x"], "add")], "y")
+    res = fuse_and_compare(b.model(out), "onnxruntime")
+    counts = res.counts()
+    assert counts["reduce-mean-to-pool"] == 1 and counts["fuse-conv-sigmoid"] == 1 and counts["fuse-conv-relu"] == 1
+    (found,) = res.found
+    assert found.pass_name == "squeeze-excitation" and found.result == ("se_scale", "Mul")
+    assert found.detail.startswith(f"squeeze-excitation ({C} -> 2 -> {C} channels): ReduceMean -> Conv -> Relu")
+    assert res.ops_after == {"Add": 1, "Conv": 1, "GlobalAveragePool": 1, "Mul": 1, "Relu": 1,
+                             "com.microsoft:FusedConv": 2}
+    (declined,) = next(p for p in res.passes if p.name == "fuse-conv-add-relu").declined
+    assert "neither Add input is a Conv output (they come from Mul and graph input)" == declined.reason
+    portable = fuse_and_compare(b.model(out), "portable")  # recognised there too; only the pooling is rewritten
+    assert len(portable.found) == 1 and portable.ops_after["GlobalAveragePool"] == 1
+    assert portable.ops_after["Sigmoid"] == 1 and portable.ops_after["Conv"] == 3
+
+
+def test_gate_that_is_not_squeeze_excitation_is_declined():
+    b = Builder()
+    other = b.conv("other", "x", C, C)
+    gate = b.op("Sigmoid", [b.conv("g", b.op("GlobalAveragePool", [other], "pool"), C, C, k=1)], "gate")
+    out = b.op("Mul", ["x", gate], "y")  # pools one tensor, scales another
+    res = fuse_and_compare(b.model(out), "portable")
+    (d,) = next(p for p in res.passes if p.name == "squeeze-excitation").declined
+    assert res.found == [] and "not the tensor it scales" in d.reason
+
+
+def test_eca_expand_dropped_and_keepdims0_pool():
+    """ECA: mean_hw (keepdims=0) -> Reshape (N, 1, C) -> Conv1d -> Sigmoid -> Reshape -> Expand(Shape(x)) -> Mul."""
+    b = Builder()
+    x = b.conv("conv", "x", C, C)
+    b.inits.append(numpy_helper.from_array(np.array([2, 3], np.int64), "axes"))
+    pooled = b.op("ReduceMean", [x, "axes"], "pool", keepdims=0)
+    b.inits += [numpy_helper.from_array(np.array([-1, 1, C], np.int64), "to_ncl"),
+                numpy_helper.from_array(np.array([-1, C, 1, 1], np.int64), "to_nchw")]
+    v = b.op("Reshape", [pooled, "to_ncl"], "view")
+    b.inits.append(numpy_helper.from_array(b.rng.standard_normal((1, 1, 3)).astype(np.float32), "eca.w"))
+    b.nodes.append(helper.make_node("Conv", [v, "eca.w"], ["eca"], name="eca", kernel_shape=[3], pads=[1, 1]))
+    gate = b.op("Reshape", [b.op("Sigmoid", ["eca"], "sig"), "to_nchw"], "gate")
+    shape = b.op("Shape", [x], "shape")
+    out = b.op("Mul", [x, b.op("Expand", [gate, shape], "expand")], "y")
+    res = fuse_and_compare(b.model(out), "onnxruntime")
+    counts = res.counts()
+    assert counts["drop-broadcast-expand"] == 1 and counts["reduce-mean-to-pool"] == 1
+    assert counts["fuse-conv-sigmoid"] == 1
+    assert "Expand" not in res.ops_after and "Shape" not in res.ops_after  # dead plumbing gone
+    assert res.found[0].detail.startswith("ECA (Conv1d over channels, kernel 3)")
+
+
+def test_expand_that_sets_the_shape_stays():
+    b = Builder()
+    b.inits.append(numpy_helper.from_array(np.array([1, C, H, H], np.int64), "shape"))
+    small = b.op("GlobalAveragePool", [b.conv("conv", "x", C, C)], "pool")
+    out = b.op("Add", [b.op("Expand", [small, "shape"], "expand"), b.const("one", np.ones((1, C, 1, 1)))], "y")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, C, H, H])
+    y = helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, C, H, H])
+    m = helper.make_model(helper.make_graph(b.nodes, "t", [x], [y], b.inits), opset_imports=[helper.make_opsetid("", 18)])
+    res = fuse_model(m, "portable")
+    (d,) = next(p for p in res.passes if p.name == "drop-broadcast-expand").declined
+    assert "the Expand may set its output shape" in d.reason and res.ops_after["Expand"] == 1
+
+
+def test_reduce_mean_that_is_not_a_spatial_pool_stays():
+    b = Builder()
+    b.inits.append(numpy_helper.from_array(np.array([1], np.int64), "axes"))
+    out = b.op("ReduceMean", [b.conv("conv", "x", C, C), "axes"], "y", keepdims=1)
+    m = b.model(out, out_channels=1)
+    res = fuse_model(m, "portable")
+    (d,) = next(p for p in res.passes if p.name == "reduce-mean-to-pool").declined
+    assert "reduces axes [1], not H and W" in d.reason
+
+
+def test_pre_activation_block():
+    """ResNet-V2: Add -> BN -> Relu -> Conv ... Conv -> Add(shortcut) with no Relu after the Add."""
+    b = Builder()
+    pre = b.op("Relu", [b.bn("bn_pre", "x", C)], "pre")
+    main = b.conv("conv2", b.op("Relu", [b.conv("conv1", pre, C, C)], "r1"), C, C)
+    out = b.op("Add", [main, "x"], "y")
+    res = fuse_and_compare(b.model(out), "onnxruntime")
+    counts = res.counts()
+    assert counts["fuse-conv-add"] == 1 and counts["fuse-conv-relu"] == 1 and counts["fold-batchnorm"] == 0
+    (d,) = next(p for p in res.passes if p.name == "fold-batchnorm").declined
+    assert "pre-activation" in d.reason and "stays BatchNormalization" in d.reason
+    assert res.ops_after == {"BatchNormalization": 1, "Relu": 1, "com.microsoft:FusedConv": 2}
+    (rw,) = [r for r in res.rewrites if r.pass_name == "fuse-conv-add"]
+    assert rw.detail == "no activation; Z = x from graph input"

@@ -119,8 +119,9 @@ Bundle load_bundle(const std::string& dir) {
     b.preprocessing.std = triple(require(pre, "std", where), where + " std");
     b.preprocessing.scale = pre.value("scale", 1.0 / 255.0);
     b.preprocessing.interpolation = pre.value("interpolation", "bilinear");
-    if (b.preprocessing.interpolation != "bilinear") {
-      throw UserError(where + " interpolation '" + b.preprocessing.interpolation + "' is not supported: bilinear");
+    if (b.preprocessing.interpolation != "bilinear" && b.preprocessing.interpolation != "bicubic") {
+      throw UserError(where + " interpolation '" + b.preprocessing.interpolation +
+                      "' is not supported: choose bilinear or bicubic");
     }
     if (pre.value("color", "RGB") != "RGB" || pre.value("layout", "NCHW") != "NCHW") {
       throw UserError(where + " must be RGB / NCHW");

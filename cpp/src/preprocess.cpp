@@ -26,6 +26,24 @@ double triangle(double x) {
   return x < 1.0 ? 1.0 - x : 0.0;
 }
 
+// PIL's bicubic_filter: Keys' cubic convolution with a = -0.5, support 2.
+double bicubic(double x) {
+  constexpr double a = -0.5;
+  x = std::fabs(x);
+  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+  if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0.0;
+}
+
+// A PIL resampling filter: its kernel and its support (in input pixels, before widening for a downscale).
+struct Filter {
+  double (*kernel)(double);
+  double support;
+};
+
+constexpr Filter kBilinear{triangle, 1.0};
+constexpr Filter kBicubic{bicubic, 2.0};
+
 // One axis of PIL's resampling: for every output pixel, the first input pixel, the count of input pixels
 // and their fixed-point weights (ksize slots each).
 struct Coefficients {
@@ -34,10 +52,10 @@ struct Coefficients {
   std::vector<int32_t> weights;
 };
 
-Coefficients precompute(int in_size, int out_size) {
+Coefficients precompute(int in_size, int out_size, const Filter& filter) {
   const double scale = static_cast<double>(static_cast<float>(in_size)) / out_size;
-  const double filterscale = std::max(scale, 1.0);  // the triangle widens only when downscaling
-  const double support = 1.0 * filterscale;         // bilinear support is 1
+  const double filterscale = std::max(scale, 1.0);  // the kernel widens only when downscaling
+  const double support = filter.support * filterscale;
   Coefficients c;
   c.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
   c.first.resize(out_size);
@@ -54,7 +72,7 @@ Coefficients precompute(int in_size, int out_size) {
     xmax = std::min(xmax, in_size) - xmin;
     double total = 0.0;
     for (int x = 0; x < xmax; ++x) {
-      k[x] = triangle((x + xmin - center + 0.5) * ss);
+      k[x] = filter.kernel((x + xmin - center + 0.5) * ss);
       total += k[x];
     }
     for (int x = 0; x < xmax; ++x) {
@@ -174,18 +192,23 @@ RgbImage decode_image(const std::string& path) {
   return img;
 }
 
-RgbImage resize_bilinear(const RgbImage& in, int out_width, int out_height) {
+RgbImage resize(const RgbImage& in, int out_width, int out_height, const std::string& interpolation) {
+  const Filter& filter = interpolation == "bicubic" ? kBicubic : kBilinear;
   const bool horizontal = out_width != in.width;
   const bool vertical = out_height != in.height;
   if (!horizontal && !vertical) return in;
-  const Coefficients cv = precompute(in.height, out_height);
+  const Coefficients cv = precompute(in.height, out_height, filter);
   // Like PIL, the horizontal pass only covers the rows the vertical pass will read.
   const int row0 = cv.first.front();
   const int row_end = cv.first.back() + cv.count.back();
   if (!horizontal) return resample_vertical(in, out_height, 0, cv);
-  RgbImage tmp = resample_horizontal(in, out_width, row0, row_end - row0, precompute(in.width, out_width));
+  RgbImage tmp = resample_horizontal(in, out_width, row0, row_end - row0, precompute(in.width, out_width, filter));
   if (!vertical) return tmp;
   return resample_vertical(tmp, out_height, row0, cv);
+}
+
+RgbImage resize_bilinear(const RgbImage& in, int out_width, int out_height) {
+  return resize(in, out_width, out_height, "bilinear");
 }
 
 std::pair<int, int> resized_size(int width, int height, int shorter) {
@@ -207,7 +230,7 @@ int center_offset(int diff) {
 
 std::vector<float> preprocess(const RgbImage& image, const Preprocessing& pre) {
   const auto [rw, rh] = resized_size(image.width, image.height, pre.resize);
-  const RgbImage resized = resize_bilinear(image, rw, rh);
+  const RgbImage resized = resize(image, rw, rh, pre.interpolation);
   const int ch = pre.crop_height, cw = pre.crop_width;
   if (rw < cw || rh < ch) {
     throw UserError("resized image " + std::to_string(rw) + "x" + std::to_string(rh) + " is smaller than the crop " +

@@ -1,4 +1,4 @@
-"""``resnet-deploy export``: a torchvision ResNet (or checkpoint) to a validated deploy bundle."""
+"""``resnet-deploy export``: a torchvision or timm ResNet, or your own module (``--model``), to a validated bundle."""
 
 from __future__ import annotations
 
@@ -12,19 +12,40 @@ from .common import (bundle_json, emit_json, fmt_parity, force_option, json_opti
 from .precision_options import precision_options
 
 
+def _list_archs(ctx, param, value) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    for line in registry.list_archs():
+        click.echo(line)
+    ctx.exit(0)
+
+
 @click.command()
-@click.option("--arch", required=True, type=click.Choice(registry.arch_names()), help="Architecture.")
+@click.option("--arch", default=None, metavar="NAME|timm/NAME",
+              help=f"Architecture: a torchvision ResNet ({', '.join(registry.arch_names()[:3])}, ...) or timm/NAME "
+                   "(timm's ResNet family, with resnet-deploy[timm]); see --list-archs.")
+@click.option("--model", "model_spec", default=None, metavar="FILE.py:FUNCTION|module:FUNCTION",
+              help="Your own module instead of --arch: FUNCTION returns an nn.Module with (N, C) logits; it gets "
+                   "num_classes=N when it takes that argument and --num-classes is given.")
+@click.option("--list-archs", is_flag=True, expose_value=False, is_eager=True, callback=_list_archs,
+              help="List the torchvision and timm architectures and exit.")
 @click.option("--weights", default="DEFAULT", show_default=True, metavar="DEFAULT|NAME|random|PATH",
-              help="torchvision weights (from the torch hub cache, else downloaded), 'random' (seeded, randomised "
-                   "BatchNorm: accuracy means nothing) or a checkpoint PATH (state_dict, {'state_dict':...}, "
-                   "{'model':...}; loaded with weights_only=True).")
-@click.option("--num-classes", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Classifier size; replaces the head of torchvision weights.")
-@click.option("--input-size", default="224", show_default=True, metavar="S|HxW", help="Crop size (>= 32).")
+              help="The published weights (torchvision: torch hub cache, else downloaded; timm: its default or "
+                   "NAMEd pretrained tag from the Hugging Face cache, else downloaded; --model: what FUNCTION "
+                   "gave), 'random' (seeded, randomised BatchNorm: accuracy means nothing) or a checkpoint PATH "
+                   "(state_dict, {'state_dict':...}, {'model':...}, .safetensors; loaded with weights_only=True).")
+@click.option("--num-classes", type=click.IntRange(min=1), default=None,
+              help="Classifier size [default: 1000; --model: what FUNCTION returns]; replaces the head of "
+                   "published weights.")
+@click.option("--input-size", default=None, metavar="S|HxW",
+              help="Crop size (>= 32) [default: 224; timm: its pretrained config].")
 @click.option("--resize", type=click.IntRange(min=1), default=None, help="Shorter side before the crop "
-              "[default: input size / 0.875].")
-@click.option("--mean", default=None, metavar="R,G,B", help="Normalisation mean [default: ImageNet].")
-@click.option("--std", default=None, metavar="R,G,B", help="Normalisation std, each > 0 [default: ImageNet].")
+              "[default: input size / 0.875; timm: input size / its crop fraction].")
+@click.option("--mean", default=None, metavar="R,G,B", help="Normalisation mean [default: ImageNet; timm: its config].")
+@click.option("--std", default=None, metavar="R,G,B",
+              help="Normalisation std, each > 0 [default: ImageNet; timm: its config].")
+@click.option("--interpolation", default=None, metavar="bilinear|bicubic",
+              help="Resize filter (PIL's) [default: bilinear; timm: its config, mostly bicubic].")
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset (18..23).")
 @click.option("--external-data", is_flag=True, help=f"Store weights in {layout.external_data(layout.FP32_ONNX)} (automatic past 2 GB).")
 @click.option("--images", type=click.Path(path_type=str), default=None,
@@ -42,17 +63,25 @@ from .precision_options import precision_options
 @force_option
 @json_option
 @verbose_option
-def export(arch, weights, num_classes, input_size, resize, mean, std, opset, external_data, images, seed, out_dir,
-           no_fuse, fuse_skip, engine, batch, workspace, timing_cache, opt_level, hardware_compat, version_compat,
-           tf32, force, as_json, verbose, **precision) -> None:
-    """Export a ResNet to ONNX, validate it against eager PyTorch, and write a deploy bundle."""
-    from ..api import export_arch
+def export(arch, model_spec, weights, num_classes, input_size, resize, mean, std, interpolation, opset, external_data,
+           images, seed, out_dir, no_fuse, fuse_skip, engine, batch, workspace, timing_cache, opt_level,
+           hardware_compat, version_compat, tf32, force, as_json, verbose, **precision) -> None:
+    """Export a ResNet (--arch) or your own module (--model) to ONNX, validate it against eager PyTorch, and write a
+    deploy bundle."""
+    from ..api import export_arch, export_model
+    from ..errors import UserError
     from ..types import EngineMode
     from .common import setup
     from .precision_options import build, print_summary
 
     setup(verbose, as_json)
-    out_dir = out_dir or f"{arch}-bundle"
+    if (arch is None) == (model_spec is None):
+        raise UserError("pass exactly one of --arch NAME (see --list-archs) or --model FILE.py:FUNCTION" if arch is None
+                        else "--arch and --model are mutually exclusive: pass one of them")
+    if arch is not None:
+        registry.check_arch(arch)  # before anything else is looked at
+    name = arch.replace("/", "-") if arch else model_spec.rpartition(":")[2]
+    out_dir = out_dir or f"{name}-bundle"
     EngineMode.parse(engine, "--engine")
     plan_options = make_options(batch, workspace, timing_cache, opt_level, hardware_compat, version_compat, tf32)
     fuse_skip = split_names(fuse_skip)
@@ -61,10 +90,14 @@ def export(arch, weights, num_classes, input_size, resize, mean, std, opset, ext
 
         passes_for("onnxruntime", fuse_skip)
     options = build(**precision)  # every option not named above is a precision option
-    res = export_arch(arch, out_dir, weights=weights, num_classes=num_classes, input_size=input_size, resize=resize,
-                      mean=mean, std=std, opset=opset, external_data=external_data or None, images=images,
-                      seed=seed, force=force, fuse=not no_fuse, fuse_skip=fuse_skip, engine=engine,
-                      engine_options=plan_options, precision=options if options.wanted else None)
+    common = dict(weights=weights, input_size=input_size, resize=resize, mean=mean, std=std,
+                  interpolation=interpolation, opset=opset, external_data=external_data or None, images=images,
+                  seed=seed, force=force, fuse=not no_fuse, fuse_skip=fuse_skip, engine=engine,
+                  engine_options=plan_options, precision=options if options.wanted else None)
+    if arch is not None:
+        res = export_arch(arch, out_dir, num_classes=num_classes or 1000, **common)
+    else:
+        res = export_model(model_spec, out_dir, num_classes=num_classes, **common)
     for w in res.warnings:
         warn(w)
     if as_json:

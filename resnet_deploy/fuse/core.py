@@ -35,6 +35,11 @@ class FuseResult:
     def counts(self) -> dict[str, int]:
         return {p.name: len(p.rewrites) for p in self.passes}
 
+    @property
+    def found(self) -> list:
+        """Patterns recognised and reported without a rewrite (squeeze-excitation blocks)."""
+        return [r for p in self.passes for r in p.found]
+
 
 def parse_target(value: "Target | str") -> Target:
     """``portable`` or ``onnxruntime``; ``tensorrt`` gets the portable graph (TensorRT fuses by itself)."""
@@ -75,7 +80,8 @@ def fuse_model(model, target: "Target | str" = Target.ONNXRUNTIME, skip=()) -> F
     results = []
     for name in run:
         res = PASSES[name].run(g)
-        log.info("%s: %d rewrite(s), %d declined", name, len(res.rewrites), len(res.declined))
+        log.info("%s: %d rewrite(s), %d recognised, %d declined", name, len(res.rewrites), len(res.found),
+                 len(res.declined))
         results.append(res)
     return FuseResult(target, model, results, skipped, before, op_counts(model), time.perf_counter() - start)
 

@@ -18,7 +18,8 @@ def target_report(res: FuseResult) -> dict:
         blocks.setdefault(r.scope or "(top level)", []).append(r.to_dict())
     return {
         "target": str(res.target),
-        "passes": [{"name": p.name, "rewrites": len(p.rewrites), "declined": len(p.declined)} for p in res.passes],
+        "passes": [{"name": p.name, "rewrites": len(p.rewrites), "declined": len(p.declined),
+                    **({"recognized": len(p.found)} if p.found else {})} for p in res.passes],
         "skipped": res.skipped,
         "ops_before": res.ops_before,
         "ops_after": res.ops_after,
@@ -26,6 +27,7 @@ def target_report(res: FuseResult) -> dict:
         "nodes_after": sum(res.ops_after.values()),
         "blocks": blocks,
         "cleanup": [r.to_dict() for r in res.rewrites if r.pass_name in CLEANUP],
+        "recognized": [r.to_dict() for r in res.found],
         "declined": [d.to_dict() for p in res.passes for d in p.declined],
         "seconds": round(res.seconds, 3),
     }

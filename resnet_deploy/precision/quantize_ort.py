@@ -1,10 +1,15 @@
 """INT8 for ONNX Runtime on x86: QDQ with uint8 activations and int8 per-channel weights (U8S8).
 
 ONNX Runtime turns ``DQ -> Conv -> (Relu) -> Q`` into QLinearConv and ``DQ, DQ -> Add -> (Relu) -> Q`` into
-QLinearAdd; a Relu before a Q with zero point 0 is dropped (uint8 clamps at 0). So every activation between
-quantized ops gets one Q/DQ pair, except a tensor whose only reader is a Relu (the Relu output carries it), and
-MaxPool keeps its input's scale so it runs on uint8 directly. Conv biases become int32 (input scale x weight
-scale), as QLinearConv requires. (int8 activations, S8S8, ran slower than fp32 on this CPU.)
+QLinearAdd; a Relu before a Q with zero point 0 is dropped (uint8 clamps at 0). Likewise (checked with a
+session's optimized-model dump) Mul -> QLinearMul (an SE block's scale, broadcasting), Sigmoid -> QLinearSigmoid,
+AveragePool -> QLinearAveragePool (ResNet-D shortcuts), GlobalAveragePool -> QLinearGlobalAveragePool (SE squeeze
+and head, after the reduce-mean-to-pool fusion; ReduceMean itself is not quantized). So every input and output
+of those ops gets one Q/DQ pair, except a tensor whose only reader is a Relu (the Relu output carries it), and
+MaxPool keeps its input's scale so it runs on uint8 directly. A pre-activation BatchNormalization runs float
+between its DQ and the Relu's Q. Conv biases become int32 (input scale x weight scale), as QLinearConv requires.
+A classifier written as a 1x1 Conv stays float like the Gemm head. (int8 activations, S8S8, ran slower than fp32
+on this CPU.)
 """
 
 from __future__ import annotations
@@ -13,29 +18,33 @@ import copy
 
 import numpy as np
 
+from .blocks import head_convs
 from ..onnx_graph import Graph
 from .qdq import QuantizedGraph, asymmetric_uint8, finish, insert_qdq, kept_nodes, quantize_conv_weight
 
-ACTIVATION_OPS = ("Conv", "Relu", "Add", "MaxPool")
+QLINEAR_OPS = ("Conv", "Add", "Mul", "Sigmoid", "AveragePool", "GlobalAveragePool", "MaxPool")
+ACTIVATION_OPS = (*QLINEAR_OPS, "Relu")
 
 
 def activation_tensors(model) -> list[str]:
-    """Tensors that carry a Q/DQ pair: the input and outputs of Conv/Relu/Add/MaxPool (not those read only by Relu)."""
+    """Tensors that carry a Q/DQ pair: the activation inputs and the outputs of the ops ONNX Runtime runs in QLinear
+    form (and Relu outputs), except those read only by a Relu and the input of a Conv classifier."""
     idx = Graph(model)
-    out = []
-    feeds_conv = {n.input[0] for n in model.graph.node if n.op_type == "Conv"}
-    for inp in model.graph.input:
-        if inp.name in feeds_conv:
-            out.append(inp.name)
+    head = head_convs(model)
+    consts = set(idx.inits) | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    out: list[str] = []
     for n in model.graph.node:
-        if n.op_type not in ACTIVATION_OPS:
-            continue
-        t = n.output[0]
+        if n.op_type in QLINEAR_OPS and n.name not in head:
+            out.extend(t for t in n.input[:2 if n.op_type in ("Add", "Mul") else 1] if t and t not in consts)
+        if n.op_type in ACTIVATION_OPS and n.name not in head:
+            out.append(n.output[0])
+    keep = []
+    for t in dict.fromkeys(out):
         readers = idx.consumers_of(t)
         if readers and all(r.op_type == "Relu" for r in readers):
             continue
-        out.append(t)
-    return out
+        keep.append(t)
+    return keep
 
 
 def tensors_to_calibrate(model) -> list[str]:
@@ -47,6 +56,7 @@ def quantize(model, ranges: dict[str, tuple[float, float]], exclude: set[str] = 
     model = copy.deepcopy(model)
     idx = Graph(model)
     tensors = activation_tensors(model)
+    chosen, exclude = set(exclude), set(exclude) | head_convs(model)
     ranges = dict(ranges)
     for n in model.graph.node:  # MaxPool output shares its input's range: its Q/DQ then cancels out
         if n.op_type == "MaxPool" and n.input[0] in ranges:
@@ -64,7 +74,9 @@ def quantize(model, ranges: dict[str, tuple[float, float]], exclude: set[str] = 
             quantize_conv_weight(model, idx, n, input_scale=scales.get(idx_input(n)))
             quantized.append(n.name)
     finish(model)
-    return QuantizedGraph(model, quantized, kept_nodes(model, quantized, exclude), list(scales))
+    kept = kept_nodes(model, quantized, chosen)
+    kept.update({name: "classifier head kept fp32 by policy" for name in head_convs(model)})
+    return QuantizedGraph(model, quantized, kept, list(scales))
 
 
 def idx_input(conv) -> str:

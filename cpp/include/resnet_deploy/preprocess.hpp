@@ -1,5 +1,6 @@
 // The image pipeline of resnet_deploy/preprocess.py, reproduced bit for bit:
-// decode to RGB -> resize the shorter side (PIL's antialiased bilinear) -> center crop -> scale, normalise -> CHW.
+// decode to RGB -> resize the shorter side (PIL's antialiased bilinear or bicubic) -> center crop -> scale,
+// normalise -> CHW.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +25,10 @@ RgbImage decode_image(const std::string& path);
 // PIL's Image.resize(size, Image.BILINEAR): a separable triangle filter whose support grows with the
 // downscale factor (antialiasing), fixed-point coefficients, horizontal pass first, 8-bit between passes.
 RgbImage resize_bilinear(const RgbImage& in, int out_width, int out_height);
+
+// The same resampling with PIL's filter named `interpolation`: "bilinear" (triangle, support 1) or "bicubic"
+// (Keys' cubic with a = -0.5, support 2; negative lobes clamp to [0, 255] as in PIL).
+RgbImage resize(const RgbImage& in, int out_width, int out_height, const std::string& interpolation);
 
 // (width, height) after resizing the shorter side to `shorter` (torchvision's rounding, as resized_size).
 std::pair<int, int> resized_size(int width, int height, int shorter);

@@ -45,6 +45,7 @@ class PassResult:
     name: str
     rewrites: list[Rewrite] = field(default_factory=list)
     declined: list[Declined] = field(default_factory=list)
+    found: list[Rewrite] = field(default_factory=list)  # patterns recognised and recorded, the graph unchanged
 
 
 def common_scope(nodes) -> str:

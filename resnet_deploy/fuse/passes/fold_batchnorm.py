@@ -2,7 +2,9 @@
 
 W' = W * s (per output channel), b' = (b - mean) * s + beta, with s = gamma / sqrt(var + eps); computed in
 float64 and stored in the weight's dtype. A BN whose input is not a Conv output, or whose Conv output has other
-consumers, stays (it is a standard op, valid in every target).
+consumers, stays (it is a standard op, valid in every target): ONNX Runtime and TensorRT run it as one per-channel
+scale and shift, which is all a Mul + Add pair would be. A pre-activation BN (ResNet-V2: residual Add -> BN ->
+Relu -> Conv) folds into neither side: its input is a sum, and a Relu separates it from the next Conv.
 """
 
 from __future__ import annotations
@@ -11,6 +13,15 @@ import numpy as np
 
 from ...onnx_graph import Graph, attr
 from .base import Pass, Rewrite, common_scope
+
+
+def kept(g: Graph, bn) -> str:
+    """Why a BN with no Conv before it stays, for the report."""
+    readers = g.consumers_of(bn.output[0])
+    if readers and all(r.op_type == "Relu" for r in readers):
+        return ("; pre-activation: a Relu stands between it and the next Conv, so it folds into neither and stays "
+                "BatchNormalization (one per-channel scale and shift)")
+    return "; it stays BatchNormalization (one per-channel scale and shift)"
 
 
 class FoldBatchNorm(Pass):
@@ -30,9 +41,9 @@ class FoldBatchNorm(Pass):
         bn = g.nodes[bn_name]
         conv = g.nodes.get(conv_name)
         if conv is None:
-            return "its input is a graph input or initializer, not a Conv output"
+            return f"its input is a graph input or initializer, not a Conv output{kept(g, bn)}"
         if conv.op_type != "Conv" or conv.domain not in ("", "ai.onnx"):
-            return f"its input comes from {conv.op_type} {conv.name!r}, not a Conv"
+            return f"its input comes from {conv.op_type} {conv.name!r}, not a Conv{kept(g, bn)}"
         if attr(bn, "training_mode", 0) or len([o for o in bn.output if o]) > 1:
             return "it is in training mode (running statistics are outputs)"
         if g.uses(conv.output[0]) > 1:

@@ -25,11 +25,13 @@ def conv_check(g: Graph, conv, consumer_name: str) -> str | None:
     return None
 
 
-def to_fused(g: Graph, conv, output: str, z: str | None = None) -> None:
-    """Turn ``conv`` into FusedConv(Relu) writing ``output``; ``z`` is the summed input (the residual)."""
+def to_fused(g: Graph, conv, output: str, z: str | None = None, activation: str | None = "Relu") -> None:
+    """Turn ``conv`` into FusedConv writing ``output``: ``activation`` (Relu, Sigmoid, or None for none) applied
+    to Conv + ``z``, the summed input (the residual)."""
     old = conv.output[0]
     conv.op_type, conv.domain = "FusedConv", MS_DOMAIN
-    conv.attribute.append(onnx.helper.make_attribute("activation", "Relu"))
+    if activation:
+        conv.attribute.append(onnx.helper.make_attribute("activation", activation))
     if z is not None:
         while len(conv.input) < 3:
             conv.input.append("")  # no bias: an empty name is a missing optional input
