@@ -110,6 +110,14 @@ def export(arch, model_spec, weights, num_classes, input_size, resize, mean, std
     for target, f in res.manifest.get("fusion", {}).get("targets", {}).items():
         con.print(f"fused {target}: {f['nodes_before']} -> {f['nodes_after']} nodes, parity vs eager: "
                   f"{fmt_parity(f['parity'])}")
+    report = res.path / "fusion_report.json"
+    if report.is_file():
+        import json
+
+        found = json.loads(report.read_text())["targets"].get("onnxruntime", {}).get("recognized", [])
+        if found:
+            con.print(f"recognised {len(found)} squeeze-excitation / ECA block(s): listed in fusion_report.json, kept "
+                      "as is (no ONNX Runtime op computes a whole block)")
     print_summary(con, res.manifest)
     _print_engines(res.manifest)
     for name, e in res.manifest["files"].items():
