@@ -110,6 +110,10 @@ def export(arch, model_spec, weights, num_classes, input_size, resize, mean, std
     for target, f in res.manifest.get("fusion", {}).get("targets", {}).items():
         con.print(f"fused {target}: {f['nodes_before']} -> {f['nodes_after']} nodes, parity vs eager: "
                   f"{fmt_parity(f['parity'])}")
+    found = res.fusion.report["targets"].get("onnxruntime", {}).get("recognized", []) if res.fusion else []
+    if found:
+        con.print(f"recognised {len(found)} squeeze-excitation / ECA block(s): listed in {layout.FUSION_REPORT}, kept "
+                  "as is (no ONNX Runtime op computes a whole block)")
     print_summary(con, res.manifest)
     print_plans(res.engines)
     for name, e in res.manifest["files"].items():
