@@ -11,6 +11,7 @@ Variants (those the bundle has artifacts for; ``--list`` names them):
   ov-f32              OpenVINO on model.onnx, inference precision f32
   ov-default          OpenVINO on model.onnx at its default precision for this CPU (bf16 where the CPU has it)
   ov-int8-<target>    OpenVINO reading each of the bundle's INT8 ONNX graphs
+  ov-ir-int8          OpenVINO on the bundle's own INT8 IR (model.int8.openvino.xml, the openvino target)
   ov-nncf-int8        OpenVINO on an INT8 model that NNCF quantized from model.onnx (nncf.quantize with its
                       defaults, on --calib with the bundle's preprocessing), as a user of that stack would
 
@@ -94,6 +95,8 @@ def bundle_variants(bundle: Path, manifest: dict) -> list[Variant]:
                 Variant("ov-default", "openvino", f"OpenVINO default precision {fp32[0]}", str(bundle / fp32[0]))]
     for name, target in int8:
         out.append(Variant(f"ov-int8-{target}", "openvino", f"OpenVINO reading {name}", str(bundle / name)))
+    for name in find_artifacts(manifest, kind="openvino-ir", precision="int8"):  # the IR the bundle ships
+        out.append(Variant("ov-ir-int8", "openvino", f"OpenVINO IR {name} (the bundle's own)", str(bundle / name)))
     if fp32:
         out.append(Variant("ov-nncf-int8", "openvino", "OpenVINO + NNCF INT8 (quantized by NNCF from model.onnx)"))
     return out
