@@ -4,6 +4,7 @@ Variants (those the bundle has artifacts for; ``--list`` names them):
   torch-eager         the bundle's eager program, fp32, torch.inference_mode, torch's default threads
   torch-compile       the same through torch.compile (inductor, freezing on, dynamic=False: one graph per batch)
   ort-fp32            ONNX Runtime on model.onnx, ORT_ENABLE_ALL, the runtime's defaults (spinning on)
+  ort-fp32-fused      ONNX Runtime on model.onnxruntime.onnx, the fused graph `resnet-deploy bench` runs
   ort-int8-<target>   ONNX Runtime on each of the bundle's INT8 graphs (model.int8.<target>.onnx)
   ort-int8-onnxruntime-concurrent
                       throughput batches only: that graph with one thread per run and one run per core in
@@ -12,6 +13,7 @@ Variants (those the bundle has artifacts for; ``--list`` names them):
   ov-default          OpenVINO on model.onnx at its default precision for this CPU (bf16 where the CPU has it)
   ov-int8-<target>    OpenVINO reading each of the bundle's INT8 ONNX graphs
   ov-ir-int8          OpenVINO on the bundle's own INT8 IR (model.int8.openvino.xml, the openvino target)
+  ov-ir-int8-static   the same IR reshaped to each batch size before compiling (static batch)
   ov-nncf-int8        OpenVINO on an INT8 model that NNCF quantized from model.onnx (nncf.quantize with its
                       defaults, on --calib with the bundle's preprocessing), as a user of that stack would
 
@@ -69,6 +71,7 @@ class Variant:
     compile: bool = False  # torch.compile
     concurrent: bool = False  # ONNX Runtime: throughput batches as concurrent single-thread runs
     throughput_only: bool = False
+    static_batch: bool = False  # OpenVINO: reshape to each batch size before compiling (else the batch stays dynamic)
 
 
 # ------------------------------------------------------------------------------------------------ variants
@@ -84,6 +87,8 @@ def bundle_variants(bundle: Path, manifest: dict) -> list[Variant]:
                 Variant("torch-compile", "torch", "torch.compile fp32 (inductor, freezing)", compile=True)]
     if fp32:
         out.append(Variant("ort-fp32", "onnxruntime", f"ONNX Runtime fp32 {fp32[0]}", str(bundle / fp32[0])))
+    for name in find_artifacts(manifest, kind="onnx", precision="fp32", target="onnxruntime"):  # what bench runs
+        out.append(Variant("ort-fp32-fused", "onnxruntime", f"ONNX Runtime fp32 {name} (fused)", str(bundle / name)))
     for name, target in int8:
         out.append(Variant(f"ort-int8-{target}", "onnxruntime", f"ONNX Runtime {name}", str(bundle / name)))
         if target == "onnxruntime":
@@ -96,7 +101,9 @@ def bundle_variants(bundle: Path, manifest: dict) -> list[Variant]:
     for name, target in int8:
         out.append(Variant(f"ov-int8-{target}", "openvino", f"OpenVINO reading {name}", str(bundle / name)))
     for name in find_artifacts(manifest, kind="openvino-ir", precision="int8"):  # the IR the bundle ships
-        out.append(Variant("ov-ir-int8", "openvino", f"OpenVINO IR {name} (the bundle's own)", str(bundle / name)))
+        out += [Variant("ov-ir-int8", "openvino", f"OpenVINO IR {name} (the bundle's own)", str(bundle / name)),
+                Variant("ov-ir-int8-static", "openvino", f"OpenVINO IR {name}, reshaped to a static batch",
+                        str(bundle / name), static_batch=True)]
     if fp32:
         out.append(Variant("ov-nncf-int8", "openvino", "OpenVINO + NNCF INT8 (quantized by NNCF from model.onnx)"))
     return out
@@ -166,7 +173,7 @@ def make_unit(v: Variant, batch: int, shape: list[int], throughput: bool, model=
         from resnet_deploy.backends.openvino import OpenVinoRunner
 
         runner = OpenVinoRunner(v.model, hint="throughput" if throughput else "latency",
-                                precision=v.precision).activate()
+                                precision=v.precision, batch=batch if v.static_batch else None).activate()
         if throughput:
             k = max(4 * runner.optimal_requests, 1)
             start = time.perf_counter()

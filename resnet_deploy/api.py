@@ -37,6 +37,18 @@ class BundleResult:
     fusion: object = None  # fuse.stage.FuseStageResult
     precision: object = None  # precision.stage.PrecisionResult
     engines: object = None  # trt.stage.EngineBuildResult
+    failures: list[str] = field(default_factory=list)  # optional precisions left out (PrecisionFailed), one line each
+
+    @property
+    def ok(self) -> bool:
+        """Everything asked for was written; False when an optional precision missed its bar or budget (the
+        bundle still holds every validated artifact, and the manifest says what failed and why)."""
+        return not self.failures
+
+    def failure_line(self) -> str:
+        """One line for a run whose bundle was written without some precision."""
+        return (f"{'; '.join(self.failures)}: bundle {str(self.path)!r} written without it (everything in it is "
+                "validated; the manifest's precision section records the failure)")
 
 
 def model_metadata(arch: str, weights: dict, pre: Preprocessing, num_classes: int) -> dict:
@@ -63,7 +75,9 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
     ``fold_bn`` folds Conv+BN in PyTorch first), precision (``precision``: a ``precision.PrecisionOptions`` or an
     already prepared ``precision.PrecisionPlan``) and TensorRT plans (``engine`` auto|always|never,
     ``engine_options`` a ``trt.stage.BuildOptions``). The bundle is written atomically: a failed check raises
-    ``CheckFailed`` and leaves nothing. ``inputs`` are reference inputs already loaded (``reference.make_inputs``).
+    ``CheckFailed`` and leaves nothing, except an optional precision (fp16, bf16, an INT8 target) that misses its
+    bar or budget even after falling back: it is left out, the rest is written, and ``failures`` (``ok`` False)
+    and the manifest say what failed. ``inputs`` are reference inputs already loaded (``reference.make_inputs``).
     ``source`` (where the model came from: a timm name, a ``--model`` spec and its file's sha256) goes into the
     manifest as ``model``.
     """
@@ -120,6 +134,7 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
 
             result.precision = precision_stage.run(bundle, reference, plan)
             warnings.extend(result.precision.warnings)
+            result.failures = list(result.precision.failures)
         from .trt import stage as trt_stage
 
         result.engines = trt_stage.export_engines(bundle, reference, mode, engine_options)

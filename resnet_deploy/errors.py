@@ -27,6 +27,17 @@ class CheckFailed(ResnetDeployError):
     exit_code = 1
 
 
+class PrecisionFailed(CheckFailed):
+    """An optional precision (fp16, bf16, an INT8 target) missed its bar or accuracy budget even after falling
+    back: its artifact is left out, ``record`` (the numbers and attempts) goes into the manifest, and the run
+    keeps everything already validated (``export``) or changes nothing (``quantize``). Exit code 1."""
+
+    def __init__(self, precision: str, message: str, record: dict | None = None):
+        super().__init__(message)
+        self.precision = precision
+        self.record = dict(record or {})
+
+
 class MissingDependency(UserError):
     """An optional dependency (TensorRT, CUDA, onnxruntime-gpu...) is not installed."""
 

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from resnet_deploy.bundle import read_manifest, verify
+from resnet_deploy.validate import BARS, Parity
 
 from .conftest import IMAGES, SMALL, run_cli
 from .test_imports import BLOCKER
@@ -34,13 +35,14 @@ def ov_bundle(tmp_path_factory):
 def test_openvino_target_writes_validated_ir(ov_bundle):
     out, r = ov_bundle
     m = read_manifest(out)
-    for precision, xml, bar in (("fp32", "model.openvino.xml", 0.99999), ("int8", "model.int8.openvino.xml", 0.98)):
+    for precision, xml in (("fp32", "model.openvino.xml"), ("int8", "model.int8.openvino.xml")):
         entry, weights = m["files"][xml], m["files"][xml[:-4] + ".bin"]
         assert entry["kind"] == "openvino-ir" and entry["target"] == "openvino" and entry["precision"] == precision
         assert weights["kind"] == "openvino-weights"
         record = m["validation"][xml]
-        assert record["passed"] and record["bar"]["min_cosine"] == bar and record["nonfinite"] is None
-        assert record["cosine"] >= bar and record["backend"].startswith("openvino-cpu")
+        bar = BARS[precision]
+        assert record["passed"] and record["bar"] == bar.to_dict() and record["nonfinite"] is None
+        assert Parity.from_dict(record).meets(bar) and record["backend"].startswith("openvino-cpu")
     assert m["files"]["model.int8.openvino.xml"]["source"] == "model.int8.onnxruntime.onnx"
     assert "openvino model.openvino.xml (fp32" in r.stdout and verify(out) == []
 

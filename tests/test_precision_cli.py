@@ -129,3 +129,33 @@ def test_export_with_fp16_and_int8(images_dir, tmp_path):
         onnx.checker.check_model(str(out / name), full_check=True)
     assert m["validation"]["fp16"]["inputs"].startswith("images:5")
     assert run_cli("info", out).returncode == 0
+
+
+def test_export_impossible_int8_budget_keeps_the_fp32_bundle(images_dir, tmp_path):
+    """INT8 that cannot meet its budget (every activation clipped at the 1st percentile of |x|, no drop allowed,
+    even with half the Convs in fp32) is left out: the validated fp32 graph, fusion and eager reference are
+    written, the manifest records the failure with its attempts, `info` passes, and export exits 1 with one
+    error line. The fp16 graph asked for alongside is still written."""
+    out = tmp_path / "b"
+    r = run_cli("export", "--arch", "resnet18", "--weights", "random", "--input-size", SMALL, "--num-classes", 10,
+                "--images", images_dir, "--fp16", "--int8", "--calib", images_dir, "--calib-method", "percentile",
+                "--percentile", "1", "--max-drop", "0", "--target", "onnxruntime", "--engine", "never", "--out", out)
+    assert r.returncode == 1, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "INT8 accuracy budget not met: onnxruntime:" in errors[0], r.stderr
+    assert "written without it" in errors[0] and "Traceback" not in r.stderr
+    m = json.loads((out / "manifest.json").read_text())
+    assert {"model.onnx", "model.onnxruntime.onnx", "model.pt2", "fusion_report.json", "model.fp16.onnx",
+            "calibration.json"} <= set(m["files"])
+    assert "model.int8.onnxruntime.onnx" not in m["files"] and not (out / "model.int8.onnxruntime.onnx").exists()
+    int8 = m["precision"]["int8"]
+    assert int8["failed"].startswith("INT8 accuracy budget not met") and int8["max_drop"] == 0.0
+    rec = int8["targets"]["onnxruntime"]
+    assert rec["passed"] is False and rec["drop_points"] > 0 and len(rec["attempts"]) >= 2, rec
+    assert "int8 FAILED, left out of the bundle" in r.stdout
+    assert m["validation"]["fp32"]["passed"] and m["validation"]["fp16"]["passed"]
+    info = run_cli("info", out)
+    assert info.returncode == 0, info.stderr
+    bench = run_cli("bench", out, "--backend", "onnxruntime", "--precision", "fp32", "--batch", "1",
+                    "--iters", "3", "--warmup", "1", "--no-plot", "--out", tmp_path / "bench")
+    assert bench.returncode == 0, bench.stderr

@@ -100,7 +100,7 @@ def accuracy_fields(logits: np.ndarray, reference: np.ndarray | None, labels: np
     if reference is not None:
         p = validate.compare(reference, logits, "eager fp32", "this backend").to_dict()
         acc.update(top1_agreement=p["top1_agreement"], max_abs_diff=p["max_abs_diff"], cosine=p["cosine"],
-                   nonfinite=p["nonfinite"])
+                   spread_error=p["spread_error"], nonfinite=p["nonfinite"])
     if acc["nonfinite"] is None:  # an optional key: reports of finite runs keep the schema-1 shape exactly
         del acc["nonfinite"]
     return acc

@@ -21,13 +21,16 @@ DEVICES = {
 
 
 def _usable(row: dict, manifest: dict) -> bool:
-    """Finite outputs that meet the precision's agreement bar, from an artifact the bundle kept as validated."""
+    """Finite outputs that meet the precision's bar (agreement, and spread error where the row has it), from an
+    artifact the bundle kept as validated."""
     acc = row.get("accuracy") or {}
     if acc.get("nonfinite") or acc.get("top1_agreement") is None:
         return False
     record = manifest.get("validation", {}).get(row["artifact"], {})
     bar = BARS.get(row["precision"])
-    return record.get("passed", True) and bar is not None and acc["top1_agreement"] >= bar.min_top1_agreement
+    if bar is None or not record.get("passed", True) or acc["top1_agreement"] < bar.min_top1_agreement:
+        return False
+    return acc.get("spread_error") is None or acc["spread_error"] <= bar.max_spread_error
 
 
 def _pick(row: dict) -> dict:

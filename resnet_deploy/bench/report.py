@@ -12,7 +12,8 @@ from .stats import LATENCY_KEYS
 
 SCHEMA_VERSION = 2  # 2: rows carry "mode" (latency | throughput); schema-1 reports are read as latency rows
 READABLE_VERSIONS = (1, 2)
-ACCURACY_KEYS = ("top1", "top5", "top1_agreement", "max_abs_diff", "cosine")
+ACCURACY_KEYS = ("top1", "top5", "top1_agreement", "max_abs_diff", "cosine")  # required; optional: spread_error,
+# nonfinite (reports written before the spread bar lack spread_error and stay valid baselines)
 MODES = ("latency", "throughput")
 
 

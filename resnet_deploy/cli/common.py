@@ -112,8 +112,9 @@ json_option = click.option("--json", "as_json", is_flag=True,
 def fmt_parity(p: dict) -> str:
     if p.get("nonfinite"):
         return f"NOT FINITE: {p['nonfinite']}"
-    return (f"max abs diff {p['max_abs_diff']:.3g}, max rel diff {p['max_rel_diff']:.3g}, "
-            f"cosine {p['cosine']:.7f}, top-1 agreement {p['top1_agreement']:.1%}")
+    spread = f"spread error {p['spread_error']:.3g}, " if p.get("spread_error") is not None else ""
+    return (f"top-1 agreement {p['top1_agreement']:.1%}, {spread}max abs diff {p['max_abs_diff']:.3g}, "
+            f"max rel diff {p['max_rel_diff']:.3g}, cosine {p['cosine']:.7f}")
 
 
 def warn(message: str) -> None:

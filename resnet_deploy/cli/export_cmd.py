@@ -69,7 +69,7 @@ def export(arch, model_spec, weights, num_classes, input_size, resize, mean, std
     """Export a ResNet (--arch) or your own module (--model) to ONNX, validate it against eager PyTorch, and write a
     deploy bundle."""
     from ..api import export_arch, export_model
-    from ..errors import UserError
+    from ..errors import CheckFailed, UserError
     from ..types import EngineMode
     from .common import setup
     from .precision_options import build, print_summary
@@ -101,7 +101,9 @@ def export(arch, model_spec, weights, num_classes, input_size, resize, mean, std
     for w in res.warnings:
         warn(w)
     if as_json:
-        emit_json(bundle_json(res.manifest, res.path, res.warnings))
+        emit_json({**bundle_json(res.manifest, res.path, res.warnings), "ok": res.ok, "failures": res.failures})
+        if not res.ok:  # the JSON above is the result; the error line goes to stderr, exit 1
+            raise CheckFailed(res.failure_line())
         return
     con = out()
     v = res.manifest["validation"]["fp32"]
@@ -118,3 +120,5 @@ def export(arch, model_spec, weights, num_classes, input_size, resize, mean, std
     print_plans(res.engines)
     for name, e in res.manifest["files"].items():
         con.print(f"  {name}  {e['size'] / 2**20:.1f} MiB  sha256 {e['sha256'][:12]}")
+    if not res.ok:
+        raise CheckFailed(res.failure_line())

@@ -54,16 +54,22 @@ def print_summary(con, manifest: dict) -> None:
             con.print(f"openvino {name} ({e['precision']}, from {e.get('source')}): "
                       f"{fmt_parity(manifest['validation'][name])}")
     sec = manifest.get("precision", {})
-    if "fp16" in sec:
+    for precision, f in sec.items():
+        if isinstance(f, dict) and f.get("failed"):
+            con.print(f"{precision} FAILED, left out of the bundle: {f['failed']}")
+    if "fp16" in sec and sec["fp16"].get("file"):
         f = sec["fp16"]
-        con.print(f"fp16 {f['file']} (io {f['io']}): cosine {f['cosine']:.6f}, top-1 agreement "
-                  f"{f['top1_agreement']:.1%}; kept fp32: {', '.join(f['kept_fp32']) or 'none'}")
+        spread = f"spread error {f['spread_error']:.3g}, " if f.get("spread_error") is not None else ""
+        con.print(f"fp16 {f['file']} (io {f['io']}): top-1 agreement {f['top1_agreement']:.1%}, {spread}cosine "
+                  f"{f['cosine']:.6f}; kept fp32: {', '.join(f['kept_fp32']) or 'none'}")
     if "int8" in sec:
         i = sec["int8"]
         c = i["calibration"]
         con.print(f"int8 calibration: {c['method']} on {c['num_samples']} samples"
                   f"{' (cache reused)' if c['reused_cache'] else ''}; gate on {i['gate_data']}")
         for target, t in i["targets"].items():
+            if not t.get("passed", True):
+                continue
             acc = t["int8"]
             metric = (f"top-1 {t['fp32']['top1']:.2%} -> {acc['top1']:.2%}" if acc.get("top1") is not None
                       else f"agreement {acc['agreement']:.2%}")

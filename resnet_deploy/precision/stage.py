@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .. import layout, validate
 from ..bundle import find_artifacts, locate
-from ..errors import CheckFailed, UserError
+from ..errors import CheckFailed, PrecisionFailed, UserError
 from ..files import write_json_atomic
 from ..layout import Kind
 from ..progress import step
@@ -161,6 +161,7 @@ class PrecisionResult:
     int8: dict = field(default_factory=dict)
     openvino: object = None  # openvino_stage.OpenVinoStageResult
     warnings: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # one line per precision left out (PrecisionFailed)
 
 
 def add_fp16(bundle, plan: PrecisionPlan, reference: Reference, held_out: Reference | None) -> dict:
@@ -169,17 +170,22 @@ def add_fp16(bundle, plan: PrecisionPlan, reference: Reference, held_out: Refere
     options = plan.options
     with step("Converting to FP16"):
         g = fp16_mod.convert(onnx.load(str(locate(bundle, layout.FP32_ONNX))), options.fp16_io)
-        fp16_mod.save(g, bundle.path / layout.FP16_ONNX)
     with step("Validating FP16 vs eager"):
         parity = validate.compare(reference.logits(), budget.run_graph(g.model, reference.inputs()))
     bar = reference.bar("fp16")
     layout.record_validation(bundle.manifest, "fp16", layout.validation_record(
         parity, bar, backend="onnxruntime-cpu", inputs=reference.describe(), batches=[budget.EVAL_BATCH]))
-    validate.require_parity("fp16 graph vs eager", parity, bar, where=lambda: reference.locate_nonfinite(g.model))
+    if not parity.meets(bar):
+        where = reference.locate_nonfinite(g.model) if parity.nonfinite else None
+        raise PrecisionFailed("fp16", validate.failure_message("fp16 graph vs eager", parity, bar, where),
+                              {"file": None, "kept_fp32": g.kept_fp32, "parity": parity.to_dict(),
+                               "bar": bar.to_dict()})
+    fp16_mod.save(g, bundle.path / layout.FP16_ONNX)
     io = "fp16" if options.fp16_io else "fp32"
     bundle.add_file(layout.FP16_ONNX, kind=Kind.ONNX, precision="fp16", target="portable", io=io)
     out = {"file": layout.FP16_ONNX, "io": "fp16" if options.fp16_io else "fp32 (Cast at the edges)",
-           "kept_fp32": g.kept_fp32, "cosine": parity.cosine, "top1_agreement": parity.top1_agreement}
+           "kept_fp32": g.kept_fp32, "cosine": parity.cosine, "top1_agreement": parity.top1_agreement,
+           "spread_error": parity.spread_error}
     if held_out is not None:  # accuracy on the held-out set, as for INT8 (recorded, not gated)
         ref = held_out.logits()
         fp32 = budget.accuracy(ref, ref, held_out.labels)
@@ -253,14 +259,24 @@ def add_int8(bundle, plan: PrecisionPlan, reference: Reference, held_out: Refere
                         calibration=str(calibration.method))
     bundle.manifest.setdefault("precision", {})["int8"] = out
     if failures:
-        raise CheckFailed("INT8 accuracy budget not met: " + "; ".join(failures))
+        raise PrecisionFailed("int8", "INT8 accuracy budget not met: " + "; ".join(failures), out)
     return out
+
+
+def record_failure(bundle, result: PrecisionResult, failure: PrecisionFailed) -> None:
+    """Note a precision left out: ``manifest["precision"][p]`` keeps its numbers and attempts plus ``failed``
+    (the one-line reason); the artifact itself was never added to the bundle."""
+    section = bundle.manifest.setdefault("precision", {})
+    section[failure.precision] = {**section.get(failure.precision, {}), **failure.record, "failed": str(failure)}
+    result.failures.append(str(failure))
 
 
 def run(bundle, reference: Reference, plan: PrecisionPlan) -> PrecisionResult:
     """The precision stage on a ``BundleWriter`` or ``BundleUpdate``: FP16 and/or INT8 graphs, checked against the
-    reference (and, for the INT8 budget, the held-out ``--val`` set). Raises ``CheckFailed`` when a graph misses
-    its bar; the caller's bundle context then discards everything written."""
+    reference (and, for the INT8 budget, the held-out ``--val`` set). A precision that misses its bar or budget
+    even after falling back (``PrecisionFailed``) is left out
+    and recorded (``result.failures``, ``manifest["precision"][p]["failed"]``); the other precisions still run,
+    and the caller decides (``export`` keeps the validated bundle and exits 1; ``quantize`` changes nothing)."""
     options = plan.options
     held_out = None
     if plan.val is not None:
@@ -268,12 +284,20 @@ def run(bundle, reference: Reference, plan: PrecisionPlan) -> PrecisionResult:
     result = PrecisionResult()
     section = bundle.manifest.setdefault("precision", {})
     if options.fp16:
-        result.fp16 = section["fp16"] = add_fp16(bundle, plan, reference, held_out)
-        result.files.append(layout.FP16_ONNX)
+        try:
+            result.fp16 = section["fp16"] = add_fp16(bundle, plan, reference, held_out)
+            result.files.append(layout.FP16_ONNX)
+        except PrecisionFailed as e:
+            record_failure(bundle, result, e)
     if options.int8:
         result.warnings.extend(plan.calib.warnings)
-        result.int8 = add_int8(bundle, plan, reference, held_out)
-        result.files += [layout.CALIBRATION] + [layout.int8_onnx(t) for t in options.int8_targets]
+        try:
+            result.int8 = add_int8(bundle, plan, reference, held_out)
+        except PrecisionFailed as e:
+            result.int8 = e.record
+            record_failure(bundle, result, e)
+        result.files += [n for n in [layout.CALIBRATION] + [layout.int8_onnx(t) for t in options.int8_targets]
+                         if n in bundle.manifest["files"]]
     if options.openvino:
         from .. import openvino_stage
 
@@ -306,5 +330,7 @@ def quantize_bundle(bundle_dir: "str | Path", options: PrecisionOptions, force: 
     with BundleUpdate(bundle_dir, force=force) as b:
         reference = build_reference(load_eager(b), pre, options.images, fallback=plan.fallback_inputs())
         result = run(b, reference, plan)
+        if result.failures:  # all or nothing on an existing bundle: leave it exactly as it was
+            raise CheckFailed("; ".join(result.failures) + f"; bundle {str(bundle_dir)!r} left unchanged")
         b.manifest["warnings"] = list(dict.fromkeys([*b.manifest.get("warnings", []), *result.warnings]))
     return b.manifest, result.warnings

@@ -178,7 +178,7 @@ def _check_accuracy(name: str, precision: str, acc: dict, warnings: list[str]) -
         return
     parity = validate.Parity.from_dict(acc)
     msg = validate.failure_message(f"{name} vs eager at batches {acc['batches']}", parity,
-                                   validate.Bar(**acc["bar"]))
+                                   validate.Bar.from_dict(acc["bar"]))
     if precision in HARD_FAIL or parity.nonfinite:
         raise CheckFailed(msg + "; nothing written")
     warnings.append(msg)
