@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 FLOAT = 1  # onnx.TensorProto.FLOAT
 
 KEEP_FP32_OPS = ("Softmax", "LogSoftmax")  # exponentials over a whole row: fp16's range and rounding hurt
+# ops that move data or round nothing themselves (Relu, MaxPool): one that reads only kept nodes' outputs stays fp32
+# too (a Cast before it would round those outputs for nothing)
+LAYOUT_OPS = ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Expand", "Tile", "Slice",
+              "Gather", "Split", "Concat", "MaxPool", "Relu")
 # ops whose output type is set by an attribute, which the converter does not rewrite
 TYPED_OPS = ("EyeLike", "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
              "Bernoulli")
@@ -173,6 +177,19 @@ def policy_reasons(model, fmt: Format, types: dict[str, int] | None = None) -> d
     return out
 
 
+def follow_kept(model, kept: dict[str, dict], types: dict[str, int]) -> None:
+    """Keep in fp32 the data-movement nodes (``LAYOUT_OPS``) whose float inputs all come from kept nodes."""
+    producer = {o: n for n in model.graph.node for o in n.output if o}
+    inits = {t.name for t in model.graph.initializer}
+    for n in model.graph.node:  # topological order: a chain of them follows its head
+        if n.op_type not in LAYOUT_OPS or n.name in kept:
+            continue
+        sources = [producer.get(t) for t in n.input if t and types.get(t) == FLOAT and t not in inits]
+        if sources and all(p is not None and p.name in kept for p in sources):
+            kept[n.name] = {"op": n.op_type, "reason": "follows",
+                            "detail": f"moves the output of kept node {sources[0].name!r}"}
+
+
 class _Writer:
     """One conversion: the graph being rewritten and the Casts / reduced weights it added (shared per tensor)."""
 
@@ -278,6 +295,7 @@ def convert(model, fmt: Format, keep: "dict[str, dict] | Iterable[str]" = (), lo
     kept = {name: {"op": ops.get(name, "?"), **why} for name, why in keep.items()}
     for name, why in policy_reasons(m, fmt, types).items():
         kept.setdefault(name, why)
+    follow_kept(m, kept, types)
     low = {n.name for n in compute_nodes(m, types) if n.name not in kept}
     w = _Writer(m, fmt, low, low_io and not emulate, emulate, types)  # emulation: fp32 I/O, rounded at the edge
     opset = default_opset(m)
