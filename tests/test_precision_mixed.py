@@ -1,0 +1,179 @@
+"""fp16 / bf16 graphs and the mixed-precision fallback, on tiny ResNets run in ONNX Runtime (no mocks).
+
+The converter (``precision/reduced.py``): graphs that pass the full checker, kept nodes really in fp32, bf16 at
+opset 22 with fp32 I/O, and an emulation whose numbers are exactly bf16 storage with fp32 arithmetic. The fallback
+(``precision/fallback.py``): an activation that overflows fp16 is found, kept in fp32 with its reason, and the
+graph then passes; NaN/Inf never passes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from resnet_deploy import validate
+from resnet_deploy.errors import UserError
+from resnet_deploy.models import randomize_batchnorm
+from resnet_deploy.onnx_export import export_onnx
+from resnet_deploy.precision import fallback, reduced
+from resnet_deploy.precision.mixed import run_graph
+
+SIZE = 32
+
+
+class Block(nn.Module):
+    """A basic residual block; ``scale`` multiplies the inner activation and divides it back (same function in
+    exact arithmetic, but the inner tensor leaves fp16's range when scale is 1e5)."""
+
+    def __init__(self, c: int, scale: float = 1.0):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.scale = scale
+
+    def forward(self, x):
+        y = self.bn1(self.conv1(x))
+        y = torch.relu(y * self.scale) if self.scale != 1.0 else torch.relu(y)
+        y = self.bn2(self.conv2(y))
+        y = y / self.scale if self.scale != 1.0 else y
+        return torch.relu(y + x)
+
+
+class TinyResNet(nn.Module):
+    def __init__(self, classes: int = 10, scale: float = 1.0, width: int = 8):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU())
+        self.b1, self.b2 = Block(width), Block(width, scale)
+        self.fc = nn.Linear(width, classes)
+
+    def forward(self, x):
+        x = self.b2(self.b1(self.stem(x)))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def tiny(scale: float = 1.0, seed: int = 0, classes: int = 10) -> nn.Module:
+    torch.manual_seed(seed)
+    m = TinyResNet(classes, scale)
+    randomize_batchnorm(m, seed)
+    return m.eval()
+
+
+def exported(model, tmp_path):
+    path = tmp_path / "tiny.onnx"
+    export_onnx(model, path, (SIZE, SIZE))
+    return onnx.load(str(path))
+
+
+def inputs(n: int = 16, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 3, SIZE, SIZE), dtype=np.float32)
+
+
+def eager(model, x):
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def initializer_types(model) -> dict[str, int]:
+    return {t.name: t.data_type for t in model.graph.initializer}
+
+
+@pytest.fixture(scope="module")
+def tiny_graph(tmp_path_factory):
+    m = tiny()
+    return m, exported(m, tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.mark.parametrize("fmt", [reduced.FP16, reduced.BF16], ids=str)
+def test_converted_graph_is_typed_and_checked(tiny_graph, tmp_path, fmt):
+    model, g = tiny_graph
+    out = reduced.convert(g, fmt)
+    reduced.save(out, tmp_path / "m.onnx")  # full checker: strict types everywhere
+    m = onnx.load(str(tmp_path / "m.onnx"))
+    assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # fp32 I/O, Casts at the edges
+    assert m.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert reduced.default_opset(m) >= fmt.min_opset
+    conv_weights = {n.input[1] for n in m.graph.node if n.op_type == "Conv"}
+    assert {initializer_types(m)[w] for w in conv_weights} == {fmt.elem_type}
+    assert out.kept == {}
+    x = inputs()
+    emulated = reduced.convert(g, fmt, emulate=True)
+    got = run_graph(emulated.model, x, True)
+    p = validate.compare(eager(model, x), got)
+    assert p.nonfinite is None and p.top1_agreement == 1.0 and 0 < p.max_abs_diff < 0.05, p
+
+
+def test_kept_node_stays_fp32(tiny_graph):
+    _, g = tiny_graph
+    conv = next(n for n in g.graph.node if n.op_type == "Conv")
+    out = reduced.convert(g, reduced.FP16, [conv.name])
+    node = next(n for n in out.model.graph.node if n.name == conv.name)
+    types = initializer_types(out.model)
+    assert types[node.input[1]] == onnx.TensorProto.FLOAT  # its weights are not rounded
+    assert out.kept[conv.name] == {"op": "Conv", "reason": "user", "detail": "--keep-fp32"}
+    # it reads the graph's fp32 input directly and its output is cast before the next fp16 node
+    assert node.input[0] == g.graph.input[0].name
+    cast_of_output = [n for n in out.model.graph.node if n.op_type == "Cast" and node.output[0] in n.input]
+    assert cast_of_output or all(c.name in out.kept for c in out.model.graph.node if node.output[0] in c.input)
+
+
+def test_unknown_keep_node_names_valid_ones(tiny_graph):
+    _, g = tiny_graph
+    with pytest.raises(UserError) as e:
+        reduced.check_keep(g, ["no_such_node"], graph_name="model.onnx")
+    msg = str(e.value)
+    assert "'no_such_node'" in msg and "\n" not in msg and g.graph.node[0].name in msg
+
+
+def test_emulation_is_bf16_storage_with_fp32_arithmetic(tmp_path):
+    """One Conv: the emulated output equals conv(round(x), round(w)) in fp32, rounded to bf16: exactly."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, bias=False).eval()
+    g = exported(conv, tmp_path)
+    x = inputs(2)
+    got = run_graph(reduced.convert(g, reduced.BF16, emulate=True).model, x, True)
+    rx, rw = (reduced.BF16.round(a) for a in (x, conv.weight.detach().numpy()))
+    with torch.no_grad():
+        want = reduced.BF16.round(torch.nn.functional.conv2d(torch.from_numpy(rx), torch.from_numpy(rw)).numpy())
+    assert np.array_equal(got, want)
+    plain = run_graph(g, x, False)
+    assert not np.array_equal(got, plain)  # the rounding really happens (no Cast pair optimized away)
+
+
+def test_fp16_overflow_falls_back_to_fp32(tmp_path):
+    model = tiny(scale=1e5)
+    g = exported(model, tmp_path)
+    x = inputs()
+    ref = eager(model, x)
+    bar = validate.BARS["fp16"]
+    plain = validate.compare(ref, run_graph(reduced.convert(g, reduced.FP16, emulate=True).model, x, True))
+    assert plain.nonfinite and not plain.meets(bar)  # NaN/Inf: never a pass
+    res = fallback.convert_within_bar(g, reduced.FP16, bar, x, ref, lambda m: run_graph(m, x, True), emulate=True)
+    assert res.passed and res.parity.nonfinite is None and res.parity.meets(bar)
+    assert res.attempts[0]["passed"] is False and res.attempts[0]["nonfinite"]
+    assert [a["step"] for a in res.attempts] == ["convert", "range"]
+    reasons = {n: k["reason"] for n, k in res.kept.items()}
+    muls = [n.name for n in g.graph.node if n.op_type in ("Mul", "Div")]
+    assert set(muls) <= set(reasons) and set(reasons.values()) == {"overflow"}
+    assert all("65504" in k["detail"] for k in res.kept.values())
+    assert len(res.kept) <= 6  # the scaled block only, not the whole graph
+    # the graph to write: those nodes in fp32, the rest fp16, finite and within the bar in ONNX Runtime too
+    types = initializer_types(res.graph.model)
+    assert onnx.TensorProto.FLOAT16 in types.values()
+    native = validate.compare(ref, run_graph(res.graph.model, x, False))
+    assert native.meets(bar), native
+
+
+def test_fallback_gives_up_within_its_attempts(tiny_graph):
+    """An impossible bar: the fallback stops (bounded attempts, at most half the graph in its tail) and says so."""
+    model, g = tiny_graph
+    x = inputs()
+    ref = eager(model, x)
+    impossible = validate.Bar(1.0 + 1e-9, 1.0)
+    res = fallback.convert_within_bar(g, reduced.BF16, impossible, x, ref, lambda m: run_graph(m, x, True),
+                                      emulate=True)
+    assert not res.passed and 1 < len(res.attempts) <= fallback.MAX_ATTEMPTS
+    assert len(res.kept) < len(reduced.compute_nodes(g))
