@@ -177,3 +177,25 @@ def test_fallback_gives_up_within_its_attempts(tiny_graph):
                                       emulate=True)
     assert not res.passed and 1 < len(res.attempts) <= fallback.MAX_ATTEMPTS
     assert len(res.kept) < len(reduced.compute_nodes(g))
+
+
+def test_bf16_emulation_matches_a_real_bf16_engine(tiny_graph, tmp_path):
+    """On a CPU with bf16, OpenVINO's bf16 run (a real bf16 engine) and the emulation err by the same amount."""
+    ov = pytest.importorskip("resnet_deploy.backends.openvino")
+    pytest.importorskip("openvino")
+    if not ov.bf16_supported():
+        pytest.skip("this CPU has no bf16 (AVX-512 BF16 / AMX)")
+    _, g = tiny_graph
+    path = tmp_path / "tiny.onnx"
+    onnx.save(g, str(path))
+    x = inputs(32, seed=1)
+    ref = run_graph(g, x, False)
+    emulated = run_graph(reduced.convert(g, reduced.BF16, emulate=True).model, x, True)
+    with ov.OpenVinoRunner(path, precision="bf16") as r:
+        real = validate.run_batches(r, x, 8)
+
+    def rms(a):
+        return float(np.sqrt(((a - ref) ** 2).mean()))
+
+    assert rms(real) > 0 and rms(emulated) > 0
+    assert 0.33 < rms(emulated) / rms(real) < 3, (rms(emulated), rms(real))
