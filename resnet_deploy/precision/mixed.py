@@ -29,7 +29,7 @@ from .reduced import BF16, FP16, Format
 log = logging.getLogger(__name__)
 
 EMULATION = ("onnxruntime-cpu emulation: the fp32 graph with every {fmt} tensor rounded to {fmt} (Cast to {fmt} "
-             "and back) after each node, as a {fmt} engine with fp32 accumulation computes")
+             "and back) after each node: what a reduced-precision engine with fp32 accumulation computes")
 # ONNX Runtime graph level: "basic" keeps the emulation's Cast pairs (checked: same logits as with no
 # optimization); "all" removes some of them
 CHECK_LEVEL = {False: "all", True: "basic"}
@@ -63,8 +63,6 @@ def add_reduced(bundle, fmt: Format, reference: Reference, held_out: Reference |
     it) with the attempts, the kept nodes and the last parity."""
     import onnx
 
-    from ..errors import PrecisionFailed
-
     model = onnx.load(str(locate(bundle, layout.FP32_ONNX)))
     keep = user_keep(keep_fp32)
     if keep_fp32:
@@ -94,6 +92,8 @@ def add_reduced(bundle, fmt: Format, reference: Reference, held_out: Reference |
     layout.record_validation(bundle.manifest, str(fmt), record)
     out["passed"] = passed
     if not passed:
+        from ..errors import PrecisionFailed
+
         what = f"{fmt} graph vs eager" + (" (run by ONNX Runtime)" if parity is native else "")
         where = reference.locate_nonfinite(res.checked.model) if parity.nonfinite else None
         raise PrecisionFailed(f"{validate.failure_message(what, parity, bar, where)}, even with {len(res.kept)} "
@@ -124,7 +124,6 @@ def add_openvino_bf16(bundle, reference: Reference, required: bool) -> dict:
     """OpenVINO's bf16 run of the fp32 graph: checked and recorded, or skipped with a note on CPUs without bf16.
     ``required`` (``--bf16`` given): a miss raises ``PrecisionFailed``; else it is recorded and warned about."""
     from .. import openvino_stage
-    from ..errors import PrecisionFailed
 
     note = openvino_stage.bf16_unsupported()
     if note:
@@ -135,6 +134,8 @@ def add_openvino_bf16(bundle, reference: Reference, required: bool) -> dict:
            "validation": layout.inference_validation(record["artifact"], "bf16"), "cosine": parity.cosine,
            "top1_agreement": parity.top1_agreement}
     if not record["passed"] and required:
+        from ..errors import PrecisionFailed
+
         raise PrecisionFailed(validate.failure_message(f"OpenVINO bf16 run of {record['artifact']} vs eager", parity,
                                                        reference.bar("bf16")), precision="bf16", record=out)
     return out

@@ -187,7 +187,7 @@ def follow_kept(model, kept: dict[str, dict], types: dict[str, int]) -> None:
         sources = [producer.get(t) for t in n.input if t and types.get(t) == FLOAT and t not in inits]
         if sources and all(p is not None and p.name in kept for p in sources):
             kept[n.name] = {"op": n.op_type, "reason": "follows",
-                            "detail": f"moves the output of kept node {sources[0].name!r}"}
+                            "detail": f"reads only kept nodes' outputs ({sources[0].name!r})"}
 
 
 class _Writer:
