@@ -333,15 +333,14 @@ def convert(model, fmt: Format, keep: "dict[str, dict] | Iterable[str]" = (), lo
     else:
         for out in m.graph.output:
             p = w.producer.get(out.name)
-            if not w.is_float(out.name):
+            if p is None or not w.is_float(out.name):  # an input passed straight through keeps its type
                 continue
             have_low = w.reduced_home(out.name)
             if have_low == low_io:
                 continue
             new = f"{out.name}_{fmt}" if have_low else f"{out.name}_fp32"
-            if p is not None:
-                w.rename_output(p, list(p.output).index(out.name), new)
-                renamed[out.name] = new
+            w.rename_output(p, list(p.output).index(out.name), new)
+            renamed[out.name] = new
             w._cast(new, out.name, FLOAT if have_low else fmt.elem_type, f"{out.name}_Cast")
         for vi in itertools.chain(m.graph.input, m.graph.output):
             if low_io and vi.type.tensor_type.elem_type == FLOAT:
