@@ -172,7 +172,7 @@ def test_fallback_gives_up_within_its_attempts(tiny_graph):
     model, g = tiny_graph
     x = inputs()
     ref = eager(model, x)
-    impossible = validate.Bar(1.0 + 1e-9, 1.0)
+    impossible = validate.Bar(min_top1_agreement=1.0, max_spread_error=0.0)
     res = fallback.convert_within_bar(g, reduced.BF16, impossible, x, ref, lambda m: run_graph(m, x, True),
                                       emulate=True)
     assert not res.passed and 1 < len(res.attempts) <= fallback.MAX_ATTEMPTS

@@ -75,7 +75,8 @@ def add_reduced(bundle, fmt: Format, reference: Reference, held_out: Reference |
     name = layout.reduced_onnx(fmt)
     out = {"file": name, "io": str(fmt) if low_io else "fp32 (Cast at the edges)",
            "validated_by": EMULATION.format(fmt=fmt), "kept_fp32": res.kept, "attempts": res.attempts,
-           "cosine": res.parity.cosine, "top1_agreement": res.parity.top1_agreement}
+           "top1_agreement": res.parity.top1_agreement, "spread_error": res.parity.spread_error,
+           "cosine": res.parity.cosine}
     native, parity = None, res.parity
     if res.passed:
         with step(f"Running {name} itself in ONNX Runtime (CPU)"):
@@ -96,9 +97,9 @@ def add_reduced(bundle, fmt: Format, reference: Reference, held_out: Reference |
 
         what = f"{fmt} graph vs eager" + (" (run by ONNX Runtime)" if parity is native else "")
         where = reference.locate_nonfinite(res.checked.model) if parity.nonfinite else None
-        raise PrecisionFailed(f"{validate.failure_message(what, parity, bar, where)}, even with {len(res.kept)} "
-                              f"node(s) kept in fp32 after {len(res.attempts)} attempt(s); {name} not written",
-                              precision=str(fmt), record=out)
+        raise PrecisionFailed(str(fmt), f"{validate.failure_message(what, parity, bar, where)}, even with "
+                              f"{len(res.kept)} node(s) kept in fp32 after {len(res.attempts)} attempt(s); {name} "
+                              "not written", {**out, "file": None})
     if held_out is not None:  # accuracy on the held-out set, as for INT8 (recorded, not gated)
         ref = held_out.logits()
         fp32 = budget.accuracy(ref, ref, held_out.labels)
@@ -131,13 +132,13 @@ def add_openvino_bf16(bundle, reference: Reference, required: bool) -> dict:
         return {"skipped": note}
     record, parity = openvino_stage.check_bf16(bundle, reference)
     out = {"artifact": record["artifact"], "inference_precision": "bf16", "passed": record["passed"],
-           "validation": layout.inference_validation(record["artifact"], "bf16"), "cosine": parity.cosine,
-           "top1_agreement": parity.top1_agreement}
+           "validation": layout.inference_validation(record["artifact"], "bf16"),
+           "top1_agreement": parity.top1_agreement, "spread_error": parity.spread_error, "cosine": parity.cosine}
     if not record["passed"] and required:
         from ..errors import PrecisionFailed
 
-        raise PrecisionFailed(validate.failure_message(f"OpenVINO bf16 run of {record['artifact']} vs eager", parity,
-                                                       reference.bar("bf16")), precision="bf16", record=out)
+        raise PrecisionFailed("bf16", validate.failure_message(f"OpenVINO bf16 run of {record['artifact']} vs eager",
+                                                               parity, reference.bar("bf16")), {"openvino": out})
     return out
 
 
