@@ -149,7 +149,7 @@ def recommended_choice(manifest: dict, device: str) -> tuple[list[str], str, str
     if pick["backend"] == "openvino" and pick["precision"] == "bf16":
         # OpenVINO's bf16 is the fp32 IR at bf16 inference precision, OpenVINO's default on such CPUs (Triton's
         # openvino backend sets no precision)
-        return [RECOMMENDED[pick["backend"]]], "fp32", why + "; served as the fp32 IR, which OpenVINO runs in bf16 there"
+        return [RECOMMENDED[pick["backend"]]], "fp32", why + "; served as the fp32 IR (OpenVINO runs it in bf16 there)"
     return [RECOMMENDED[pick["backend"]]], pick["precision"], why
 
 

@@ -69,7 +69,7 @@ def add_reduced(bundle, fmt: Format, reference: Reference, held_out: Reference |
         reduced.check_keep(model, keep_fp32, graph_name=layout.FP32_ONNX)
     data, eager = reference.inputs(), reference.logits()
     bar = reference.bar(str(fmt))
-    with step(f"Converting to {fmt} and checking it vs eager (nodes that miss the bar fall back to fp32)"):
+    with step(f"Converting to {str(fmt).upper()} and checking it vs eager (nodes missing the bar fall back to fp32)"):
         res = fallback.convert_within_bar(model, fmt, bar, data, eager, lambda m: run_graph(m, data, True),
                                           keep=keep, low_io=low_io, emulate=True)
     name = layout.reduced_onnx(fmt)

@@ -249,7 +249,8 @@ def record_failure(bundle, result: PrecisionResult, failure: PrecisionFailed) ->
 def run(bundle, reference: Reference, plan: PrecisionPlan) -> PrecisionResult:
     """The precision stage on a ``BundleWriter`` or ``BundleUpdate``: FP16 / BF16 (mixed precision) and INT8 graphs
     and OpenVINO's bf16 run, checked against the reference (and, for the INT8 budget, the held-out ``--val`` set).
-    A precision that misses its bar or budget even after falling back (``PrecisionFailed``) is left out and recorded (``result.failures``, ``manifest["precision"][p]["failed"]``); the other precisions still run,
+    A precision that misses its bar or budget even after falling back (``PrecisionFailed``) is left out and recorded
+    (``result.failures``, ``manifest["precision"][p]["failed"]``); the other precisions still run,
     and the caller decides (``export`` keeps the validated bundle and exits 1; ``quantize`` changes nothing)."""
     options = plan.options
     held_out = None
