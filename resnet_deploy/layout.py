@@ -16,6 +16,7 @@ MANIFEST = "manifest.json"
 FP32_ONNX = "model.onnx"  # fp32, target portable: what TensorRT and every other runtime get
 ORT_ONNX = "model.onnxruntime.onnx"  # fp32 with com.microsoft FusedConv, for ONNX Runtime with optimizations off
 FP16_ONNX = "model.fp16.onnx"
+BF16_ONNX = "model.bf16.onnx"  # strongly typed bf16 with fp32 I/O, for TensorRT on GPUs with bf16
 EAGER_PROGRAM = "model.pt2"  # the eager reference as a torch.export program
 FUSION_REPORT = "fusion_report.json"
 CALIBRATION = "calibration.json"
@@ -58,6 +59,18 @@ def ir_weights(xml_name: str) -> str:
 def companions(name: str) -> list[str]:
     """Files that belong to an artifact and are checked and copied with it (external ONNX weights, IR weights)."""
     return [external_data(name)] + ([ir_weights(name)] if name.endswith(".xml") else [])
+
+
+def reduced_onnx(precision) -> str:
+    """The fp16 or bf16 graph (weights and activations in that format, fallback nodes in fp32)."""
+    names = {"fp16": FP16_ONNX, "bf16": BF16_ONNX}
+    return names[str(precision)]
+
+
+def inference_validation(artifact: str, precision) -> str:
+    """The validation key of ``artifact`` run at another inference precision than its own (an fp32 graph or IR
+    that OpenVINO runs in bf16); the artifact's file entry lists it in ``inference_precisions``."""
+    return f"{artifact}@{precision}"
 
 
 def int8_onnx(target) -> str:

@@ -5,6 +5,11 @@ The INT8 IR is converted from the bundle's U8S8 QDQ graph (target ``onnxruntime`
 than the symmetric TensorRT-shaped one (measured in benchmarks/results/cpu_peers*.md); OpenVINO reads explicit
 Q/DQ and runs it as fast as a graph NNCF quantized itself. Weights stay as they are (no fp16 compression), so
 the IR computes what the ONNX graph it came from computes.
+
+bf16 (``check_bf16``): OpenVINO runs the fp32 IR (or the fp32 graph) with bf16 inference precision on CPUs with
+AVX-512 BF16 or AMX, about twice its fp32 speed there; that run is checked against eager on the bf16 bar and
+recorded under ``layout.inference_validation(artifact, "bf16")``, and the artifact's file entry lists ``bf16`` in
+``inference_precisions`` (which ``bench`` reads). On other CPUs it is skipped with a note.
 """
 
 from __future__ import annotations
@@ -48,6 +53,48 @@ def sources(manifest: dict, precisions) -> list[tuple[str, str]]:
         if names:
             out.append((precision, names[0]))
     return out
+
+
+def bf16_artifact(manifest: dict) -> str | None:
+    """What OpenVINO runs in bf16: the fp32 IR when the bundle has one, else the fp32 portable graph."""
+    for kind, target in ((Kind.OPENVINO_IR, Target.OPENVINO), (Kind.ONNX, Target.PORTABLE)):
+        names = find_artifacts(manifest, kind=kind, precision="fp32", target=target)
+        if names:
+            return names[0]
+    return None
+
+
+def bf16_unsupported() -> str | None:
+    """Why OpenVINO cannot run bf16 on this CPU (a note for the manifest), None when it can."""
+    from .backends.openvino import bf16_supported, cpu_capabilities
+
+    if bf16_supported():
+        return None
+    return (f"this CPU has no bf16 support (OpenVINO offers {', '.join(cpu_capabilities())}; bf16 needs AVX-512 BF16 "
+            "or AMX)")
+
+
+def check_bf16(bundle, reference: Reference) -> tuple[dict, validate.Parity]:
+    """Run the bundle's fp32 IR (or graph) in OpenVINO with bf16 inference precision against eager; record it and,
+    when it meets the bf16 bar, list bf16 in the artifact's ``inference_precisions``. Returns the record and the
+    parity; the caller decides what a miss means."""
+    from .backends.openvino import OpenVinoRunner
+
+    artifact = bf16_artifact(bundle.manifest)
+    if artifact is None:
+        raise UserError(f"bundle {str(bundle.out)!r} has no fp32 graph or IR for OpenVINO to run in bf16")
+    with step(f"Checking {artifact} in OpenVINO with bf16 inference precision vs eager"):
+        with OpenVinoRunner(locate(bundle, artifact), precision="bf16") as runner:
+            got = validate.run_batches(runner, reference.inputs(), VALIDATION_BATCH)
+    parity = validate.compare(reference.logits(), got, candidate_name="OpenVINO bf16")
+    bar = reference.bar("bf16")
+    record = layout.validation_record(parity, bar, backend="openvino-cpu (inference precision bf16)",
+                                      inputs=reference.describe(), batches=[VALIDATION_BATCH], artifact=artifact)
+    layout.record_validation(bundle.manifest, layout.inference_validation(artifact, "bf16"), record)
+    entry = bundle.manifest["files"][artifact]
+    runs_at = [p for p in entry.get("inference_precisions", []) if p != "bf16"]
+    entry["inference_precisions"] = runs_at + (["bf16"] if record["passed"] else [])
+    return record, parity
 
 
 def run(bundle, reference: Reference, options: OpenVinoOptions) -> OpenVinoStageResult:

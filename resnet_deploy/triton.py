@@ -146,6 +146,10 @@ def recommended_choice(manifest: dict, device: str) -> tuple[list[str], str, str
         return None
     why = (f"recommended for {device} by bench on {entry.get('cpu')}: {pick['backend']} {pick['precision']} "
            f"({pick['artifact']})")
+    if pick["backend"] == "openvino" and pick["precision"] == "bf16":
+        # OpenVINO's bf16 is the fp32 IR at bf16 inference precision, OpenVINO's default on such CPUs (Triton's
+        # openvino backend sets no precision)
+        return [RECOMMENDED[pick["backend"]]], "fp32", why + "; served as the fp32 IR (OpenVINO runs it in bf16 there)"
     return [RECOMMENDED[pick["backend"]]], pick["precision"], why
 
 

@@ -41,6 +41,7 @@ class _ChoiceEnum(str, enum.Enum):
 class Precision(_ChoiceEnum):
     FP32 = "fp32"
     FP16 = "fp16"
+    BF16 = "bf16"  # TensorRT: model.bf16.onnx; OpenVINO: the fp32 graph run with bf16 inference precision
     INT8 = "int8"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
 PACKAGE = ROOT / "resnet_deploy"
-BUNDLE_NAMES = ("model.onnx", "model.onnxruntime.onnx", "model.fp16.onnx", "model.pt2", "calibration.json",
+BUNDLE_NAMES = ("model.onnx", "model.onnxruntime.onnx", "model.fp16.onnx", "model.bf16.onnx", "model.pt2", "calibration.json",
                 "fusion_report.json", "manifest.json", ".layers.json", "model.int8.")
 
 

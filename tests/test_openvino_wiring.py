@@ -44,6 +44,12 @@ def test_openvino_target_writes_validated_ir(ov_bundle):
         assert record["passed"] and record["bar"] == bar.to_dict() and record["nonfinite"] is None
         assert Parity.from_dict(record).meets(bar) and record["backend"].startswith("openvino-cpu")
     assert m["files"]["model.int8.openvino.xml"]["source"] == "model.int8.onnxruntime.onnx"
+    # the openvino target also checks OpenVINO's bf16 run of the fp32 IR (or says why not)
+    ov_bf16 = m["precision"]["bf16"]["openvino"]
+    if "skipped" not in ov_bf16:
+        assert ov_bf16["artifact"] == "model.openvino.xml" and ov_bf16["passed"]
+        assert m["validation"]["model.openvino.xml@bf16"]["passed"]
+        assert m["files"]["model.openvino.xml"]["inference_precisions"] == ["bf16"]
     assert "openvino model.openvino.xml (fp32" in r.stdout and verify(out) == []
 
 
@@ -53,11 +59,17 @@ def test_bench_openvino_both_modes_and_the_recommendation(ov_bundle, tmp_path):
                 "--warmup", "1", "--mode", "both", "--no-plot", "--out", tmp_path / "rep", "--json")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
+    from resnet_deploy.backends.openvino import bf16_supported
+
     ov = {(row["precision"], row["mode"], row["batch"]): row for row in result["results"] if row["backend"] == "openvino"}
-    assert set(ov) == {(p, m, b) for p in ("fp32", "int8") for m in ("latency", "throughput") for b in (1, 2)}
+    precisions = ("fp32", "bf16", "int8") if bf16_supported() else ("fp32", "int8")  # bf16: the fp32 IR in bf16
+    assert set(ov) == {(p, m, b) for p in precisions for m in ("latency", "throughput") for b in (1, 2)}
     assert ov[("fp32", "latency", 1)]["artifact"] == "model.openvino.xml"
     assert ov[("int8", "latency", 1)]["artifact"] == "model.int8.openvino.xml"
     assert ov[("fp32", "latency", 1)]["runner"]["inference_precision"] == "f32"  # fp32 means fp32
+    if bf16_supported():
+        assert ov[("bf16", "latency", 1)]["artifact"] == "model.openvino.xml"
+        assert ov[("bf16", "latency", 1)]["runner"]["inference_precision"] == "bf16"
     assert ov[("fp32", "throughput", 2)]["runner"]["performance_hint"] == "THROUGHPUT"
     assert ov[("fp32", "throughput", 2)]["in_flight"] >= 1
     assert all(row["accuracy"]["top1_agreement"] == 1.0 for k, row in ov.items() if k[0] == "fp32")

@@ -47,6 +47,17 @@ def require():
     return trt
 
 
+BF16_MIN_COMPUTE_CAPABILITY = (8, 0)  # TensorRT's bf16 kernels: Ampere and newer
+
+
+def supports_bf16(device: int = 0) -> bool:
+    """Whether the GPU can run a bf16 plan (compute capability >= 8.0, per TensorRT's support matrix); written
+    against the documentation, not verified on a GPU here."""
+    import torch
+
+    return torch.cuda.get_device_capability(device) >= BF16_MIN_COMPUTE_CAPABILITY
+
+
 def trt_major(trt) -> int:
     return int(str(trt.__version__).split(".")[0])
 
@@ -293,6 +304,8 @@ def _torch_dtype(trt, dtype):
 
     table = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16,
              trt.DataType.INT8: torch.int8, trt.DataType.INT32: torch.int32}
+    if hasattr(trt.DataType, "BF16"):  # a bf16 plan's I/O stays fp32 (Casts in the graph), but a user's may not
+        table[trt.DataType.BF16] = torch.bfloat16
     if dtype not in table:
         raise UserError(f"plan I/O data type {dtype} is not supported by this runner")
     return table[dtype]

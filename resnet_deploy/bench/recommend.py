@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 
+from ..layout import inference_validation
 from ..types import Backend
 from ..validate import BARS
 
@@ -26,7 +27,9 @@ def _usable(row: dict, manifest: dict) -> bool:
     acc = row.get("accuracy") or {}
     if acc.get("nonfinite") or acc.get("top1_agreement") is None:
         return False
-    record = manifest.get("validation", {}).get(row["artifact"], {})
+    records = manifest.get("validation", {})
+    # an artifact run at another inference precision (OpenVINO's bf16 on the fp32 IR) has its own record
+    record = records.get(inference_validation(row["artifact"], row["precision"])) or records.get(row["artifact"], {})
     bar = BARS.get(row["precision"])
     if bar is None or not record.get("passed", True) or acc["top1_agreement"] < bar.min_top1_agreement:
         return False

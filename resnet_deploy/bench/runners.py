@@ -34,8 +34,12 @@ GPU_PROVIDERS = {Backend.ONNXRUNTIME_CUDA: "CUDAExecutionProvider",
 GPU_BACKENDS = (Backend.ONNXRUNTIME_CUDA, Backend.ONNXRUNTIME_TENSORRT, Backend.TENSORRT)
 # OpenVINO: its own IR first, else the ONNX graph it converts from; for INT8 the U8S8 graph, which OpenVINO runs
 # faster than the TensorRT-shaped one.
+# bf16: OpenVINO runs the fp32 IR (or graph) with bf16 inference precision, where the precision stage validated it
+# (the file entry lists bf16 in ``inference_precisions``); the bf16 ONNX graph is TensorRT's.
 OPENVINO_PREFERENCE = {"fp32": ((Kind.OPENVINO_IR, None), (Kind.ONNX, "portable")),
+                       "bf16": ((Kind.OPENVINO_IR, None), (Kind.ONNX, "portable")),
                        "int8": ((Kind.OPENVINO_IR, None), (Kind.ONNX, "onnxruntime"), (Kind.ONNX, "tensorrt"))}
+OPENVINO_INFERENCE_PRECISION = {Precision.FP32: "f32", Precision.BF16: "bf16"}  # int8: OpenVINO's default
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,11 @@ def _artifact_for(manifest: dict, backend: Backend, precision: Precision) -> str
         return names[0] if names else None
     if backend == Backend.OPENVINO:
         for kind, target in OPENVINO_PREFERENCE.get(str(precision), ()):
-            names = find_artifacts(manifest, kind=kind, precision=precision, target=target)
+            if precision == Precision.BF16:
+                names = [n for n in find_artifacts(manifest, kind=kind, precision=Precision.FP32, target=target)
+                         if str(precision) in manifest["files"][n].get("inference_precisions", ())]
+            else:
+                names = find_artifacts(manifest, kind=kind, precision=precision, target=target)
             if names:
                 return names[0]
         return None
@@ -119,6 +127,17 @@ def _artifact_for(manifest: dict, backend: Backend, precision: Precision) -> str
         names = find_artifacts(manifest, kind="onnx", precision=precision, target=target)
         if names:
             return names[0]
+    return None
+
+
+def _cpu_lacks(backend: Backend, precision: Precision) -> str | None:
+    """Why this CPU cannot run ``backend`` at ``precision`` (OpenVINO bf16 without AVX-512 BF16 / AMX), else None."""
+    if backend == Backend.OPENVINO and precision == Precision.BF16:
+        from ..backends import openvino
+
+        if not openvino.bf16_supported():
+            return (f"this CPU has no bf16 support (OpenVINO offers {', '.join(openvino.cpu_capabilities())}; bf16 "
+                    "needs AVX-512 BF16 or AMX)")
     return None
 
 
@@ -145,6 +164,10 @@ def select_cases(manifest: dict, backends: list[Backend] | None = None,
             if name is None:
                 if explicit and explicit_precisions:
                     notes.append(f"{b} {p}: the bundle has no artifact for it, skipped")
+                continue
+            unsupported = _cpu_lacks(b, p)
+            if unsupported:
+                notes.append(f"{b} {p} ({name}): {unsupported}, skipped")
                 continue
             cases.append(Case(b, p, name))
     if not cases:
@@ -185,9 +208,9 @@ def make_runner(case: Case, bundle: Path, threads: int | None, device: str, spin
     if case.backend == Backend.OPENVINO:
         from ..backends.openvino import OpenVinoRunner
 
-        # fp32 means fp32 (OpenVINO's own default is bf16 on CPUs that have it); INT8 graphs run as OpenVINO
-        # runs them by default
-        return OpenVinoRunner(path, hint=mode, precision="f32" if case.precision == Precision.FP32 else None,
+        # fp32 means fp32 and bf16 bf16 (OpenVINO's own default is bf16 on CPUs that have it); INT8 graphs run as
+        # OpenVINO runs them by default
+        return OpenVinoRunner(path, hint=mode, precision=OPENVINO_INFERENCE_PRECISION.get(case.precision),
                               threads=threads)
     options = {"threads": threads, "spinning": spinning}
     if mode == "throughput":

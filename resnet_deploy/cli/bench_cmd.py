@@ -54,7 +54,7 @@ def _progress_display():
 @click.option("--backend", "backends", default=None, metavar="LIST",
               help="Comma-separated: eager, eager-channels-last, torch-compile, onnxruntime, onnxruntime-cuda, "
                    "onnxruntime-tensorrt, tensorrt [default: eager + every artifact runnable here].")
-@click.option("--precision", "precisions", default=None, metavar="LIST", help="fp32,fp16,int8 [default: all].")
+@click.option("--precision", "precisions", default=None, metavar="LIST", help="fp32,fp16,bf16,int8 [default: all].")
 @click.option("--batch", "batches", default="1,8,32", show_default=True, metavar="LIST", help="Batch sizes.")
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed iterations first.")
 @click.option("--iters", type=int, default=100, show_default=True, help="Timed iterations per batch size.")

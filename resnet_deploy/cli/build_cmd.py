@@ -55,13 +55,15 @@ def print_plans(result) -> None:
                   f"{i['tensorrt']}, CUDA {i['cuda']}, driver {i['driver']}, batch {i['profile']['batch']}")
         if p.accuracy:
             con.print(f"  vs {p.accuracy['reference']} at batches {p.accuracy['batches']}: {fmt_parity(p.accuracy)}")
+    for note in result.notes:
+        console().print(f"note: {escape(note)}")
     for w in result.warnings:
         warn(w)
 
 
 def plans_json(result) -> dict:
     """The ``--json`` result of the build stage."""
-    return {"ok": True, "skipped": result.skipped, "warnings": result.warnings,
+    return {"ok": True, "skipped": result.skipped, "warnings": result.warnings, "notes": result.notes,
             "plans": [{"plan": p.plan, "precision": p.precision, "info": p.info, "accuracy": p.accuracy}
                       for p in result.plans]}
 
@@ -69,7 +71,7 @@ def plans_json(result) -> dict:
 @click.command()
 @click.argument("source", type=click.Path(path_type=str))
 @click.option("--precision", default=None, metavar="LIST",
-              help="Which graphs to build, e.g. fp32,int8 [default: every fp32/fp16/int8 graph TensorRT can use].")
+              help="Which graphs to build, e.g. fp32,int8 [default: every fp32/fp16/bf16/int8 graph TensorRT can use].")
 @engine_options
 @click.option("--images", type=click.Path(path_type=str), default=None,
               help="Real images for the accuracy check vs eager [default: seeded random inputs].")

@@ -9,6 +9,12 @@ from .. import layout
 OPTIONS = [
     click.option("--fp16", is_flag=True, help=f"Add {layout.FP16_ONNX} (fp16 weights/activations, validated vs eager)."),
     click.option("--fp16-io", is_flag=True, help="FP16 graph with fp16 inputs/outputs [default: fp32 I/O + Casts]."),
+    click.option("--bf16", is_flag=True,
+                 help=f"Add {layout.BF16_ONNX} (bf16, strongly typed, fp32 I/O: TensorRT on GPUs with bf16) and check "
+                      "OpenVINO's bf16 run of the fp32 graph (CPUs with AVX-512 BF16 / AMX; skipped elsewhere)."),
+    click.option("--keep-fp32", "keep_fp32", multiple=True, metavar="NODE[,NODE]",
+                 help=f"ONNX node of {layout.FP32_ONNX} to keep in fp32 in the fp16/bf16 graphs (repeatable); the "
+                      "fallback keeps more where the graph misses its bar."),
     click.option("--int8", is_flag=True, help=f"Add calibrated INT8 graphs {layout.INT8_ONNX_PATTERN} (needs --calib)."),
     click.option("--calib", type=click.Path(path_type=str), default=None,
                  help="Calibration data: image folder (recursive) or .npy/.npz of preprocessed NCHW float32."),
@@ -35,14 +41,42 @@ def precision_options(func):
     return func
 
 
-def build(fp16, fp16_io, int8, calib, calib_size, calib_method, percentile, calib_cache, targets, val, max_drop,
-          images=None):
+def build(fp16, fp16_io, bf16, keep_fp32, int8, calib, calib_size, calib_method, percentile, calib_cache, targets,
+          val, max_drop, images=None):
     """``PrecisionOptions`` from the CLI values (the library validates them)."""
     from ..precision import PrecisionOptions
+    from .common import split_names
 
-    return PrecisionOptions(fp16=fp16, fp16_io=fp16_io, int8=int8, calib=calib, calib_size=calib_size,
-                            calib_method=calib_method, percentile=percentile, calib_cache=calib_cache,
-                            targets=targets, val=val, max_drop=max_drop, images=images)
+    return PrecisionOptions(fp16=fp16, fp16_io=fp16_io, bf16=bf16, keep_fp32=tuple(split_names(keep_fp32)),
+                            int8=int8, calib=calib, calib_size=calib_size, calib_method=calib_method,
+                            percentile=percentile, calib_cache=calib_cache, targets=targets, val=val,
+                            max_drop=max_drop, images=images)
+
+
+def _kept(section: dict) -> str:
+    """``node (reason), ...`` for the summary: the first few, and how many more."""
+    kept = section.get("kept_fp32") or {}
+    shown = [f"{n} ({k.get('reason', '?')})" for n, k in list(kept.items())[:6]]
+    return ", ".join(shown) + (f" and {len(kept) - 6} more" if len(kept) > 6 else "") if shown else "none"
+
+
+def _reduced_lines(con, precision: str, f: dict) -> None:
+    if f.get("file"):
+        tries = len(f.get("attempts", []))
+        spread = f"spread error {f['spread_error']:.3g}, " if f.get("spread_error") is not None else ""
+        con.print(f"{precision} {f['file']} (io {f['io']}): top-1 agreement {f['top1_agreement']:.1%}, {spread}"
+                  f"cosine {f['cosine']:.6f}; kept fp32: {_kept(f)}" + (f"; {tries} attempts" if tries > 1 else ""))
+        if "emulation" in f.get("validated_by", ""):
+            con.print(f"  validated by {f['validated_by']}")
+    ov = f.get("openvino")
+    if ov:
+        if "skipped" in ov:
+            con.print(f"{precision} openvino: skipped: {ov['skipped']}")
+        else:
+            spread = f"spread error {ov['spread_error']:.3g}, " if ov.get("spread_error") is not None else ""
+            con.print(f"{precision} openvino ({ov['artifact']} at inference precision bf16): top-1 agreement "
+                      f"{ov['top1_agreement']:.1%}, {spread}cosine {ov['cosine']:.6f}"
+                      + ("" if ov["passed"] else " (below the bar: not used)"))
 
 
 def print_summary(con, manifest: dict) -> None:
@@ -57,11 +91,9 @@ def print_summary(con, manifest: dict) -> None:
     for precision, f in sec.items():
         if isinstance(f, dict) and f.get("failed"):
             con.print(f"{precision} FAILED, left out of the bundle: {f['failed']}")
-    if "fp16" in sec and sec["fp16"].get("file"):
-        f = sec["fp16"]
-        spread = f"spread error {f['spread_error']:.3g}, " if f.get("spread_error") is not None else ""
-        con.print(f"fp16 {f['file']} (io {f['io']}): top-1 agreement {f['top1_agreement']:.1%}, {spread}cosine "
-                  f"{f['cosine']:.6f}; kept fp32: {', '.join(f['kept_fp32']) or 'none'}")
+    for precision in ("fp16", "bf16"):
+        if precision in sec:
+            _reduced_lines(con, precision, sec[precision])
     if "int8" in sec:
         i = sec["int8"]
         c = i["calibration"]

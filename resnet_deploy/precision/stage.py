@@ -1,4 +1,5 @@
-"""The precision stage: FP16 and calibrated INT8 graphs added to a bundle (inside ``export`` or afterwards)."""
+"""The precision stage: FP16 / BF16 (mixed precision) and calibrated INT8 graphs added to a bundle (inside
+``export`` or afterwards)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,8 @@ from ..layout import Kind
 from ..progress import step
 from ..reference import Reference
 from ..types import CalibMethod, Target
-from . import budget, quantize_ort, quantize_trt
+from . import budget, mixed, quantize_ort, quantize_trt
 from . import calibrate as cal
-from . import fp16 as fp16_mod
 from .data import DataSet, check_path, load_calibration, load_dataset
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,8 @@ class PrecisionOptions:
 
     fp16: bool = False
     fp16_io: bool = False
+    bf16: bool = False
+    keep_fp32: tuple = ()  # node names of model.onnx kept in fp32 in the fp16/bf16 graphs
     int8: bool = False
     calib: "str | Path | None" = None
     calib_size: int = 512
@@ -83,7 +85,7 @@ class PrecisionOptions:
 
     @property
     def wanted(self) -> bool:
-        return self.fp16 or self.int8 or self.openvino
+        return self.fp16 or self.bf16 or self.int8 or self.openvino
 
     @property
     def openvino(self) -> bool:
@@ -99,8 +101,10 @@ class PrecisionOptions:
         return tuple(targets)
 
     def check(self) -> "PrecisionOptions":
-        if self.fp16_io and not self.fp16:
-            raise UserError("--fp16-io only applies with --fp16")
+        if isinstance(self.keep_fp32, str):
+            self.keep_fp32 = tuple(n.strip() for n in self.keep_fp32.split(",") if n.strip())
+        self.keep_fp32 = tuple(dict.fromkeys(self.keep_fp32))
+        mixed.check_formats(self.fp16, self.bf16, self.fp16_io, self.keep_fp32)
         if self.int8 and self.calib is None:
             raise UserError("--int8 needs --calib PATH (an image folder, or a .npy/.npz of preprocessed NCHW float32)")
         if not self.int8 and (self.calib is not None or self.val is not None):
@@ -158,40 +162,11 @@ def prepare(options: "PrecisionOptions | PrecisionPlan", pre) -> PrecisionPlan:
 class PrecisionResult:
     files: list[str] = field(default_factory=list)
     fp16: dict | None = None
+    bf16: dict | None = None
     int8: dict = field(default_factory=dict)
     openvino: object = None  # openvino_stage.OpenVinoStageResult
     warnings: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # one line per precision left out (PrecisionFailed)
-
-
-def add_fp16(bundle, plan: PrecisionPlan, reference: Reference, held_out: Reference | None) -> dict:
-    import onnx
-
-    options = plan.options
-    with step("Converting to FP16"):
-        g = fp16_mod.convert(onnx.load(str(locate(bundle, layout.FP32_ONNX))), options.fp16_io)
-    with step("Validating FP16 vs eager"):
-        parity = validate.compare(reference.logits(), budget.run_graph(g.model, reference.inputs()))
-    bar = reference.bar("fp16")
-    layout.record_validation(bundle.manifest, "fp16", layout.validation_record(
-        parity, bar, backend="onnxruntime-cpu", inputs=reference.describe(), batches=[budget.EVAL_BATCH]))
-    if not parity.meets(bar):
-        where = reference.locate_nonfinite(g.model) if parity.nonfinite else None
-        raise PrecisionFailed("fp16", validate.failure_message("fp16 graph vs eager", parity, bar, where),
-                              {"file": None, "kept_fp32": g.kept_fp32, "parity": parity.to_dict(),
-                               "bar": bar.to_dict()})
-    fp16_mod.save(g, bundle.path / layout.FP16_ONNX)
-    io = "fp16" if options.fp16_io else "fp32"
-    bundle.add_file(layout.FP16_ONNX, kind=Kind.ONNX, precision="fp16", target="portable", io=io)
-    out = {"file": layout.FP16_ONNX, "io": "fp16" if options.fp16_io else "fp32 (Cast at the edges)",
-           "kept_fp32": g.kept_fp32, "cosine": parity.cosine, "top1_agreement": parity.top1_agreement,
-           "spread_error": parity.spread_error}
-    if held_out is not None:  # accuracy on the held-out set, as for INT8 (recorded, not gated)
-        ref = held_out.logits()
-        fp32 = budget.accuracy(ref, ref, held_out.labels)
-        acc = budget.accuracy(budget.run_graph(g.model, held_out.inputs()), ref, held_out.labels)
-        out.update({"fp32": fp32.to_dict(), "fp16": acc.to_dict(), "drop_points": round(budget.drop(fp32, acc), 3)})
-    return out
 
 
 def _cache_paths(bundle, options: PrecisionOptions) -> list[Path]:
@@ -272,10 +247,10 @@ def record_failure(bundle, result: PrecisionResult, failure: PrecisionFailed) ->
 
 
 def run(bundle, reference: Reference, plan: PrecisionPlan) -> PrecisionResult:
-    """The precision stage on a ``BundleWriter`` or ``BundleUpdate``: FP16 and/or INT8 graphs, checked against the
-    reference (and, for the INT8 budget, the held-out ``--val`` set). A precision that misses its bar or budget
-    even after falling back (``PrecisionFailed``) is left out
-    and recorded (``result.failures``, ``manifest["precision"][p]["failed"]``); the other precisions still run,
+    """The precision stage on a ``BundleWriter`` or ``BundleUpdate``: FP16 / BF16 (mixed precision) and INT8 graphs
+    and OpenVINO's bf16 run, checked against the reference (and, for the INT8 budget, the held-out ``--val`` set).
+    A precision that misses its bar or budget even after falling back (``PrecisionFailed``) is left out and recorded
+    (``result.failures``, ``manifest["precision"][p]["failed"]``); the other precisions still run,
     and the caller decides (``export`` keeps the validated bundle and exits 1; ``quantize`` changes nothing)."""
     options = plan.options
     held_out = None
@@ -283,12 +258,18 @@ def run(bundle, reference: Reference, plan: PrecisionPlan) -> PrecisionResult:
         held_out = reference.with_inputs(plan.val.data, f"--val {plan.val.source}", plan.val.labels)
     result = PrecisionResult()
     section = bundle.manifest.setdefault("precision", {})
-    if options.fp16:
+    if options.keep_fp32:  # an unknown node is one line before any conversion
+        mixed.check_keep_fp32(locate(bundle, layout.FP32_ONNX), options.keep_fp32)
+    for fmt in (f for f, wanted in ((mixed.FP16, options.fp16), (mixed.BF16, options.bf16)) if wanted):
         try:
-            result.fp16 = section["fp16"] = add_fp16(bundle, plan, reference, held_out)
-            result.files.append(layout.FP16_ONNX)
+            out = mixed.add_reduced(bundle, fmt, reference, held_out, options.keep_fp32,
+                                    low_io=options.fp16_io and fmt is mixed.FP16)
         except PrecisionFailed as e:
             record_failure(bundle, result, e)
+            continue
+        section[str(fmt)] = {**section.get(str(fmt), {}), **out}
+        setattr(result, str(fmt), section[str(fmt)])
+        result.files.append(layout.reduced_onnx(fmt))
     if options.int8:
         result.warnings.extend(plan.calib.warnings)
         try:
@@ -303,7 +284,27 @@ def run(bundle, reference: Reference, plan: PrecisionPlan) -> PrecisionResult:
 
         result.openvino = openvino_stage.run(bundle, reference, openvino_stage.OpenVinoOptions())
         result.files += result.openvino.files
+    if options.bf16 or options.openvino:
+        try:
+            ov = openvino_bf16(bundle, reference, required=options.bf16)
+        except PrecisionFailed as e:
+            record_failure(bundle, result, e)
+            ov = e.record["openvino"]
+        section.setdefault("bf16", {})["openvino"] = ov
+        if ov.get("passed") is False:
+            result.warnings.append(f"OpenVINO's bf16 run of {ov['artifact']} misses the bf16 bar (top-1 agreement "
+                                   f"{ov['top1_agreement']:.1%}, spread error {ov['spread_error']}): run it with "
+                                   "f32 inference precision")
     return result
+
+
+def openvino_bf16(bundle, reference: Reference, required: bool) -> dict:
+    """OpenVINO's bf16 run of the fp32 graph (``mixed.add_openvino_bf16``), or why it was not checked."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        return {"skipped": "openvino is not installed (pip install 'resnet-deploy[openvino]')"}
+    return mixed.add_openvino_bf16(bundle, reference, required)
 
 
 def quantize_bundle(bundle_dir: "str | Path", options: PrecisionOptions, force: bool = False) -> tuple[dict, list]:
@@ -318,10 +319,14 @@ def quantize_bundle(bundle_dir: "str | Path", options: PrecisionOptions, force: 
     plan = prepare(options, pre)
     options = plan.options
     if not options.wanted:
-        raise UserError("nothing to do: pass --fp16, --int8 --calib PATH and/or --target openvino")
+        raise UserError("nothing to do: pass --fp16, --bf16, --int8 --calib PATH and/or --target openvino")
     if not find_artifacts(manifest, kind=Kind.ONNX, precision="fp32", target="portable"):
         raise UserError(f"bundle {str(bundle_dir)!r} has no fp32 portable {layout.FP32_ONNX} to start from")
-    names = [layout.FP16_ONNX] if options.fp16 else []
+    if options.keep_fp32:
+        from ..bundle import verified
+
+        mixed.check_keep_fp32(verified(bundle_dir, manifest, layout.FP32_ONNX), options.keep_fp32)
+    names = [layout.reduced_onnx(f) for f, wanted in (("fp16", options.fp16), ("bf16", options.bf16)) if wanted]
     names += [layout.CALIBRATION] + [layout.int8_onnx(t) for t in options.int8_targets] if options.int8 else []
     names += [layout.openvino_ir(p) for p in ("fp32", "int8")] if options.openvino else []
     existing = [n for n in names if (Path(bundle_dir) / n).exists()]

@@ -25,7 +25,7 @@ from .profile import DEFAULT_BATCH, BatchProfile
 
 log = logging.getLogger(__name__)
 
-HARD_FAIL = ("fp32", "fp16")  # an int8 plan below its sanity bar is recorded and warned about, not refused
+HARD_FAIL = ("fp32", "fp16", "bf16")  # an int8 plan below its sanity bar is recorded and warned about, not refused
 
 
 @dataclass
@@ -80,6 +80,7 @@ class EngineBuildResult:
     plans: list[PlanResult] = field(default_factory=list)
     skipped: str | None = None
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. a bf16 plan skipped on a GPU without bf16
 
 
 # ---------------------------------------------------------------- which graphs, which precision
@@ -107,7 +108,8 @@ def graphs_to_build(manifest: dict, precisions: list[Precision] | None = None) -
 
 
 def detect_precision(onnx_path: "str | Path") -> Precision:
-    """Precision of a lone ONNX graph: int8 when it has Q/DQ nodes, fp16 when it holds fp16 weights, else fp32."""
+    """Precision of a lone ONNX graph: int8 when it has Q/DQ nodes, fp16 / bf16 when it holds such weights, else
+    fp32."""
     import onnx
 
     proto = onnx.load(str(onnx_path), load_external_data=False)
@@ -116,6 +118,8 @@ def detect_precision(onnx_path: "str | Path") -> Precision:
         return Precision.INT8
     if any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer):
         return Precision.FP16
+    if any(t.data_type == onnx.TensorProto.BFLOAT16 for t in proto.graph.initializer):
+        return Precision.BF16
     return Precision.FP32
 
 
@@ -204,6 +208,11 @@ def run(bundle, reference: Reference, options: BuildOptions) -> EngineBuildResul
     plans = engines.setdefault("plans", {})
     for precision, _ in graphs:
         plan_name = layout.plan(precision)
+        if precision == str(Precision.BF16) and not trt_backend.supports_bf16():
+            note = f"{plan_name} not built: this GPU has no bf16 (needs compute capability >= 8.0)"
+            engines.setdefault("skipped_plans", {})[plan_name] = note
+            result.notes.append(note)
+            continue
         info = build_one(sources[precision], bundle.path, plan_name, precision, options)
         with step(f"Checking {plan_name} vs eager at batches {options.batch}"):
             with trt_backend.TensorRTRunner(bundle.path / plan_name, build_info=info) as runner:
