@@ -159,15 +159,18 @@ def _positions(n: int, k: int | None, index: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng([SAMPLE_SEED, index]).choice(n, size=k, replace=False))
 
 
-def stats_graph(model, tensors: list[str], input_shape: tuple, per_image: int | None, values: bool = True):
-    """A copy of ``model`` whose outputs are each tensor's min, max and (``values``) ``per_image`` sampled values
-    per image (None: all), shaped (batch, values)."""
+def stats_graph(model, tensors: list[str], input_shape: tuple, per_image: int | None, values: bool = True,
+                copy: bool = True):
+    """``model`` (a copy unless ``copy=False``) with only these outputs: each tensor's min, max and (``values``)
+    ``per_image`` sampled values per image (None: all), shaped (batch, values)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     sizes = per_image_sizes(model, tensors, input_shape)
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
+    m = model
+    if copy:
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
     g = m.graph
     del g.output[:]  # only the statistics are read: ORT then skips what only fed the logits (the head)
     g.initializer.append(numpy_helper.from_array(np.array([0, -1], np.int64), "calib__flat_shape"))
@@ -224,7 +227,7 @@ def collect_stats(model_path: "str | Path", tensors: list[str], data: np.ndarray
     clock = {"setup": time.perf_counter(), "run": 0.0, "numpy": 0.0}
     per_image = samples_per_image(hist_values, len(data))
     model = onnx.load(str(model_path))
-    graph, probes = stats_graph(model, tensors, data.shape, per_image, values=histograms)
+    graph, probes = stats_graph(model, tensors, data.shape, per_image, values=histograms, copy=False)
     del model
     # ORT's optimizer never fuses away a tensor another node still reads, so each probe sees the graph's values
     sess = ort.InferenceSession(graph.SerializeToString(), sess_options=session_options("all"),
