@@ -19,9 +19,11 @@ def set_reporter(reporter: Callable[[str], contextlib.AbstractContextManager] | 
 
 
 @contextlib.contextmanager
-def step(label: str) -> Iterator[None]:
-    """Time a step, show it while it runs, and log how long it took."""
+def step(label: str) -> Iterator[Callable[[str], None]]:
+    """Time a step, show it while it runs, and log how long it took. Yields ``detail(text)``, which shows how
+    far the step has got (e.g. ``batch 3/64``) where the display can update in place (a no-op elsewhere)."""
     start = time.perf_counter()
-    with (_reporter(label) if _reporter else contextlib.nullcontext()):
-        yield
+    with (_reporter(label) if _reporter else contextlib.nullcontext()) as shown:
+        update = getattr(shown, "update", None)
+        yield (lambda text: update(f"{label}... {text}")) if callable(update) else (lambda text: None)
     log.info("%s: %.1f s", label, time.perf_counter() - start)

@@ -77,8 +77,8 @@ def _rich_step(label: str):
     con = console()
     start = time.perf_counter()
     if con.is_terminal:
-        with con.status(f"{label}..."):
-            yield
+        with con.status(f"{label}...") as status:
+            yield status  # progress.step updates it in place (rich Status.update)
     else:
         yield
     con.print(f"[green]done[/] {label} ({time.perf_counter() - start:.1f} s)")

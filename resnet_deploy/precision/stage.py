@@ -184,9 +184,11 @@ def run_calibration(bundle, plan: PrecisionPlan, model) -> cal.Calibration:
         for name in INT8_WRITERS[t].tensors_to_calibrate(model):
             if name not in tensors:
                 tensors.append(name)
-    with step(f"Calibrating ({options.calib_method}, {len(plan.calib.data)} samples, {len(tensors)} tensors)"):
+    label = f"Calibrating ({options.calib_method}, {len(plan.calib.data)} samples, {len(tensors)} tensors)"
+    with step(label) as show:
         return cal.calibrate(locate(bundle, layout.FP32_ONNX), tensors, plan.calib.data, plan.calib.sha256(),
-                             options.calib_method, options.percentile, caches=_cache_paths(bundle, options))
+                             options.calib_method, options.percentile, caches=_cache_paths(bundle, options),
+                             on_batch=lambda done, total: show(f"batch {done}/{total}"))
 
 
 def add_int8(bundle, plan: PrecisionPlan, reference: Reference, held_out: Reference | None) -> dict:
