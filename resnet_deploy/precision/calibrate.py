@@ -20,7 +20,7 @@ Why a sample: histogramming every value of resnet50's 72 tensors (~7 M values pe
 cores than the network itself; the sample keeps the histogram's cost at a few percent of the pass, while the
 extremes (minmax, and the clip of every other method) stay exact. A simple random sample of positions is
 unbiased for the distribution of |x|; the difference to histogramming every value, per tensor and in INT8
-accuracy, is measured in ``benchmarks/results/precision_calibration.md``.
+accuracy, is measured in ``benchmarks/results/calib_sampling.md (and the speed in calibration_speed.md)``.
 """
 
 from __future__ import annotations
