@@ -132,3 +132,20 @@ def test_openvino_target_without_openvino_names_the_extra(tmp_path):
     assert r.stderr.strip().splitlines()[-1] == ("error: openvino is not installed for OpenVINO inference: install it "
                                                  "with pip install 'resnet-deploy[openvino]'")
     assert not (tmp_path / "b").exists()
+
+
+def test_triton_serves_an_openvino_bf16_pick_as_the_fp32_ir(ov_bundle, tmp_path):
+    """OpenVINO's bf16 is the fp32 IR at bf16 inference precision: a bf16 recommendation is served as that IR."""
+    import shutil
+
+    out, _ = ov_bundle
+    b = tmp_path / "b"
+    shutil.copytree(out, b)
+    manifest = json.loads((b / "manifest.json").read_text())
+    manifest["recommended"] = {"cpu": {"cpu": "test", "throughput": {
+        "backend": "openvino", "precision": "bf16", "artifact": "model.openvino.xml", "batch": 8}}}
+    (b / "manifest.json").write_text(json.dumps(manifest))
+    r = run_cli("triton", b, "--repo", tmp_path / "repo", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "repo" / "resnet18_ov" / "1" / "model.xml").read_bytes() == (b / "model.openvino.xml").read_bytes()
+    assert "served as the fp32 IR" in r.stdout
