@@ -241,8 +241,10 @@ def to_markdown(res: dict) -> str:
              f"ONNX Runtime {res['toolchain'].get('onnxruntime')} CPU, input {res['input_size']}, random weights, "
              f"{res['seconds']} s per measurement, each in its own process.", ""]
     if res.get("command"):
+        versions = ", ".join(f"{k} {v}" for k, v in res["toolchain"].items() if v)
         lines += [f"Command: `{res['command']}`", "", f"Load average before / after: {res['machine']['load_before']} / "
-                  f"{res['machine'].get('load_after')}; ISA flags: {res['machine'].get('isa')}", ""]
+                  f"{res['machine'].get('load_after')}; ISA flags: {res['machine'].get('isa')}", "",
+                  f"Versions: {versions}", ""]
     if any(a["throughput"] for a in res["archs"].values()):
         lines += ["| arch | graph | batch | img/s | vs fp32 |", "|---|---|---|---|---|"]
         for arch, a in res["archs"].items():
@@ -338,4 +340,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--markdown"]:  # re-render a results .json: --markdown FILE.json
+        res = json.loads(Path(sys.argv[2]).read_text())
+        Path(sys.argv[2]).with_suffix(".md").write_text(to_markdown(res))
+    else:
+        main()

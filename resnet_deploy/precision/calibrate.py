@@ -257,7 +257,11 @@ def collect_stats(model_path: "str | Path", tensors: list[str], data: np.ndarray
                 if p.positions is not None and values.shape[1] != len(p.positions):
                     values = values[:, p.positions]
                 s.hist.grow(max(abs(lo), abs(hi)))
-                s.hist.add(values, overwrite=True)
+                try:
+                    s.hist.add(values, overwrite=True)
+                except ValueError:  # NaN that ReduceMin/ReduceMax skipped
+                    raise UserError(f"tensor {p.tensor!r} of the fp32 graph is not finite on calibration samples "
+                                    f"{start}-{start + batch - 1}: check the model and the data") from None
                 s.sampled = 0 if p.positions is None else len(p.positions)
         clock["numpy"] += time.perf_counter() - t0
 
