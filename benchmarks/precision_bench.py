@@ -133,6 +133,9 @@ def worker_compare(model: str, data: str, size: str, eval_count: str = "128") ->
         start = time.perf_counter()
         stats[mode] = cal.collect_stats(model, tensors, x, hist_values=k)
         timing[mode] = time.perf_counter() - start
+    # how much the exact ranges move with the data itself: every value of each half of the samples
+    half = len(x) // 2
+    halves = [cal.collect_stats(model, tensors, part, hist_values=None) for part in (x[:half], x[half:2 * half])]
     proto = onnx.load(model)
     ev = x[:int(eval_count)]
     fp32 = run_graph(proto, ev)
@@ -140,18 +143,22 @@ def worker_compare(model: str, data: str, size: str, eval_count: str = "128") ->
            "eval_samples": len(ev), "methods": {}}
     for m in METHODS:
         ranges = {mode: cal.ranges_from_stats(st, m, 99.99) for mode, st in stats.items()}
-        rel = []
-        for t in tensors:
-            (elo, ehi), (slo, shi) = ranges["exact"][t], ranges["sampled"][t]
-            span = max(ehi - elo, 1e-30)
-            rel.append(max(abs(slo - elo), abs(shi - ehi)) / span)
+        def diffs(ra: dict, rb: dict) -> list[float]:
+            return [max(abs(ra[t][0] - rb[t][0]), abs(ra[t][1] - rb[t][1])) / max(rb[t][1] - rb[t][0], 1e-30)
+                    for t in tensors]
+
+        rel = diffs(ranges["sampled"], ranges["exact"])
+        noise = diffs(*(cal.ranges_from_stats(h, m, 99.99) for h in halves))
         logits = {mode: run_graph(quantize_ort.quantize(proto, r).model, ev) for mode, r in ranges.items()}
         agree = lambda a, b: float((a.argmax(1) == b.argmax(1)).mean())  # noqa: E731
         cos = lambda a, b: float(np.mean(np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))  # noqa: E731,E501
         out["methods"][m] = {
             "range_rel_diff": {"max": float(np.max(rel)), "median": float(np.median(rel)),
                                "mean": float(np.mean(rel)), "worst_tensor": tensors[int(np.argmax(rel))],
-                               "tensors_over_1pct": int(np.sum(np.array(rel) > 0.01))},
+                               "tensors_over_1pct": int(np.sum(np.array(rel) > 0.01)),
+                               "p90": float(np.percentile(rel, 90))},
+            "range_rel_diff_half_vs_half": {"median": float(np.median(noise)), "p90": float(np.percentile(noise, 90)),
+                                            "max": float(np.max(noise))},
             "int8_sampled_vs_exact": {"top1_agreement": agree(logits["sampled"], logits["exact"]),
                                       "cosine": cos(logits["sampled"], logits["exact"])},
             "vs_fp32": {mode: {"top1_agreement": agree(lg, fp32), "cosine": cos(lg, fp32)}
@@ -185,11 +192,12 @@ def calibration_markdown(res: dict) -> list[str]:
     impls = [i for i in ("before", "after") if any(i in a["calibration"] for a in res["archs"].values())]
     lines = ["", f"Calibration ({res['calib_size']} samples of {res['calib_source']}, statistics for both targets' "
                  "tensors; each run in its own process; one fp32 pass = ORT_ENABLE_ALL session, batch 8, over the "
-                 "same samples, without session creation):", "",
+                 "same samples, without session creation, measured before and after the calibrations):", "",
              "| arch | implementation | method | seconds | / one fp32 pass | peak RSS (MiB) | of which calibration (MiB) |",
              "|---|---|---|---|---|---|---|"]
     for arch, a in res["archs"].items():
-        one = a.get("fp32_pass", {}).get("seconds")
+        passes = [a[k]["seconds"] for k in ("fp32_pass", "fp32_pass_again") if k in a]
+        one = sum(passes) / len(passes) if passes else None
         for impl in impls:
             for m, c in a["calibration"].get(impl, {}).items():
                 ratio = f"{c['seconds'] / one:.2f}x" if one else "-"
@@ -197,8 +205,9 @@ def calibration_markdown(res: dict) -> list[str]:
                              f"{c['increase_mib']:.0f} |")
         if one:
             p = a["fp32_pass"]
-            lines.append(f"| {arch} | one fp32 pass | - | {one:.1f} (with session {p['with_session_seconds']:.1f}) "
-                         f"| 1.00x | {p['peak_rss_mib']:.0f} | - |")
+            lines.append(f"| {arch} | one fp32 pass (mean of {len(passes)}: "
+                         f"{', '.join(f'{v:.1f}' for v in passes)}) | - | {one:.1f} (with session "
+                         f"{p['with_session_seconds']:.1f}) | 1.00x | {p['peak_rss_mib']:.0f} | - |")
         if "before" in impls and "after" in impls:
             speed = [f"{m} {a['calibration']['before'][m]['seconds'] / c['seconds']:.1f}x"
                      for m, c in a["calibration"]["after"].items() if m in a["calibration"]["before"]]
@@ -212,13 +221,16 @@ def calibration_markdown(res: dict) -> list[str]:
                       "Range difference per tensor = max(|lo_s - lo_e|, |hi_s - hi_e|) / (hi_e - lo_e); INT8 = "
                       f"onnxruntime-target graphs from each set of ranges, logits on {cmp['eval_samples']} "
                       "calibration samples:", "",
-                  "| method | range diff median | mean | max (tensor) | tensors > 1% | INT8 top-1 sampled vs exact | "
-                  "cosine | INT8 vs fp32 top-1 (exact / sampled) | cosine vs fp32 (exact / sampled) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| method | range diff median | p90 | max (tensor) | tensors > 1% | exact, half vs half: median / "
+                  "p90 / max | INT8 top-1 sampled vs exact | cosine | INT8 vs fp32 top-1 (exact / sampled) | "
+                  "cosine vs fp32 (exact / sampled) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for m, c in cmp["methods"].items():
             r, s, f = c["range_rel_diff"], c["int8_sampled_vs_exact"], c["vs_fp32"]
-            lines.append(f"| {m} | {r['median']:.2%} | {r['mean']:.2%} | {r['max']:.2%} ({r['worst_tensor']}) | "
-                         f"{r['tensors_over_1pct']} | {s['top1_agreement']:.1%} | {s['cosine']:.6f} | "
+            h = c["range_rel_diff_half_vs_half"]
+            lines.append(f"| {m} | {r['median']:.2%} | {r['p90']:.2%} | {r['max']:.2%} ({r['worst_tensor']}) | "
+                         f"{r['tensors_over_1pct']} | {h['median']:.2%} / {h['p90']:.2%} / {h['max']:.2%} | "
+                         f"{s['top1_agreement']:.1%} | {s['cosine']:.6f} | "
                          f"{f['exact']['top1_agreement']:.1%} / {f['sampled']['top1_agreement']:.1%} | "
                          f"{f['exact']['cosine']:.5f} / {f['sampled']['cosine']:.5f} |")
     return lines
@@ -229,8 +241,10 @@ def to_markdown(res: dict) -> str:
              f"ONNX Runtime {res['toolchain'].get('onnxruntime')} CPU, input {res['input_size']}, random weights, "
              f"{res['seconds']} s per measurement, each in its own process.", ""]
     if res.get("command"):
+        versions = ", ".join(f"{k} {v}" for k, v in res["toolchain"].items() if v)
         lines += [f"Command: `{res['command']}`", "", f"Load average before / after: {res['machine']['load_before']} / "
-                  f"{res['machine'].get('load_after')}; ISA flags: {res['machine'].get('isa')}", ""]
+                  f"{res['machine'].get('load_after')}; ISA flags: {res['machine'].get('isa')}", "",
+                  f"Versions: {versions}", ""]
     if any(a["throughput"] for a in res["archs"].values()):
         lines += ["| arch | graph | batch | img/s | vs fp32 |", "|---|---|---|---|---|"]
         for arch, a in res["archs"].items():
@@ -326,4 +340,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--markdown"]:  # re-render a results .json: --markdown FILE.json
+        res = json.loads(Path(sys.argv[2]).read_text())
+        Path(sys.argv[2]).with_suffix(".md").write_text(to_markdown(res))
+    else:
+        main()

@@ -147,17 +147,18 @@ def test_unknown_shapes_are_sampled_in_numpy(relu_model, long_tailed, monkeypatc
     np.testing.assert_array_equal(in_graph.hist.counts, in_numpy.hist.counts)
 
 
-def test_non_finite_activation_is_one_line_user_error(tmp_path):
+@pytest.mark.parametrize("op,bad", [("Reciprocal", 0.0), ("Sqrt", -1.0)])  # Inf, NaN
+def test_non_finite_activation_is_one_line_user_error(tmp_path, op, bad):
     import onnx
     from onnx import TensorProto, helper
 
-    g = helper.make_graph([helper.make_node("Reciprocal", ["input"], ["inv"], name="inv")], "g",
+    g = helper.make_graph([helper.make_node(op, ["input"], ["inv"], name="inv")], "g",
                           [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 4])],
                           [helper.make_tensor_value_info("inv", TensorProto.FLOAT, [None, 4])])
     path = tmp_path / "inv.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), str(path))
     x = np.ones((3, 4), np.float32)
-    x[2, 1] = 0.0
+    x[2, 1] = bad
     with pytest.raises(UserError, match="'inv' of the fp32 graph is not finite") as e:
         cal.calibrate(path, ["inv"], x, "d", CalibMethod.MSE)
     assert "\n" not in str(e.value)

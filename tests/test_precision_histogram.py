@@ -172,12 +172,13 @@ def test_degenerate_histograms():
         assert 0.0 < t <= 3.0
 
 
-def loop_entropy(h: hg.MagnitudeHistogram, amax: float) -> float:
-    """The KL search written plainly, one candidate at a time, on the new histogram and candidate grid."""
+def loop_entropy(h: hg.MagnitudeHistogram, amax: float) -> tuple[float, list[float]]:
+    """The KL search written plainly, one candidate at a time, on the new histogram and candidate grid: the
+    threshold and every candidate's divergence."""
     n = h.used_bins(amax)
     hist = h.counts[:n].astype(np.float64)
     hist[0] = hist[1]
-    best_kl, best_i = np.inf, n
+    best_kl, best_i, kls = np.inf, n, []
     for i in hg._candidates(n):
         ref = hist[:i].copy()
         ref[-1] += hist[i:].sum()
@@ -190,9 +191,10 @@ def loop_entropy(h: hg.MagnitudeHistogram, amax: float) -> float:
         p, q = ref / ref.sum(), q / q.sum()
         m = p > 0
         kl = float(np.sum(p[m] * np.log(p[m] / q[m])))
+        kls.append(kl)
         if kl < best_kl:
             best_kl, best_i = kl, i
-    return float(min(best_i * h.width, amax))
+    return float(min(best_i * h.width, amax)), kls
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -202,4 +204,14 @@ def test_entropy_prefix_sums_equal_the_plain_loop(seed):
     x = np.concatenate([rng.lognormal(0, 1.5, 3000), rng.uniform(0, 0.01, 500), [0.0] * 200]).astype(np.float32)
     h = one_pass(x)
     amax = float(x.max())
-    assert hg.threshold_entropy(h, amax) == loop_entropy(h, amax)
+    want, kls = loop_entropy(h, amax)
+    assert hg.threshold_entropy(h, amax) == want
+    np.testing.assert_allclose(hg.entropy_divergences(h, amax)[1], kls, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("p", [50.0, 99.0, 99.9, 99.99])
+def test_percentile_is_the_upper_edge_of_the_crossing_bin(p):
+    x = np.abs(_arrays()["relu-t3"])
+    h = one_pass(x)
+    t = hg.threshold_percentile(h, float(x.max()), p)
+    assert float((x < t).mean()) >= p / 100 > float((x < t - h.width).mean())

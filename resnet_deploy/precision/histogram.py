@@ -132,6 +132,14 @@ def threshold_entropy(hist: MagnitudeHistogram, amax: float) -> float:
     bins, and a bin only outliers reach (bin ``i-1`` when it is empty but values are clipped) ``1e-12`` of the
     total. Then ``KL = sum(P log P)/T - log T - sum(P log Q)/T + log sum(Q)``, and every term is a sum over whole
     levels: with prefix sums each candidate costs 128 steps instead of ``i``, all candidates at once."""
+    cand, kl = entropy_divergences(hist, amax)
+    if kl is None:
+        return amax
+    return float(min(cand[int(np.argmin(kl))] * hist.width, amax))
+
+
+def entropy_divergences(hist: MagnitudeHistogram, amax: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """The candidates (numbers of bins) and KL(P || Q) of each (None for an empty histogram)."""
     n = hist.used_bins(amax)
     h = hist.counts[:n].astype(np.float64)
     if n > 1:
@@ -139,9 +147,9 @@ def threshold_entropy(hist: MagnitudeHistogram, amax: float) -> float:
         # would otherwise dominate the divergence and push the threshold far too low.
         h[0] = h[1]
     total = h.sum()
-    if total == 0:
-        return amax
     cand = _candidates(n)
+    if total == 0:
+        return cand, None
     mass = np.concatenate([[0.0], np.cumsum(h)])  # prefix sums: values, nonzero bins, h log h
     nonzero = np.concatenate([[0], np.cumsum(h > 0)])
     plogp = np.concatenate([[0.0], np.cumsum(_xlogx(h))])
@@ -159,5 +167,4 @@ def threshold_entropy(hist: MagnitudeHistogram, amax: float) -> float:
     plogq += np.where(clipped_into_empty, tail * np.log(penalty), tail * np.log(level_q[:, -1]))
     q_sum = mass[cand] + np.where(clipped_into_empty, penalty, 0.0)
     p_logp = plogp[cand - 1] + _xlogx(last + tail)
-    kl = p_logp / total - np.log(total) - plogq / total + np.log(q_sum)
-    return float(min(cand[int(np.argmin(kl))] * hist.width, amax))
+    return cand, p_logp / total - np.log(total) - plogq / total + np.log(q_sum)
