@@ -162,3 +162,28 @@ def test_non_finite_activation_is_one_line_user_error(tmp_path, op, bad):
     with pytest.raises(UserError, match="'inv' of the fp32 graph is not finite") as e:
         cal.calibrate(path, ["inv"], x, "d", CalibMethod.MSE)
     assert "\n" not in str(e.value)
+
+
+def test_relu_outputs_get_no_min_probe_and_start_at_zero(relu_model, long_tailed):
+    """A Relu's output (and a pool of it) cannot be negative: no ReduceMin is spent on it and its min is 0, the
+    value every quantized range includes anyway; a signed tensor keeps its exact min."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from resnet_deploy.precision.qdq import asymmetric_uint8
+
+    nodes = [helper.make_node("Relu", ["input"], ["act"]), helper.make_node("MaxPool", ["act"], ["pool"],
+                                                                             kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Neg", ["pool"], ["neg"])]
+    m = helper.make_model(helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 3, 64, 64])],
+        [helper.make_tensor_value_info("neg", TensorProto.FLOAT, None)]), opset_imports=[helper.make_opsetid("", 18)])
+    assert cal.nonnegative_tensors(m) == {"act", "pool"}
+    stats_model, probes = cal.stats_graph(m, ["input", "act", "pool", "neg"], long_tailed.shape, None)
+    assert [p.min is None for p in probes] == [False, True, True, False]
+    assert sum(n.op_type == "ReduceMin" for n in stats_model.graph.node) == 2
+    shifted = np.abs(long_tailed) + 0.5  # every value > 0: the Relu's true min is 0.5, recorded as 0
+    s = cal.collect_stats(relu_model, ["input", "act"], shifted, hist_values=None)
+    assert s["act"].min == 0.0 and s["act"].max == float(shifted.max())
+    assert s["input"].min == float(shifted.min())  # signed tensors: exact
+    assert asymmetric_uint8(0.0, s["act"].max) == asymmetric_uint8(float(shifted.min()), s["act"].max)

@@ -117,7 +117,7 @@ class _Probe:
     """The outputs the statistics graph adds for one tensor."""
 
     tensor: str
-    min: str
+    min: str | None  # None: the tensor cannot be negative (min taken as 0)
     max: str
     values: str
     per_image: int | None  # values per image (None: unknown until run)
@@ -159,14 +159,31 @@ def _positions(n: int, k: int | None, index: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng([SAMPLE_SEED, index]).choice(n, size=k, replace=False))
 
 
+# Ops whose output is >= 0 (Relu), or >= 0 whenever their input is (the pools ResNets put after a Relu).
+_NONNEGATIVE = {"Relu"}
+_KEEPS_SIGN = {"MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool", "Flatten", "Reshape", "Identity"}
+
+
+def nonnegative_tensors(model) -> set[str]:
+    """Tensors that cannot hold a negative value: outputs of Relu, and of pools/reshapes of such a tensor."""
+    out: set[str] = set()
+    for n in model.graph.node:  # topological order (ONNX requires it)
+        if n.op_type in _NONNEGATIVE or (n.op_type in _KEEPS_SIGN and n.input and n.input[0] in out):
+            out.update(o for o in n.output[:1] if o)
+    return out
+
+
 def stats_graph(model, tensors: list[str], input_shape: tuple, per_image: int | None, values: bool = True,
                 copy: bool = True):
     """``model`` (a copy unless ``copy=False``) with only these outputs: each tensor's min, max and (``values``)
-    ``per_image`` sampled values per image (None: all), shaped (batch, values)."""
+    ``per_image`` sampled values per image (None: all), shaped (batch, values). A tensor that cannot be negative
+    (a Relu's output) gets no min (``_Probe.min`` is None): its min is taken as 0, which every quantized range
+    includes anyway, and the ReduceMin over it would cost ~4% of the pass."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     sizes = per_image_sizes(model, tensors, input_shape)
+    nonnegative = nonnegative_tensors(model)
     m = model
     if copy:
         m = onnx.ModelProto()
@@ -183,12 +200,14 @@ def stats_graph(model, tensors: list[str], input_shape: tuple, per_image: int | 
                                     name="calib__batch")])
     probes = []
     for k, t in enumerate(tensors):
-        p = _Probe(t, f"calib__{k}_min", f"calib__{k}_max", f"calib__{k}_values", sizes[t])
+        p = _Probe(t, None if t in nonnegative else f"calib__{k}_min", f"calib__{k}_max", f"calib__{k}_values",
+                   sizes[t])
         flat = f"calib__{k}_flat"
-        g.node.extend([helper.make_node("ReduceMin", [t], [p.min], keepdims=0, name=p.min),
-                       helper.make_node("ReduceMax", [t], [p.max], keepdims=0, name=p.max)])
+        if p.min is not None:
+            g.node.append(helper.make_node("ReduceMin", [t], [p.min], keepdims=0, name=p.min))
+        g.node.append(helper.make_node("ReduceMax", [t], [p.max], keepdims=0, name=p.max))
         if not values:
-            g.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in (p.min, p.max))
+            g.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in (p.min, p.max) if n)
             probes.append(p)
             continue
         g.node.append(helper.make_node("Reshape", [t, "calib__flat_shape"], [flat], name=flat))
@@ -203,7 +222,7 @@ def stats_graph(model, tensors: list[str], input_shape: tuple, per_image: int | 
                            helper.make_node("GatherElements", [flat, idx], [p.values], axis=1, name=p.values)])
         else:
             p.values = flat
-        for name in (p.min, p.max, p.values):
+        for name in (n for n in (p.min, p.max, p.values) if n):
             g.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
         probes.append(p)
     return m, probes
@@ -216,7 +235,8 @@ def samples_per_image(hist_values: int | None, images: int) -> int | None:
 
 def collect_stats(model_path: "str | Path", tensors: list[str], data: np.ndarray, histograms: bool = True,
                   batch: int = CALIB_BATCH, hist_values: int | None = HIST_VALUES,
-                  on_batch: Callable[[int, int], None] | None = None) -> dict[str, TensorStats]:
+                  on_batch: Callable[[int, int], None] | None = None,
+                  spinning: bool = True) -> dict[str, TensorStats]:
     """One pass of ``data`` through the fp32 graph: exact min/max of each tensor and (``histograms``) the
     histogram of |x| over a fixed sample of about ``hist_values`` of its values (None: every value)."""
     import onnx
@@ -231,20 +251,23 @@ def collect_stats(model_path: "str | Path", tensors: list[str], data: np.ndarray
     del model
     # ORT's optimizer never fuses away a tensor another node still reads, so each probe sees the graph's values.
     # No memory pattern: its one block for all intermediates grew by ~300 MB with the probes, at no gain in speed.
-    options = session_options("all")
+    # Spinning threads: the probes add ~200 small ops per batch, and waking idle threads for each cost ~20% of the
+    # pass on 2 cores (spinning only distorts runtimes measured beside it, and calibration runs alone).
+    options = session_options("all", spinning=spinning)
     options.enable_mem_pattern = False
     sess = ort.InferenceSession(graph.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
     del graph
     clock["setup"] = time.perf_counter() - clock["setup"]
     input_name = sess.get_inputs()[0].name
-    names = [n for p in probes for n in ((p.min, p.max, p.values) if histograms else (p.min, p.max))]
+    names = [n for p in probes for n in ((p.min, p.max, p.values) if histograms else (p.min, p.max)) if n]
     stats = {t: TensorStats(hist=hg.MagnitudeHistogram() if histograms else None) for t in tensors}
 
     def update(outs: dict, start: int) -> None:
         t0 = time.perf_counter()
         for p in probes:
             s = stats[p.tensor]
-            lo, hi = float(outs[p.min]), float(outs[p.max])
+            hi = float(outs[p.max])
+            lo = float(outs[p.min]) if p.min is not None else 0.0
             if not (np.isfinite(lo) and np.isfinite(hi)):
                 raise UserError(f"tensor {p.tensor!r} of the fp32 graph is not finite on calibration samples "
                                 f"{start}-{start + batch - 1} (min {lo}, max {hi}): check the model and the data")
