@@ -134,6 +134,7 @@ class BudgetResult:
     excluded: list[str] = field(default_factory=list)
     attempts: list[dict] = field(default_factory=list)
     ranking: list[tuple[str, float]] = field(default_factory=list)
+    logits: np.ndarray | None = field(default=None, repr=False)  # the final graph's logits on the gate data
 
 
 def quantize_within_budget(model, ranges: dict, quantize: Callable, symmetric: bool, data: np.ndarray,
@@ -141,7 +142,8 @@ def quantize_within_budget(model, ranges: dict, quantize: Callable, symmetric: b
     """Quantize; while the drop exceeds ``max_drop``, keep more of the most sensitive Convs in fp32."""
     fp32 = accuracy(reference, reference, labels)
     graph = quantize(model, ranges)
-    acc = accuracy(run_graph(graph.model, data), reference, labels)
+    logits = run_graph(graph.model, data)
+    acc = accuracy(logits, reference, labels)
     d = drop(fp32, acc)
     attempts = [{"excluded": 0, "drop_points": round(d, 3), **acc.to_dict()}]
     ranking: list = []
@@ -154,8 +156,9 @@ def quantize_within_budget(model, ranges: dict, quantize: Callable, symmetric: b
             log.info("over budget (%.2f > %.2f points): most sensitive layers %s", d, max_drop, ranking[:4])
         excluded = [name for name, _ in ranking[:k]]
         graph = quantize(model, ranges, set(excluded))
-        acc = accuracy(run_graph(graph.model, data), reference, labels)
+        logits = run_graph(graph.model, data)
+        acc = accuracy(logits, reference, labels)
         d = drop(fp32, acc)
         attempts.append({"excluded": k, "drop_points": round(d, 3), **acc.to_dict()})
         k *= 2
-    return BudgetResult(graph, fp32, acc, d, d <= max_drop, excluded, attempts, ranking)
+    return BudgetResult(graph, fp32, acc, d, d <= max_drop, excluded, attempts, ranking, logits)
