@@ -1,7 +1,8 @@
 """Activation-range calibration, implemented here (not ONNX Runtime's calibrators) and tested per method.
 
 Statistics come from ONE batched pass of the calibration set through the fp32 graph in ONNX Runtime. The graph
-gets, per calibrated tensor, a ReduceMin and a ReduceMax (exact extremes over every value) and an output of
+gets, per calibrated tensor, a ReduceMax and (unless the tensor cannot be negative, e.g. a Relu's output, whose
+min is then 0) a ReduceMin: exact extremes over every value; and an output of
 its values: a fixed, seeded random sample of positions per image (the same positions in every image), as many
 as give ``HIST_VALUES`` values per tensor over the whole set, or every value when the tensor has fewer (or with
 ``hist_values=None``). The values update a
@@ -20,7 +21,7 @@ Why a sample: histogramming every value of resnet50's 72 tensors (~7 M values pe
 cores than the network itself; the sample keeps the histogram's cost at a few percent of the pass, while the
 extremes (minmax, and the clip of every other method) stay exact. A simple random sample of positions is
 unbiased for the distribution of |x|; the difference to histogramming every value, per tensor and in INT8
-accuracy, is measured in ``benchmarks/results/calib_sampling.md (and the speed in calibration_speed.md)``.
+accuracy, is measured in ``benchmarks/results/calib_sampling.md`` and ``precision_calibration.md`` (speed too).
 """
 
 from __future__ import annotations
