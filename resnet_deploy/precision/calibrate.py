@@ -124,6 +124,10 @@ class _Probe:
     per_image: int | None  # values per image (None: unknown until run)
     positions: np.ndarray | None = None  # sampled positions per image (None: every value)
 
+    def outputs(self, values: bool = True) -> list[str]:
+        """The graph outputs read for this tensor: min (if probed), max and (``values``) the values."""
+        return [n for n in (self.min, self.max, self.values if values else None) if n]
+
 
 def per_image_sizes(model, tensors: list[str], input_shape: tuple) -> dict[str, int | None]:
     """Elements per image of each tensor from the graph's shapes (inferred for this input shape if missing)."""
@@ -179,7 +183,7 @@ def stats_graph(model, tensors: list[str], input_shape: tuple, per_image: int | 
     """``model`` (a copy unless ``copy=False``) with only these outputs: each tensor's min, max and (``values``)
     ``per_image`` sampled values per image (None: all), shaped (batch, values). A tensor that cannot be negative
     (a Relu's output) gets no min (``_Probe.min`` is None): its min is taken as 0, which every quantized range
-    includes anyway, and the ReduceMin over it would cost ~4% of the pass."""
+    includes anyway, so the ReduceMin over it is saved."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -208,7 +212,7 @@ def stats_graph(model, tensors: list[str], input_shape: tuple, per_image: int | 
             g.node.append(helper.make_node("ReduceMin", [t], [p.min], keepdims=0, name=p.min))
         g.node.append(helper.make_node("ReduceMax", [t], [p.max], keepdims=0, name=p.max))
         if not values:
-            g.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in (p.min, p.max) if n)
+            g.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in p.outputs(False))
             probes.append(p)
             continue
         g.node.append(helper.make_node("Reshape", [t, "calib__flat_shape"], [flat], name=flat))
@@ -223,8 +227,7 @@ def stats_graph(model, tensors: list[str], input_shape: tuple, per_image: int | 
                            helper.make_node("GatherElements", [flat, idx], [p.values], axis=1, name=p.values)])
         else:
             p.values = flat
-        for name in (n for n in (p.min, p.max, p.values) if n):
-            g.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+        g.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in p.outputs())
         probes.append(p)
     return m, probes
 
@@ -236,8 +239,7 @@ def samples_per_image(hist_values: int | None, images: int) -> int | None:
 
 def collect_stats(model_path: "str | Path", tensors: list[str], data: np.ndarray, histograms: bool = True,
                   batch: int = CALIB_BATCH, hist_values: int | None = HIST_VALUES,
-                  on_batch: Callable[[int, int], None] | None = None,
-                  spinning: bool = True) -> dict[str, TensorStats]:
+                  on_batch: Callable[[int, int], None] | None = None) -> dict[str, TensorStats]:
     """One pass of ``data`` through the fp32 graph: exact min/max of each tensor and (``histograms``) the
     histogram of |x| over a fixed sample of about ``hist_values`` of its values (None: every value)."""
     import onnx
@@ -252,15 +254,15 @@ def collect_stats(model_path: "str | Path", tensors: list[str], data: np.ndarray
     del model
     # ORT's optimizer never fuses away a tensor another node still reads, so each probe sees the graph's values.
     # No memory pattern: its one block for all intermediates grew by ~300 MB with the probes, at no gain in speed.
-    # Spinning threads: the probes add ~200 small ops per batch, and waking idle threads for each cost ~20% of the
+    # Spinning threads: the probes add ~200 small ops per batch, and waking idle threads for each cost ~10% of the
     # pass on 2 cores (spinning only distorts runtimes measured beside it, and calibration runs alone).
-    options = session_options("all", spinning=spinning)
+    options = session_options("all", spinning=True)
     options.enable_mem_pattern = False
     sess = ort.InferenceSession(graph.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
     del graph
     clock["setup"] = time.perf_counter() - clock["setup"]
     input_name = sess.get_inputs()[0].name
-    names = [n for p in probes for n in ((p.min, p.max, p.values) if histograms else (p.min, p.max)) if n]
+    names = [n for p in probes for n in p.outputs(histograms)]
     stats = {t: TensorStats(hist=hg.MagnitudeHistogram() if histograms else None) for t in tensors}
 
     def update(outs: dict, start: int) -> None:

@@ -217,8 +217,8 @@ def add_int8(bundle, plan: PrecisionPlan, reference: Reference, held_out: Refere
             res = budget.quantize_within_budget(model, calibration.ranges, writer.quantize, writer.symmetric,
                                                 gate.inputs(), gate.logits(), labels, options.max_drop)
         name = layout.int8_onnx(target)
-        # the gate ran the final graph on the reference inputs already unless it had held-out data
-        logits = res.logits if held_out is None else budget.run_graph(res.graph.model, reference.inputs())
+        # a gate on the reference inputs has run the final graph on them already
+        logits = res.logits if gate is reference else budget.run_graph(res.graph.model, reference.inputs())
         parity = validate.compare(reference.logits(), logits)
         out["targets"][str(target)] = {
             "file": name, "fp32": res.fp32.to_dict(), "int8": res.int8.to_dict(), "drop_points": round(res.drop, 3),
