@@ -125,18 +125,27 @@ def test_one_session_one_pass_exact_statistics(relu_model, long_tailed, monkeypa
         np.testing.assert_array_equal(s.hist.counts, np.histogram(np.abs(values), hg.BINS, (0.0, s.hist.range))[0])
 
 
-def test_sampled_histogram_keeps_exact_extremes_and_close_ranges(relu_model, long_tailed):
-    """A fixed sample of 4096 of the 12288 values per image (16 images): extremes still exact, ranges per method
-    within 10% of histogramming every value on this long tail, and the sample is the same run to run."""
+def test_sampled_histogram_takes_the_sample_extremes_and_close_ranges(relu_model, long_tailed):
+    """A fixed sample of 4096 of the 12288 values per image (16 images): the extremes are the sample's (no
+    Reduce op over every value), ranges per method within 10% (entropy 15%) of histogramming every value on this
+    long tail, and the sample is the same run to run. minmax, which has no histogram, still reads the exact extremes."""
     exact = cal.collect_stats(relu_model, ["act"], long_tailed, hist_values=None)["act"]
     sampled = cal.collect_stats(relu_model, ["act"], long_tailed, hist_values=16 * 4096)["act"]
     again = cal.collect_stats(relu_model, ["act"], long_tailed, hist_values=16 * 4096)["act"]
-    assert (sampled.min, sampled.max) == (exact.min, exact.max) == (0.0, float(long_tailed.max()))
+    positions = cal._positions(3 * 64 * 64, 4096, 0)  # "act" is tensor 0 of the probe list
+    sample = np.maximum(long_tailed, 0).reshape(len(long_tailed), -1)[:, positions]
+    assert (exact.min, exact.max) == (0.0, float(long_tailed.max()))
+    assert (sampled.min, sampled.max) == (0.0, float(sample.max()))
+    assert float(sample.max()) < exact.max  # the sample misses the largest value: a real difference, tested
     assert sampled.sampled == 4096 and sampled.hist.counts.sum() == 4096 * len(long_tailed)
+    minmax = cal.collect_stats(relu_model, ["act"], long_tailed, histograms=False, hist_values=16 * 4096)["act"]
+    assert (minmax.min, minmax.max) == (exact.min, exact.max) and minmax.hist is None
     np.testing.assert_array_equal(sampled.hist.counts, again.hist.counts)
-    for m in (CalibMethod.PERCENTILE, CalibMethod.ENTROPY, CalibMethod.MSE):
+    # entropy's KL minimum is flat and jagged on this tail: on the exact histogram its 8 best candidates span
+    # 18.2-23.5 (+-12% around the chosen 19.2), and the sample (a third of the values) picks 17.0 (-11.5%)
+    for m, tol in ((CalibMethod.PERCENTILE, 0.1), (CalibMethod.ENTROPY, 0.15), (CalibMethod.MSE, 0.1)):
         a, b = cal.tensor_range(exact, m, 99.9)[1], cal.tensor_range(sampled, m, 99.9)[1]
-        assert abs(a - b) <= 0.1 * a, (m, a, b)
+        assert abs(a - b) <= tol * a, (m, a, b)
 
 
 def test_unknown_shapes_are_sampled_in_numpy(relu_model, long_tailed, monkeypatch):
@@ -147,8 +156,9 @@ def test_unknown_shapes_are_sampled_in_numpy(relu_model, long_tailed, monkeypatc
     np.testing.assert_array_equal(in_graph.hist.counts, in_numpy.hist.counts)
 
 
+@pytest.mark.parametrize("method", [CalibMethod.MSE, CalibMethod.MINMAX])  # values read / Reduce ops
 @pytest.mark.parametrize("op,bad", [("Reciprocal", 0.0), ("Sqrt", -1.0)])  # Inf, NaN
-def test_non_finite_activation_is_one_line_user_error(tmp_path, op, bad):
+def test_non_finite_activation_is_one_line_user_error(tmp_path, op, bad, method):
     import onnx
     from onnx import TensorProto, helper
 
@@ -160,13 +170,14 @@ def test_non_finite_activation_is_one_line_user_error(tmp_path, op, bad):
     x = np.ones((3, 4), np.float32)
     x[2, 1] = bad
     with pytest.raises(UserError, match="'inv' of the fp32 graph is not finite") as e:
-        cal.calibrate(path, ["inv"], x, "d", CalibMethod.MSE)
+        cal.calibrate(path, ["inv"], x, "d", method)
     assert "\n" not in str(e.value)
 
 
 def test_relu_outputs_get_no_min_probe_and_start_at_zero(relu_model, long_tailed):
-    """A Relu's output (and a pool of it) cannot be negative: no ReduceMin is spent on it and its min is 0, the
-    value every quantized range includes anyway; a signed tensor keeps its exact min."""
+    """A Relu's output (and a pool of it) cannot be negative: no ReduceMin is spent on it (minmax) and its min is
+    0, the value every quantized range includes anyway; a signed tensor keeps its min. The histogram methods read
+    values and no Reduce op at all."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -179,11 +190,17 @@ def test_relu_outputs_get_no_min_probe_and_start_at_zero(relu_model, long_tailed
         nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 3, 64, 64])],
         [helper.make_tensor_value_info("neg", TensorProto.FLOAT, None)]), opset_imports=[helper.make_opsetid("", 18)])
     assert cal.nonnegative_tensors(m) == {"act", "pool"}
-    stats_model, probes = cal.stats_graph(m, ["input", "act", "pool", "neg"], long_tailed.shape, None)
-    assert [p.min is None for p in probes] == [False, True, True, False]
+    names = ["input", "act", "pool", "neg"]
+    stats_model, probes = cal.stats_graph(m, names, long_tailed.shape, None, values=False)
+    assert [p.min is None for p in probes] == [p.nonnegative for p in probes] == [False, True, True, False]
     assert sum(n.op_type == "ReduceMin" for n in stats_model.graph.node) == 2
+    assert sum(n.op_type == "ReduceMax" for n in stats_model.graph.node) == 4
+    stats_model, probes = cal.stats_graph(m, names, long_tailed.shape, None, values=True)
+    assert [p.nonnegative for p in probes] == [False, True, True, False]
+    assert not [n for n in stats_model.graph.node if n.op_type.startswith("Reduce")]
     shifted = np.abs(long_tailed) + 0.5  # every value > 0: the Relu's true min is 0.5, recorded as 0
-    s = cal.collect_stats(relu_model, ["input", "act"], shifted, hist_values=None)
-    assert s["act"].min == 0.0 and s["act"].max == float(shifted.max())
-    assert s["input"].min == float(shifted.min())  # signed tensors: exact
+    for histograms in (True, False):
+        s = cal.collect_stats(relu_model, ["input", "act"], shifted, histograms=histograms, hist_values=None)
+        assert s["act"].min == 0.0 and s["act"].max == float(shifted.max())
+        assert s["input"].min == float(shifted.min())  # signed tensors: exact (every value read, or ReduceMin)
     assert asymmetric_uint8(0.0, s["act"].max) == asymmetric_uint8(float(shifted.min()), s["act"].max)

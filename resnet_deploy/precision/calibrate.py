@@ -1,11 +1,13 @@
 """Activation-range calibration, implemented here (not ONNX Runtime's calibrators) and tested per method.
 
-Statistics come from ONE batched pass of the calibration set through the fp32 graph in ONNX Runtime. The graph
-gets, per calibrated tensor, a ReduceMax and (unless the tensor cannot be negative, e.g. a Relu's output, whose
-min is then 0) a ReduceMin: exact extremes over every value; and an output of
-its values: a fixed, seeded random sample of positions per image (the same positions in every image), as many
-as give ``HIST_VALUES`` values per tensor over the whole set, or every value when the tensor has fewer (or with
-``hist_values=None``). The values update a
+Statistics come from ONE batched pass of the calibration set through the fp32 graph in ONNX Runtime. For the
+histogram methods the graph gets, per calibrated tensor, an output of its values: a fixed, seeded random sample of
+positions per image (the same positions in every image), as many as give ``HIST_VALUES`` values per tensor over
+the whole set, or every value when the tensor has fewer (or with ``hist_values=None``). The tensor's min and max
+are those of the values read (min 0 for a tensor that cannot be negative, e.g. a Relu's output): exact when
+every value is read, else the sample's. ``minmax``, which uses nothing but the extremes, reads no values: a
+ReduceMax and (unless the tensor cannot be negative) a ReduceMin per tensor give the exact extremes over every
+value. The values update a
 histogram of ``|x|`` per tensor as each batch arrives (``histogram.MagnitudeHistogram``: bins over ``[0, R)``,
 ``R`` a power of two that grows with exact merges). Each method picks a clipping threshold ``t`` from that
 histogram; the range is ``[max(min, -t), min(max, t)]``:
@@ -18,10 +20,14 @@ histogram; the range is ``[max(min, -t), min(max, t)]``:
   clipping outside), summed over the histogram.
 
 Why a sample: histogramming every value of resnet50's 72 tensors (~7 M values per image) costs more on two
-cores than the network itself; the sample keeps the histogram's cost at a few percent of the pass, while the
-extremes (minmax, and the clip of every other method) stay exact. A simple random sample of positions is
-unbiased for the distribution of |x|; the difference to histogramming every value, per tensor and in INT8
-accuracy, is measured in ``benchmarks/results/calib_sampling.md`` and ``precision_calibration.md`` (speed too).
+cores than the network itself; the sample keeps the histogram's cost at a few percent of the pass. A simple
+random sample of positions is unbiased for the distribution of |x|. Why the sample's extremes: a ReduceMax and
+ReduceMin over every value of every tensor cost ~15% of the pass, and the histogram methods clip well inside
+the extremes anyway (they choose ``t`` below the largest |x| unless the tail is light, and a light tail's
+extreme is met by the sample too). The difference to histogramming every value with exact extremes, per tensor
+and in INT8 accuracy, is measured in ``benchmarks/results/calib_sampling.md`` and ``precision_calibration.md``
+(speed too). A non-finite value is reported when the extremes or the values read hold one; ONNX Runtime's
+ReduceMin/ReduceMax skip a NaN, so minmax also reads the logits, which a NaN anywhere reaches.
 """
 
 from __future__ import annotations
@@ -44,13 +50,13 @@ log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1  # the cache holds ranges only; their meaning did not change with the one-pass statistics
 CALIB_BATCH = 8
-HIST_VALUES = 2 ** 24  # values per tensor in its histogram (512 images: 32768 per image, 4% of resnet50's largest)
+HIST_VALUES = 2 ** 22  # values per tensor in its histogram (512 images: 8192 per image, 1% of resnet50's largest)
 SAMPLE_SEED = 0
 
 
 @dataclass
 class TensorStats:
-    """What calibration keeps per tensor: exact extremes and the histogram of magnitudes."""
+    """What calibration keeps per tensor: its extremes and the histogram of magnitudes."""
 
     min: float = np.inf
     max: float = -np.inf
@@ -98,7 +104,7 @@ def threshold(stats: TensorStats, method: CalibMethod, percentile: float = 99.99
     """The clipping magnitude ``t`` the method picks for one tensor."""
     if method == CalibMethod.MINMAX or stats.amax == 0:
         return stats.amax
-    stats.hist.grow(stats.amax)  # a sampled histogram may not have seen the extreme value
+    stats.hist.grow(stats.amax)  # no-op when the extremes come from the histogram's own values
     if method == CalibMethod.PERCENTILE:
         return hg.threshold_percentile(stats.hist, stats.amax, percentile)
     if method == CalibMethod.ENTROPY:
@@ -118,15 +124,26 @@ class _Probe:
     """The outputs the statistics graph adds for one tensor."""
 
     tensor: str
-    min: str | None  # None: the tensor cannot be negative (min taken as 0)
-    max: str
-    values: str
+    nonnegative: bool  # the tensor cannot be negative: its min is taken as 0
+    min: str | None  # ReduceMin output (None: min from the values, or 0 when nonnegative)
+    max: str | None  # ReduceMax output (None: max from the values)
+    values: str | None  # the values read (None: extremes only)
     per_image: int | None  # values per image (None: unknown until run)
     positions: np.ndarray | None = None  # sampled positions per image (None: every value)
 
-    def outputs(self, values: bool = True) -> list[str]:
-        """The graph outputs read for this tensor: min (if probed), max and (``values``) the values."""
-        return [n for n in (self.min, self.max, self.values if values else None) if n]
+    def outputs(self) -> list[str]:
+        """The graph outputs read for this tensor."""
+        return [n for n in (self.min, self.max, self.values) if n]
+
+    def extremes(self, outs: dict) -> tuple[float, float]:
+        """(min, max) of this batch: the Reduce outputs, else those of the values read (before they are used as
+        scratch space)."""
+        if self.max is not None:
+            return (float(outs[self.min]) if self.min is not None else 0.0), float(outs[self.max])
+        v = outs[self.values]
+        if v.size == 0:
+            return 0.0, 0.0
+        return (0.0 if self.nonnegative else float(v.min())), float(v.max())
 
 
 def per_image_sizes(model, tensors: list[str], input_shape: tuple) -> dict[str, int | None]:
@@ -180,10 +197,10 @@ def nonnegative_tensors(model) -> set[str]:
 
 def stats_graph(model, tensors: list[str], input_shape: tuple, per_image: int | None, values: bool = True,
                 copy: bool = True):
-    """``model`` (a copy unless ``copy=False``) with only these outputs: each tensor's min, max and (``values``)
-    ``per_image`` sampled values per image (None: all), shaped (batch, values). A tensor that cannot be negative
-    (a Relu's output) gets no min (``_Probe.min`` is None): its min is taken as 0, which every quantized range
-    includes anyway, so the ReduceMin over it is saved."""
+    """``model`` (a copy unless ``copy=False``) with only these outputs per tensor: with ``values``, ``per_image``
+    sampled values per image (None: all), shaped (batch, values), whose extremes stand for the tensor's; without,
+    its exact min and max (ReduceMin, ReduceMax). A tensor that cannot be negative (a Relu's output) gets no min:
+    it is taken as 0, which every quantized range includes anyway, so the ReduceMin over it is saved."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -194,7 +211,10 @@ def stats_graph(model, tensors: list[str], input_shape: tuple, per_image: int | 
         m = onnx.ModelProto()
         m.CopyFrom(model)
     g = m.graph
-    del g.output[:]  # only the statistics are read: ORT then skips what only fed the logits (the head)
+    # With values, only the statistics are read: ORT then skips what only fed the logits (the head). Without, the
+    # logits stay: ReduceMin/ReduceMax skip a NaN in ONNX Runtime, and a NaN anywhere reaches the logits.
+    logits = [] if values else [o.name for o in g.output]
+    del g.output[:]
     g.initializer.append(numpy_helper.from_array(np.array([0, -1], np.int64), "calib__flat_shape"))
     # the batch size, for the positions' (batch, k) index tensors: GatherElements copies several times faster
     # than Gather on this CPU
@@ -205,16 +225,17 @@ def stats_graph(model, tensors: list[str], input_shape: tuple, per_image: int | 
                                     name="calib__batch")])
     probes = []
     for k, t in enumerate(tensors):
-        p = _Probe(t, None if t in nonnegative else f"calib__{k}_min", f"calib__{k}_max", f"calib__{k}_values",
-                   sizes[t])
-        flat = f"calib__{k}_flat"
-        if p.min is not None:
-            g.node.append(helper.make_node("ReduceMin", [t], [p.min], keepdims=0, name=p.min))
-        g.node.append(helper.make_node("ReduceMax", [t], [p.max], keepdims=0, name=p.max))
         if not values:
-            g.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in p.outputs(False))
+            p = _Probe(t, t in nonnegative, None if t in nonnegative else f"calib__{k}_min", f"calib__{k}_max",
+                       None, sizes[t])
+            if p.min is not None:
+                g.node.append(helper.make_node("ReduceMin", [t], [p.min], keepdims=0, name=p.min))
+            g.node.append(helper.make_node("ReduceMax", [t], [p.max], keepdims=0, name=p.max))
+            g.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in p.outputs())
             probes.append(p)
             continue
+        p = _Probe(t, t in nonnegative, None, None, f"calib__{k}_values", sizes[t])
+        flat = f"calib__{k}_flat"
         g.node.append(helper.make_node("Reshape", [t, "calib__flat_shape"], [flat], name=flat))
         if p.per_image is not None:
             p.positions = _positions(p.per_image, per_image, k)
@@ -229,6 +250,8 @@ def stats_graph(model, tensors: list[str], input_shape: tuple, per_image: int | 
             p.values = flat
         g.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in p.outputs())
         probes.append(p)
+    g.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in logits
+                    if n not in {o.name for o in g.output})
     return m, probes
 
 
@@ -240,8 +263,9 @@ def samples_per_image(hist_values: int | None, images: int) -> int | None:
 def collect_stats(model_path: "str | Path", tensors: list[str], data: np.ndarray, histograms: bool = True,
                   batch: int = CALIB_BATCH, hist_values: int | None = HIST_VALUES,
                   on_batch: Callable[[int, int], None] | None = None) -> dict[str, TensorStats]:
-    """One pass of ``data`` through the fp32 graph: exact min/max of each tensor and (``histograms``) the
-    histogram of |x| over a fixed sample of about ``hist_values`` of its values (None: every value)."""
+    """One pass of ``data`` through the fp32 graph: with ``histograms``, the histogram of |x| of each tensor over a
+    fixed sample of about ``hist_values`` of its values (None: every value) and the extremes of those values;
+    without, the exact min/max of each tensor."""
     import onnx
 
     from ..backends.onnxruntime import import_onnxruntime, session_options
@@ -252,6 +276,8 @@ def collect_stats(model_path: "str | Path", tensors: list[str], data: np.ndarray
     model = onnx.load(str(model_path))
     graph, probes = stats_graph(model, tensors, data.shape, per_image, values=histograms, copy=False)
     del model
+    probed = {n for p in probes for n in p.outputs()}
+    logits = [o.name for o in graph.graph.output if o.name not in probed]  # minmax only: checked for NaN
     # ORT's optimizer never fuses away a tensor another node still reads, so each probe sees the graph's values.
     # No memory pattern: its one block for all intermediates grew by ~300 MB with the probes, at no gain in speed.
     # Spinning threads: the probes add ~200 small ops per batch, and waking idle threads for each cost ~10% of the
@@ -262,15 +288,19 @@ def collect_stats(model_path: "str | Path", tensors: list[str], data: np.ndarray
     del graph
     clock["setup"] = time.perf_counter() - clock["setup"]
     input_name = sess.get_inputs()[0].name
-    names = [n for p in probes for n in p.outputs(histograms)]
+    names = [n for p in probes for n in p.outputs()]
+    names += logits
     stats = {t: TensorStats(hist=hg.MagnitudeHistogram() if histograms else None) for t in tensors}
 
     def update(outs: dict, start: int) -> None:
         t0 = time.perf_counter()
+        for n in logits:
+            if not np.isfinite(outs[n]).all():
+                raise UserError(f"tensor {n!r} of the fp32 graph is not finite on calibration samples "
+                                f"{start}-{start + batch - 1}: check the model and the data")
         for p in probes:
             s = stats[p.tensor]
-            hi = float(outs[p.max])
-            lo = float(outs[p.min]) if p.min is not None else 0.0
+            lo, hi = p.extremes(outs)
             if not (np.isfinite(lo) and np.isfinite(hi)):
                 raise UserError(f"tensor {p.tensor!r} of the fp32 graph is not finite on calibration samples "
                                 f"{start}-{start + batch - 1} (min {lo}, max {hi}): check the model and the data")
@@ -285,7 +315,7 @@ def collect_stats(model_path: "str | Path", tensors: list[str], data: np.ndarray
                 s.hist.grow(max(abs(lo), abs(hi)))
                 try:
                     s.hist.add(values, overwrite=True)
-                except ValueError:  # NaN that ReduceMin/ReduceMax skipped
+                except ValueError:  # NaN that min/max skipped
                     raise UserError(f"tensor {p.tensor!r} of the fp32 graph is not finite on calibration samples "
                                     f"{start}-{start + batch - 1}: check the model and the data") from None
                 s.sampled = 0 if p.positions is None else len(p.positions)
