@@ -27,7 +27,7 @@ the extremes anyway (they choose ``t`` below the largest |x| unless the tail is 
 extreme is met by the sample too). The difference to histogramming every value with exact extremes, per tensor
 and in INT8 accuracy, is measured in ``benchmarks/results/calib_sampling.md`` and ``precision_calibration.md``
 (speed too). A non-finite value is reported when the extremes or the values read hold one; ONNX Runtime's
-ReduceMin/ReduceMax skip a NaN, so minmax also reads the logits, which a NaN anywhere reaches.
+ReduceMin/ReduceMax skip a NaN, so minmax also reads the logits, which a NaN almost always reaches.
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ def stats_graph(model, tensors: list[str], input_shape: tuple, per_image: int | 
         m.CopyFrom(model)
     g = m.graph
     # With values, only the statistics are read: ORT then skips what only fed the logits (the head). Without, the
-    # logits stay: ReduceMin/ReduceMax skip a NaN in ONNX Runtime, and a NaN anywhere reaches the logits.
+    # logits stay: ReduceMin/ReduceMax skip a NaN in ONNX Runtime, and a NaN almost always reaches the logits.
     logits = [] if values else [o.name for o in g.output]
     del g.output[:]
     g.initializer.append(numpy_helper.from_array(np.array([0, -1], np.int64), "calib__flat_shape"))
