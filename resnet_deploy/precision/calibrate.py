@@ -26,8 +26,9 @@ ReduceMin over every value of every tensor cost ~15% of the pass, and the histog
 the extremes anyway; where one picks ``t`` at the largest |x| (a light tail) the sample's max is a little lower
 (resnet50, 2^23 values: ranges a median 0.5-1.6% and at most 8.4% off every value's). The difference to
 histogramming every value with exact extremes, per tensor and in INT8 accuracy, is measured in
-``benchmarks/results/calib_sampling.md`` and ``precision_calibration.md`` (speed too). A non-finite value is reported when the extremes or the values read hold one; ONNX Runtime's
-ReduceMin/ReduceMax skip a NaN, so minmax also reads the logits, which a NaN almost always reaches.
+``benchmarks/results/calib_sampling.md`` and ``precision_calibration.md`` (speed too). A non-finite value is
+reported when the extremes or the values read hold one; ONNX Runtime's ReduceMin/ReduceMax skip a NaN, so minmax
+also reads the logits, which a NaN almost always reaches.
 """
 
 from __future__ import annotations
