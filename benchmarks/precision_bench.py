@@ -133,7 +133,6 @@ def worker_compare(model: str, data: str, size: str, eval_count: str = "128") ->
         start = time.perf_counter()
         stats[mode] = cal.collect_stats(model, tensors, x, hist_values=k)
         timing[mode] = time.perf_counter() - start
-    minmax = cal.collect_stats(model, tensors, x, histograms=False)  # what calibrate reads for minmax
     # how much the exact ranges move with the data itself: every value of each half of the samples
     half = len(x) // 2
     halves = [cal.collect_stats(model, tensors, part, hist_values=None) for part in (x[:half], x[half:2 * half])]
@@ -143,7 +142,8 @@ def worker_compare(model: str, data: str, size: str, eval_count: str = "128") ->
     out = {"seconds": timing, "samples_per_image": cal.samples_per_image(cal.HIST_VALUES, len(x)),
            "eval_samples": len(ev), "minmax_reads_exact_extremes": True, "methods": {}}
     for m in METHODS:
-        ranges = {mode: cal.ranges_from_stats(minmax if m == "minmax" and mode == "sampled" else st, m, 99.99)
+        # minmax reads exact extremes (ReduceMin/ReduceMax over every value): the same as the exact statistics'
+        ranges = {mode: cal.ranges_from_stats(stats["exact"] if m == "minmax" else st, m, 99.99)
                   for mode, st in stats.items()}
         def diffs(ra: dict, rb: dict) -> list[float]:
             return [max(abs(ra[t][0] - rb[t][0]), abs(ra[t][1] - rb[t][1])) / max(rb[t][1] - rb[t][0], 1e-30)

@@ -251,8 +251,7 @@ def stats_graph(model, tensors: list[str], input_shape: tuple, per_image: int | 
             p.values = flat
         g.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in p.outputs())
         probes.append(p)
-    g.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in logits
-                    if n not in {o.name for o in g.output})
+    g.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in logits)
     return m, probes
 
 
@@ -293,18 +292,20 @@ def collect_stats(model_path: "str | Path", tensors: list[str], data: np.ndarray
     names += logits
     stats = {t: TensorStats(hist=hg.MagnitudeHistogram() if histograms else None) for t in tensors}
 
+    def not_finite(tensor: str, start: int, extremes: str = "") -> UserError:
+        return UserError(f"tensor {tensor!r} of the fp32 graph is not finite on calibration samples "
+                         f"{start}-{start + batch - 1}{extremes}: check the model and the data")
+
     def update(outs: dict, start: int) -> None:
         t0 = time.perf_counter()
         for n in logits:
             if not np.isfinite(outs[n]).all():
-                raise UserError(f"tensor {n!r} of the fp32 graph is not finite on calibration samples "
-                                f"{start}-{start + batch - 1}: check the model and the data")
+                raise not_finite(n, start)
         for p in probes:
             s = stats[p.tensor]
             lo, hi = p.extremes(outs)
             if not (np.isfinite(lo) and np.isfinite(hi)):
-                raise UserError(f"tensor {p.tensor!r} of the fp32 graph is not finite on calibration samples "
-                                f"{start}-{start + batch - 1} (min {lo}, max {hi}): check the model and the data")
+                raise not_finite(p.tensor, start, f" (min {lo}, max {hi})")
             s.min, s.max = min(s.min, lo), max(s.max, hi)
             if histograms:
                 values = outs[p.values]
@@ -317,8 +318,7 @@ def collect_stats(model_path: "str | Path", tensors: list[str], data: np.ndarray
                 try:
                     s.hist.add(values, overwrite=True)
                 except ValueError:  # NaN that min/max skipped
-                    raise UserError(f"tensor {p.tensor!r} of the fp32 graph is not finite on calibration samples "
-                                    f"{start}-{start + batch - 1}: check the model and the data") from None
+                    raise not_finite(p.tensor, start) from None
                 s.sampled = 0 if p.positions is None else len(p.positions)
         clock["numpy"] += time.perf_counter() - t0
 
