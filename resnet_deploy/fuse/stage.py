@@ -12,6 +12,7 @@ from .. import layout, validate
 from ..bundle import BundleUpdate, find_artifacts, locate
 from ..errors import UserError
 from ..layout import Kind
+from ..progress import step
 from ..reference import PARITY_BATCHES, Reference
 from ..types import Target
 from .core import FuseResult, fuse_model, load_onnx, passes_for, save_onnx
@@ -78,14 +79,15 @@ def run(bundle, reference: Reference, options: FuseOptions) -> FuseStageResult:
     results, parity, reports, paths = {}, {}, {}, {}
     for target in TARGETS:
         name = names[0] if target is Target.PORTABLE else TARGETS[target]
-        res = fuse_model(load_onnx(src), target, options.skip)
-        changed = target is not Target.PORTABLE or res.rewrites
-        path = bundle.path / name if changed else src
-        if changed:
-            external = layout.external_data(names[0]) in bundle.manifest["files"]
-            save_onnx(res.model, path, external=True if external else None)
-        t = str(target)
-        parity[t], paths[t], results[t], reports[t] = _parity(reference, path), path, res, target_report(res)
+        with step(f"Fusing {name} ({target}) and checking it vs eager"):
+            res = fuse_model(load_onnx(src), target, options.skip)
+            changed = target is not Target.PORTABLE or res.rewrites
+            path = bundle.path / name if changed else src
+            if changed:
+                external = layout.external_data(names[0]) in bundle.manifest["files"]
+                save_onnx(res.model, path, external=True if external else None)
+            t = str(target)
+            parity[t], paths[t], results[t], reports[t] = _parity(reference, path), path, res, target_report(res)
         if changed:
             old = bundle.manifest["files"].get(name, {})
             tags = {k: v for k, v in old.items() if k not in ("size", "sha256")}
