@@ -148,10 +148,49 @@ def test_sampled_histogram_takes_the_sample_extremes_and_close_ranges(relu_model
         assert abs(a - b) <= tol * a, (m, a, b)
 
 
+def test_large_tensors_are_sampled_from_a_strided_grid_exactly(tmp_path):
+    """A (C, H, W) tensor much larger than its sample is read through AveragePool(1x1, stride s): every channel at
+    rows and columns 0, s, 2s, ... (which ONNX Runtime computes in its blocked layout, with no copy of the whole
+    tensor), then the seeded positions within that grid. The values read are exactly the tensor's there; minmax
+    takes a nonnegative tensor's max per channel (GlobalMaxPool) and still gets the exact max."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from resnet_deploy.backends.onnxruntime import session_options
+
+    rng = np.random.default_rng(1)
+    w = numpy_helper.from_array(rng.standard_normal((32, 16, 1, 1)).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("Conv", ["input", "w"], ["conv"], name="conv"),
+                           helper.make_node("Relu", ["conv"], ["act"], name="relu")], "g",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 16, 40, 40])],
+                          [helper.make_tensor_value_info("act", TensorProto.FLOAT, [None, 32, 40, 40])], [w])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    x = rng.standard_normal((4, 16, 40, 40)).astype(np.float32)
+    per_image = 256  # of 51200 values per image: grid stride 7 (32 x 6 x 6 = 1152 >= 4 x 256 values)
+    assert cal.grid_stride((32, 40, 40), per_image, 4) == 7 and cal.grid_stride((32, 40, 40), per_image, None) == 1
+    stats_model, (probe,) = cal.stats_graph(model, ["act"], x.shape, per_image)
+    assert probe.stride == 7 and probe.per_image == 32 * 6 * 6 and len(probe.positions) == per_image
+    assert [n.op_type for n in stats_model.graph.node].count("AveragePool") == 1
+    stats_model.graph.output.append(helper.make_tensor_value_info("act", TensorProto.FLOAT, None))
+    sess = ort.InferenceSession(stats_model.SerializeToString(), sess_options=session_options("all"),
+                                providers=["CPUExecutionProvider"])
+    values, act = sess.run([probe.values, "act"], {"input": x})
+    np.testing.assert_array_equal(values, act[:, :, ::7, ::7].reshape(len(x), -1)[:, probe.positions])
+    path = tmp_path / "conv.onnx"
+    onnx.save(model, str(path))
+    stats = cal.collect_stats(path, ["act"], x, hist_values=per_image * len(x))["act"]
+    assert (stats.min, stats.max) == (0.0, float(values.max())) and stats.sampled == per_image
+    minmax_model, _ = cal.stats_graph(model, ["act"], x.shape, None, values=False)
+    assert "GlobalMaxPool" in [n.op_type for n in minmax_model.graph.node]
+    minmax = cal.collect_stats(path, ["act"], x, histograms=False)["act"]
+    assert (minmax.min, minmax.max) == (0.0, float(act.max()))
+
+
 def test_unknown_shapes_are_sampled_in_numpy(relu_model, long_tailed, monkeypatch):
     """Without shapes in the graph the values come out whole and the same positions are sampled here."""
     in_graph = cal.collect_stats(relu_model, ["act"], long_tailed, hist_values=16 * 1024)["act"]
-    monkeypatch.setattr(cal, "per_image_sizes", lambda model, tensors, shape: {t: None for t in tensors})
+    monkeypatch.setattr(cal, "per_image_shapes", lambda model, tensors, shape: {t: None for t in tensors})
     in_numpy = cal.collect_stats(relu_model, ["act"], long_tailed, hist_values=16 * 1024)["act"]
     np.testing.assert_array_equal(in_graph.hist.counts, in_numpy.hist.counts)
 

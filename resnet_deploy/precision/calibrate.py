@@ -3,14 +3,16 @@
 Statistics come from ONE batched pass of the calibration set through the fp32 graph in ONNX Runtime. For the
 histogram methods the graph gets, per calibrated tensor, an output of its values: a fixed, seeded random sample of
 positions per image (the same positions in every image), as many as give ``HIST_VALUES`` values per tensor over
-the whole set, or every value when the tensor has fewer (or with ``hist_values=None``). The tensor's min and max
-are those of the values read (min 0 for a tensor that cannot be negative, e.g. a Relu's output): exact when
-every value is read, else the sample's. ``minmax``, which uses nothing but the extremes, reads no values: a
-ReduceMax and (unless the tensor cannot be negative) a ReduceMin per tensor give the exact extremes over every
-value. The values update a
-histogram of ``|x|`` per tensor as each batch arrives (``histogram.MagnitudeHistogram``: bins over ``[0, R)``,
-``R`` a power of two that grows with exact merges). Each method picks a clipping threshold ``t`` from that
-histogram; the range is ``[max(min, -t), min(max, t)]``:
+the whole set, or every value when the tensor has fewer (or with ``hist_values=None``). In a (C, H, W) tensor many
+times larger than its sample, the positions are drawn from a strided grid: every channel at rows and columns 0, s,
+2s, ..., with ``s`` the largest stride that leaves ``GRID_OVERSAMPLE`` times the sample (an AveragePool of one
+value, which copies it exactly). The tensor's min and max are those of the values read (min 0 for a tensor that
+cannot be negative, e.g. a Relu's output): exact when every value is read, else the sample's. ``minmax``, which uses
+nothing but the extremes, reads no values: a ReduceMax (of each channel's max, GlobalMaxPool, for a nonnegative
+(C, H, W) tensor) and, unless the tensor cannot be negative, a ReduceMin give the exact extremes over every value.
+The values update a histogram of ``|x|`` per tensor as each batch arrives (``histogram.MagnitudeHistogram``: bins
+over ``[0, R)``, ``R`` a power of two that grows with exact merges). Each method picks a clipping threshold ``t``
+from that histogram; the range is ``[max(min, -t), min(max, t)]``:
 
 - ``minmax``: ``t = max|x|`` (no clipping; outliers stretch the scale).
 - ``percentile``: the ``p``-th percentile of ``|x|``.
@@ -21,14 +23,17 @@ histogram; the range is ``[max(min, -t), min(max, t)]``:
 
 Why a sample: histogramming every value of resnet50's 72 tensors (~7 M values per image) costs more on two
 cores than the network itself; the sample keeps the histogram's cost at a few percent of the pass. A simple
-random sample of positions is unbiased for the distribution of |x|. Why the sample's extremes: a ReduceMax and
-ReduceMin over every value of every tensor cost ~15% of the pass, and the histogram methods mostly clip inside
-the extremes anyway; where one picks ``t`` at the largest |x| (a light tail) the sample's max is a little lower
-(resnet50, 2^23 values: ranges a median 0.5-1.6% and at most 8.4% off every value's). The difference to
-histogramming every value with exact extremes, per tensor and in INT8 accuracy, is measured in
-``benchmarks/results/calib_sampling.md`` and ``precision_calibration.md`` (speed too). A non-finite value is
-reported when the extremes or the values read hold one; ONNX Runtime's ReduceMin/ReduceMax skip a NaN, so minmax
-also reads the logits, which a NaN almost always reaches.
+random sample of positions is unbiased for the distribution of |x|. Why the grid and the pools: ONNX Runtime runs
+convolutions in a blocked channel layout (NCHWc) and copies a whole tensor back to NCHW before any op that lacks a
+blocked kernel (GatherElements, Reduce*); the pools have one, so only their small outputs are copied (resnet50, 512
+samples, interleaved runs: the histogram methods' graph 1.175x -> 1.111x a plain pass, minmax's 1.233x -> 1.143x).
+Why the sample's extremes: a ReduceMax and ReduceMin over every value of every tensor cost ~15% of the pass, and
+the histogram methods mostly clip inside the extremes anyway; where one picks ``t`` at the largest |x| (a light
+tail) the sample's max is a little lower (resnet50, 2^23 values: ranges a median 0.5-1.6% and at most 8.4% off
+every value's). The difference to histogramming every value with exact extremes, per tensor and in INT8 accuracy,
+is measured in ``benchmarks/results/calib_sampling.md`` and ``precision_calibration.md`` (speed too). A
+non-finite value is reported when the extremes or the values read hold one; ONNX Runtime's ReduceMin/ReduceMax
+skip a NaN, so minmax also reads the logits, which a NaN almost always reaches.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 1  # the cache holds ranges only; their meaning did not change with the one-pass statistics
 CALIB_BATCH = 8
 HIST_VALUES = 2 ** 23  # values per tensor in its histogram (512 images: 16384 per image, 2% of resnet50's largest)
+GRID_OVERSAMPLE = 4  # the positions are drawn from a strided grid of at least this many times as many values
 SAMPLE_SEED = 0
 
 
@@ -129,8 +135,9 @@ class _Probe:
     min: str | None  # ReduceMin output (None: min from the values, or 0 when nonnegative)
     max: str | None  # ReduceMax output (None: max from the values)
     values: str | None  # the values read (None: extremes only)
-    per_image: int | None  # values per image (None: unknown until run)
+    per_image: int | None  # values per image in what is sampled from (None: unknown until run)
     positions: np.ndarray | None = None  # sampled positions per image (None: every value)
+    stride: int = 1  # spatial stride of the grid the positions are drawn from (1: the whole tensor)
 
     def outputs(self) -> list[str]:
         """The graph outputs read for this tensor."""
@@ -147,8 +154,9 @@ class _Probe:
         return (0.0 if self.nonnegative else float(v.min())), float(v.max())
 
 
-def per_image_sizes(model, tensors: list[str], input_shape: tuple) -> dict[str, int | None]:
-    """Elements per image of each tensor from the graph's shapes (inferred for this input shape if missing)."""
+def per_image_shapes(model, tensors: list[str], input_shape: tuple) -> dict[str, tuple | None]:
+    """The shape of one image's slice of each tensor (all dims but the batch) from the graph's shapes, inferred for
+    this input shape where missing; None where unknown."""
     import onnx
 
     def known(infos) -> dict:
@@ -156,12 +164,12 @@ def per_image_sizes(model, tensors: list[str], input_shape: tuple) -> dict[str, 
         for vi in infos:
             dims = vi.type.tensor_type.shape.dim
             if len(dims) >= 1 and all(d.HasField("dim_value") for d in dims[1:]):
-                out[vi.name] = int(np.prod([d.dim_value for d in dims[1:]], dtype=np.int64))
+                out[vi.name] = tuple(int(d.dim_value) for d in dims[1:])
         return out
 
     g = model.graph
-    sizes = known([*g.input, *g.value_info, *g.output])
-    if any(t not in sizes for t in tensors):
+    shapes = known([*g.input, *g.value_info, *g.output])
+    if any(t not in shapes for t in tensors):
         probe = onnx.ModelProto()
         probe.CopyFrom(model)
         dims = probe.graph.input[0].type.tensor_type.shape.dim
@@ -169,10 +177,23 @@ def per_image_sizes(model, tensors: list[str], input_shape: tuple) -> dict[str, 
             d.dim_value = int(v)
         try:
             probe = onnx.shape_inference.infer_shapes(probe)
-            sizes.update(known([*probe.graph.value_info, *probe.graph.output]))
+            shapes.update(known([*probe.graph.value_info, *probe.graph.output]))
         except Exception as e:  # shapes are an optimisation: without them the values are sampled in numpy
             log.debug("shape inference failed (%s): sampling in numpy", e)
-    return {t: sizes.get(t) for t in tensors}
+    return {t: shapes.get(t) for t in tensors}
+
+
+def grid_stride(shape: tuple | None, per_image: int | None, oversample: int | None) -> int:
+    """The largest spatial stride ``s`` whose grid (rows and columns 0, s, 2s, ... of every channel of a (C, H, W)
+    tensor) still holds ``oversample * per_image`` values per image; 1 (no grid) for other shapes, for every value
+    (``per_image`` None) or with ``oversample`` None."""
+    if oversample is None or per_image is None or shape is None or len(shape) != 3:
+        return 1
+    c, h, w = shape
+    s = 1
+    while c * -(-h // (s + 1)) * -(-w // (s + 1)) >= oversample * per_image and s + 1 <= max(h, w):
+        s += 1
+    return s
 
 
 def _positions(n: int, k: int | None, index: int) -> np.ndarray | None:
@@ -199,13 +220,16 @@ def nonnegative_tensors(model) -> set[str]:
 def stats_graph(model, tensors: list[str], input_shape: tuple, per_image: int | None, values: bool = True,
                 copy: bool = True):
     """``model`` (a copy unless ``copy=False``) with only these outputs per tensor: with ``values``, ``per_image``
-    sampled values per image (None: all), shaped (batch, values), whose extremes stand for the tensor's; without,
-    its exact min and max (ReduceMin, ReduceMax). A tensor that cannot be negative (a Relu's output) gets no min:
-    it is taken as 0, which every quantized range includes anyway, so the ReduceMin over it is saved."""
+    sampled values per image (None: all; from a strided grid in a large (C, H, W) tensor, ``grid_stride``), shaped
+    (batch, values), whose extremes stand for the tensor's; without, its exact min and max (ReduceMin, ReduceMax).
+    A tensor that cannot be negative (a Relu's output) gets no min: it is taken as 0, which every quantized range
+    includes anyway, so the ReduceMin over it is saved."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    sizes = per_image_sizes(model, tensors, input_shape)
+    shapes = per_image_shapes(model, tensors, input_shape)
+    sizes = {t: None if sh is None else int(np.prod(sh, dtype=np.int64)) for t, sh in shapes.items()}
+    spatial = {t for t, sh in shapes.items() if sh is not None and len(sh) == 3}
     nonnegative = nonnegative_tensors(model)
     m = model
     if copy:
@@ -229,15 +253,25 @@ def stats_graph(model, tensors: list[str], input_shape: tuple, per_image: int | 
         if not values:
             p = _Probe(t, t in nonnegative, None if t in nonnegative else f"calib__{k}_min", f"calib__{k}_max",
                        None, sizes[t])
+            src = t
             if p.min is not None:
                 g.node.append(helper.make_node("ReduceMin", [t], [p.min], keepdims=0, name=p.min))
-            g.node.append(helper.make_node("ReduceMax", [t], [p.max], keepdims=0, name=p.max))
+            elif t in spatial:  # the max per channel first: stays in ORT's blocked layout (see the module doc)
+                src = f"calib__{k}_channel_max"
+                g.node.append(helper.make_node("GlobalMaxPool", [t], [src], name=src))
+            g.node.append(helper.make_node("ReduceMax", [src], [p.max], keepdims=0, name=p.max))
             g.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in p.outputs())
             probes.append(p)
             continue
-        p = _Probe(t, t in nonnegative, None, None, f"calib__{k}_values", sizes[t])
+        stride, src, size = grid_stride(shapes[t], per_image, GRID_OVERSAMPLE), t, sizes[t]
+        if stride > 1:  # every channel at rows and columns 0, s, 2s, ...: AveragePool of one value copies it exactly
+            c, h, w = shapes[t]
+            src, size = f"calib__{k}_grid", c * -(-h // stride) * -(-w // stride)
+            g.node.append(helper.make_node("AveragePool", [t], [src], kernel_shape=[1, 1], strides=[stride, stride],
+                                           name=src))
+        p = _Probe(t, t in nonnegative, None, None, f"calib__{k}_values", size, stride=stride)
         flat = f"calib__{k}_flat"
-        g.node.append(helper.make_node("Reshape", [t, "calib__flat_shape"], [flat], name=flat))
+        g.node.append(helper.make_node("Reshape", [src, "calib__flat_shape"], [flat], name=flat))
         if p.per_image is not None:
             p.positions = _positions(p.per_image, per_image, k)
         if p.positions is not None:
@@ -319,7 +353,7 @@ def collect_stats(model_path: "str | Path", tensors: list[str], data: np.ndarray
                     s.hist.add(values, overwrite=True)
                 except ValueError:  # NaN that min/max skipped
                     raise not_finite(p.tensor, start) from None
-                s.sampled = 0 if p.positions is None else len(p.positions)
+                s.sampled = len(p.positions) if p.positions is not None else (p.per_image if p.stride > 1 else 0)
         clock["numpy"] += time.perf_counter() - t0
 
     # Counting in a second thread while ORT runs the next batch was slower on 2 cores (both compete for them).
