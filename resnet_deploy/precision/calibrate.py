@@ -26,10 +26,11 @@ cores than the network itself; the sample keeps the histogram's cost at a few pe
 random sample of positions is unbiased for the distribution of |x|. Why the grid and the pools: ONNX Runtime runs
 convolutions in a blocked channel layout (NCHWc) and copies a whole tensor back to NCHW before any op that lacks a
 blocked kernel (GatherElements, Reduce*); the pools have one, so only their small outputs are copied (resnet50, 512
-samples, interleaved runs: the histogram methods' graph 1.175x -> 1.111x a plain pass, minmax's 1.233x -> 1.143x).
+samples, interleaved: the histogram methods' graph 1.181x -> 1.121x a plain pass, minmax's 1.242x -> 1.154x;
+``benchmarks/calib_graph_overhead.py``).
 Why the sample's extremes: a ReduceMax and ReduceMin over every value of every tensor cost ~15% of the pass, and
 the histogram methods mostly clip inside the extremes anyway; where one picks ``t`` at the largest |x| (a light
-tail) the sample's max is a little lower (resnet50, 2^23 values: ranges a median 0.5-1.6% and at most 8.4% off
+tail) the sample's max is a little lower (resnet50, 2^23 values: ranges a median 0.5-1.6% and at most 8.8% off
 every value's). The difference to histogramming every value with exact extremes, per tensor and in INT8 accuracy,
 is measured in ``benchmarks/results/calib_sampling.md`` and ``precision_calibration.md`` (speed too). A
 non-finite value is reported when the extremes or the values read hold one; ONNX Runtime's ReduceMin/ReduceMax
