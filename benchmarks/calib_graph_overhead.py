@@ -50,17 +50,11 @@ def without_channel_max(model):
 def build_graphs(model, tensors: list[str], shape: tuple, per_image: int) -> dict:
     from resnet_deploy.precision import calibrate as cal
 
-    keep = cal.GRID_OVERSAMPLE
-    try:
-        graphs = {"plain fp32 graph": model}
-        cal.GRID_OVERSAMPLE = None
-        graphs["histogram methods, positions over the whole tensor"], _ = cal.stats_graph(model, tensors, shape,
-                                                                                          per_image)
-        cal.GRID_OVERSAMPLE = keep
-        graphs[f"histogram methods, strided grid (GRID_OVERSAMPLE={keep}, current)"], _ = cal.stats_graph(
-            model, tensors, shape, per_image)
-    finally:
-        cal.GRID_OVERSAMPLE = keep
+    graphs = {"plain fp32 graph": model}
+    graphs["histogram methods, positions over the whole tensor"], _ = cal.stats_graph(model, tensors, shape, per_image,
+                                                                                      oversample=None)
+    graphs[f"histogram methods, strided grid (GRID_OVERSAMPLE={cal.GRID_OVERSAMPLE}, current)"], _ = cal.stats_graph(
+        model, tensors, shape, per_image)
     minmax, _ = cal.stats_graph(model, tensors, shape, None, values=False)
     graphs["minmax, ReduceMax over each tensor"] = without_channel_max(minmax)
     graphs["minmax, ReduceMax of GlobalMaxPool (current)"] = minmax

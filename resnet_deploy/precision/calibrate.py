@@ -184,15 +184,20 @@ def per_image_shapes(model, tensors: list[str], input_shape: tuple) -> dict[str,
     return {t: shapes.get(t) for t in tensors}
 
 
+def grid_values(shape: tuple, stride: int) -> int:
+    """Values per image on the grid of stride ``stride`` (rows and columns 0, s, 2s, ...) of a (C, H, W) tensor."""
+    c, h, w = shape
+    return c * -(-h // stride) * -(-w // stride)
+
+
 def grid_stride(shape: tuple | None, per_image: int | None, oversample: int | None) -> int:
-    """The largest spatial stride ``s`` whose grid (rows and columns 0, s, 2s, ... of every channel of a (C, H, W)
-    tensor) still holds ``oversample * per_image`` values per image; 1 (no grid) for other shapes, for every value
-    (``per_image`` None) or with ``oversample`` None."""
+    """The largest spatial stride ``s`` whose grid (``grid_values``) still holds ``oversample * per_image`` values
+    per image; 1 (no grid) for shapes other than (C, H, W), for every value (``per_image`` None) or with
+    ``oversample`` None."""
     if oversample is None or per_image is None or shape is None or len(shape) != 3:
         return 1
-    c, h, w = shape
     s = 1
-    while c * -(-h // (s + 1)) * -(-w // (s + 1)) >= oversample * per_image and s + 1 <= max(h, w):
+    while grid_values(shape, s + 1) >= oversample * per_image and s + 1 <= max(shape[1:]):
         s += 1
     return s
 
@@ -219,12 +224,12 @@ def nonnegative_tensors(model) -> set[str]:
 
 
 def stats_graph(model, tensors: list[str], input_shape: tuple, per_image: int | None, values: bool = True,
-                copy: bool = True):
+                copy: bool = True, oversample: int | None = GRID_OVERSAMPLE):
     """``model`` (a copy unless ``copy=False``) with only these outputs per tensor: with ``values``, ``per_image``
-    sampled values per image (None: all; from a strided grid in a large (C, H, W) tensor, ``grid_stride``), shaped
-    (batch, values), whose extremes stand for the tensor's; without, its exact min and max (ReduceMin, ReduceMax).
-    A tensor that cannot be negative (a Relu's output) gets no min: it is taken as 0, which every quantized range
-    includes anyway, so the ReduceMin over it is saved."""
+    sampled values per image (None: all; from a strided grid in a large (C, H, W) tensor, ``grid_stride`` with
+    ``oversample``, None: no grid), shaped (batch, values), whose extremes stand for the tensor's; without, its exact
+    min and max (ReduceMin, ReduceMax). A tensor that cannot be negative (a Relu's output) gets no min: it is taken
+    as 0, which every quantized range includes anyway, so the ReduceMin over it is saved."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -264,10 +269,9 @@ def stats_graph(model, tensors: list[str], input_shape: tuple, per_image: int | 
             g.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in p.outputs())
             probes.append(p)
             continue
-        stride, src, size = grid_stride(shapes[t], per_image, GRID_OVERSAMPLE), t, sizes[t]
+        stride, src, size = grid_stride(shapes[t], per_image, oversample), t, sizes[t]
         if stride > 1:  # every channel at rows and columns 0, s, 2s, ...: AveragePool of one value copies it exactly
-            c, h, w = shapes[t]
-            src, size = f"calib__{k}_grid", c * -(-h // stride) * -(-w // stride)
+            src, size = f"calib__{k}_grid", grid_values(shapes[t], stride)
             g.node.append(helper.make_node("AveragePool", [t], [src], kernel_shape=[1, 1], strides=[stride, stride],
                                            name=src))
         p = _Probe(t, t in nonnegative, None, None, f"calib__{k}_values", size, stride=stride)
