@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..files import StagedFiles
 from ..types import Target
-from ..onnx_graph import Graph, op_counts
+from ..onnx_graph import Graph, infer_shapes, op_counts
 from .passes import PASSES, PassResult, get_pass
 
 log = logging.getLogger(__name__)
@@ -67,13 +67,11 @@ def fuse_model(model, target: "Target | str" = Target.ONNXRUNTIME, skip=()) -> F
     Shape inference runs first (the residual fusion needs the Add input shapes); the graph inputs and outputs,
     and so the dynamic batch, are never touched.
     """
-    import onnx
-
     target = parse_target(target)
     run, skipped = passes_for(target, skip)
     start = time.perf_counter()
     before = op_counts(model)
-    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    inferred = infer_shapes(model, data_prop=True)
     del model.graph.value_info[:]
     model.graph.value_info.extend(inferred.graph.value_info)
     g = Graph(model)

@@ -50,6 +50,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..files import sha256_file
+from ..onnx_graph import infer_shapes
 from ..types import CalibMethod
 from . import histogram as hg
 
@@ -177,7 +178,7 @@ def per_image_shapes(model, tensors: list[str], input_shape: tuple) -> dict[str,
         for d, v in zip(dims[1:], input_shape[1:]):
             d.dim_value = int(v)
         try:
-            probe = onnx.shape_inference.infer_shapes(probe)
+            probe = infer_shapes(probe)
             shapes.update(known([*probe.graph.value_info, *probe.graph.output]))
         except Exception as e:  # shapes are an optimisation: without them the values are sampled in numpy
             log.debug("shape inference failed (%s): sampling in numpy", e)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..onnx_graph import prune_initializers, toposort
+from ..onnx_graph import infer_shapes, prune_initializers, toposort
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +114,7 @@ def name_nodes(model) -> None:
 
 def tensor_types(model) -> dict[str, int]:
     """Element type of every typed tensor (inputs, outputs, initializers, inferred intermediates)."""
-    import onnx
-
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = infer_shapes(model)
     g = inferred.graph
     types = {v.name: v.type.tensor_type.elem_type for v in itertools.chain(g.input, g.output, g.value_info)}
     types.update({t.name: t.data_type for t in g.initializer})
@@ -348,7 +346,7 @@ def convert(model, fmt: Format, keep: "dict[str, dict] | Iterable[str]" = (), lo
     m.graph.node.extend(w.new_nodes)
     prune_initializers(m)
     toposort(m)
-    m = onnx.shape_inference.infer_shapes(m)
+    m = infer_shapes(m)
     return ReducedGraph(m, fmt, low_io, emulate, kept, renamed)
 
 
