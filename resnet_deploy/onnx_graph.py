@@ -272,7 +272,6 @@ def replace_input(node, old: str, new: str) -> None:
             node.input[k] = new
 
 
-
 LIGHT_BYTES = 4096  # initializers at least this large are shapes only to shape inference (weights, not shape args)
 
 
@@ -290,32 +289,39 @@ def _copy_fields(src, dst, skip: str) -> None:
             setattr(dst, fd.name, value)
 
 
-def infer_shapes(model, *, data_prop: bool = False):
-    """``onnx.shape_inference.infer_shapes(model, data_prop=...)``, without passing the weights through it.
-
-    ONNX's Python entry point serializes the whole model, infers, and parses the result back: ~0.2-0.4 s per call
-    for resnet50's 100 MB of weights, seven calls per export. Inference reads an initializer's type and dims, and
-    the values only of small ones (shape and axes arguments), so it runs on a copy of ``model`` whose initializers
-    of ``LIGHT_BYTES`` or more carry no data, and the data is then put into the result: the same result as ONNX's
-    own. ``model`` itself is only read (clearing and restoring its data in place would leave a dead copy of the
-    weights in its protobuf arena for as long as it lives)."""
+def weightless_copy(model):
+    """A copy of ``model`` whose initializers of ``LIGHT_BYTES`` or more keep name, type and dims but no data: all
+    that shape inference reads of a weight (it reads the values only of small ones, shape and axes arguments)."""
     import onnx
 
-    g = model.graph
     light = onnx.ModelProto()
     _copy_fields(model, light, skip="graph")
-    _copy_fields(g, light.graph, skip="initializer")
-    big = []
-    for k, t in enumerate(g.initializer):
+    _copy_fields(model.graph, light.graph, skip="initializer")
+    for t in model.graph.initializer:
         if t.HasField("raw_data") and t.ByteSize() >= LIGHT_BYTES:
-            big.append(k)
             _copy_fields(t, light.graph.initializer.add(), skip="raw_data")
         else:
             light.graph.initializer.add().CopyFrom(t)
-    inferred = onnx.shape_inference.infer_shapes(light, data_prop=data_prop)
-    out = inferred.graph.initializer
-    if len(out) != len(g.initializer) or any(out[k].name != g.initializer[k].name for k in big):  # never seen
+    return light
+
+
+def infer_shapes(model, *, data_prop: bool = False, weights: bool = True):
+    """``onnx.shape_inference.infer_shapes(model, data_prop=...)``, without passing the weights through it.
+
+    ONNX's Python entry point serializes the whole model, infers, and parses the result back: ~0.2-0.4 s per call
+    for resnet50's 100 MB of weights, seven calls per export. This infers on ``weightless_copy(model)`` and then puts
+    the data into the result: the same result as ONNX's own. With ``weights=False`` the data stays out, for callers
+    that only read shapes and types. ``model`` itself is only read (clearing and restoring its data in place would
+    leave a dead copy of the weights in its protobuf arena for as long as it lives)."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(weightless_copy(model), data_prop=data_prop)
+    if not weights:
+        return inferred
+    src, out = model.graph.initializer, inferred.graph.initializer
+    if len(out) != len(src) or any(o.name != t.name for o, t in zip(out, src)):  # never seen: be exact anyway
         return onnx.shape_inference.infer_shapes(model, data_prop=data_prop)
-    for k in big:
-        out[k].raw_data = g.initializer[k].raw_data
+    for o, t in zip(out, src):
+        if t.HasField("raw_data") and not o.HasField("raw_data"):
+            o.raw_data = t.raw_data
     return inferred

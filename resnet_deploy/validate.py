@@ -242,7 +242,7 @@ def first_nonfinite_node(model, data: np.ndarray, max_samples: int = 8) -> str |
 
     proto = onnx.load(str(model)) if not hasattr(model, "graph") else copy.deepcopy(model)
     try:
-        inferred = infer_shapes(proto)
+        inferred = infer_shapes(proto, weights=False)
     except Exception:  # noqa: BLE001 - a diagnosis aid: without types there is nothing to expose
         return None
     types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}

@@ -293,8 +293,9 @@ def test_pre_activation_block():
 
 @pytest.mark.parametrize("data_prop", [False, True])
 def test_infer_shapes_without_weights_gives_onnx_result(r18_bundle, data_prop):
-    """The light shape inference (weights taken out for the call) returns exactly what ONNX's own returns, and
-    leaves the model as it was, on a real exported graph whose Reshape reads a small shape initializer."""
+    """The light shape inference (weights taken out for the call) returns exactly what ONNX's own returns (with
+    ``weights=False``: the same shapes and types, no weights), and leaves the model as it was, on a real exported
+    graph whose Reshape reads a small shape initializer."""
     from resnet_deploy.onnx_graph import LIGHT_BYTES, infer_shapes
 
     for name in ("model.onnx", "model.onnxruntime.onnx"):
@@ -306,4 +307,8 @@ def test_infer_shapes_without_weights_gives_onnx_result(r18_bundle, data_prop):
         got = infer_shapes(m, data_prop=data_prop)
         assert len(got.graph.value_info) > 0 or name != "model.onnx"  # contrib ops (FusedConv) stop inference
         assert got.SerializeToString() == expected.SerializeToString()
+        shapes_only = infer_shapes(m, data_prop=data_prop, weights=False)
+        assert [v.SerializeToString() for v in shapes_only.graph.value_info] == \
+            [v.SerializeToString() for v in expected.graph.value_info]
+        assert shapes_only.ByteSize() < expected.ByteSize() // 10  # the weights stayed out
         assert m.SerializeToString() == before

@@ -71,7 +71,7 @@ def fuse_model(model, target: "Target | str" = Target.ONNXRUNTIME, skip=()) -> F
     run, skipped = passes_for(target, skip)
     start = time.perf_counter()
     before = op_counts(model)
-    inferred = infer_shapes(model, data_prop=True)
+    inferred = infer_shapes(model, data_prop=True, weights=False)
     del model.graph.value_info[:]
     model.graph.value_info.extend(inferred.graph.value_info)
     g = Graph(model)

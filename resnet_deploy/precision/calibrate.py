@@ -50,7 +50,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..files import sha256_file
-from ..onnx_graph import infer_shapes
+from ..onnx_graph import weightless_copy
 from ..types import CalibMethod
 from . import histogram as hg
 
@@ -172,13 +172,12 @@ def per_image_shapes(model, tensors: list[str], input_shape: tuple) -> dict[str,
     g = model.graph
     shapes = known([*g.input, *g.value_info, *g.output])
     if any(t not in shapes for t in tensors):
-        probe = onnx.ModelProto()
-        probe.CopyFrom(model)
+        probe = weightless_copy(model)  # only its shapes are read
         dims = probe.graph.input[0].type.tensor_type.shape.dim
         for d, v in zip(dims[1:], input_shape[1:]):
             d.dim_value = int(v)
         try:
-            probe = infer_shapes(probe)
+            probe = onnx.shape_inference.infer_shapes(probe)
             shapes.update(known([*probe.graph.value_info, *probe.graph.output]))
         except Exception as e:  # shapes are an optimisation: without them the values are sampled in numpy
             log.debug("shape inference failed (%s): sampling in numpy", e)

@@ -114,7 +114,7 @@ def name_nodes(model) -> None:
 
 def tensor_types(model) -> dict[str, int]:
     """Element type of every typed tensor (inputs, outputs, initializers, inferred intermediates)."""
-    inferred = infer_shapes(model)
+    inferred = infer_shapes(model, weights=False)
     g = inferred.graph
     types = {v.name: v.type.tensor_type.elem_type for v in itertools.chain(g.input, g.output, g.value_info)}
     types.update({t.name: t.data_type for t in g.initializer})
