@@ -27,7 +27,6 @@ from pathlib import Path
 from resnet_deploy import export_arch
 from resnet_deploy.bench import BenchConfig, compare, gate, run_bench
 from resnet_deploy.bench.harness import remeasure
-from resnet_deploy.types import Backend
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -48,7 +47,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bundle = args.bundle or export_arch("resnet18", Path(tmp) / "r18", weights="random", input_size=64,
                                             num_classes=10).path
-        cfg = BenchConfig(backends=[Backend.EAGER, Backend.ONNXRUNTIME], warmup=5, iters=args.iters,
+        cfg = BenchConfig(backends=["eager", "onnxruntime"], warmup=5, iters=args.iters,
                           threads=args.threads,
                           batches=[int(b) for b in args.batches.split(",")])
         baseline = run_bench(bundle, cfg)

@@ -24,8 +24,7 @@ from pathlib import Path
 from resnet_deploy import export_arch
 from resnet_deploy.bench import BenchConfig, run_bench
 from resnet_deploy.bench.report import to_markdown
-from resnet_deploy.bench.runners import gpu_backends_available
-from resnet_deploy.types import Backend
+from resnet_deploy.backends import table
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -45,10 +44,10 @@ def main() -> None:
     size = 64 if args.quick else 224
     iters, warmup = (3, 1) if args.quick else (args.iters, args.warmup)
     archs = ["resnet18"] if args.quick else args.archs.split(",")
-    backends = [Backend.EAGER, Backend.EAGER_CHANNELS_LAST, Backend.ONNXRUNTIME]
+    backends = ["eager", "eager-channels-last", "onnxruntime"]
     if args.compile:
-        backends.insert(2, Backend.TORCH_COMPILE)
-    backends += gpu_backends_available()
+        backends.insert(2, "torch-compile")
+    backends += [s.name for s in table.runnable_by_default() if s.device == "gpu"]
     reports, md = {}, []
     with tempfile.TemporaryDirectory() as tmp:
         bundles = dict(b.split("=", 1) for b in args.bundle) or {

@@ -1,7 +1,7 @@
 """The bundle layout: every artifact's file name and kind, and the one shape of a validation record.
 
-Every other module asks this one: none spells a bundle file name or builds a validation record itself. (A Triton
-repository's own ``model.onnx`` / ``model.plan`` names are Triton's layout, not the bundle's.)
+Every other module asks this one: none spells a bundle file name or builds a validation record itself. It also
+names the files inside a Triton model version folder (``TRITON_*``: Triton's layout, which backends fill).
 """
 
 from __future__ import annotations
@@ -22,6 +22,11 @@ FUSION_REPORT = "fusion_report.json"
 CALIBRATION = "calibration.json"
 INT8_ONNX_PATTERN = "model.int8.<target>.onnx"
 PLAN_LAYERS_SUFFIX = ".layers.json"
+# Triton's own names inside a model version folder (its layout, not the bundle's)
+TRITON_ONNX = "model.onnx"
+TRITON_PLAN = "model.plan"
+TRITON_IR = "model.xml"
+TRITON_IR_WEIGHTS = "model.bin"
 
 
 class Kind(str, enum.Enum):
@@ -76,6 +81,11 @@ def inference_validation(artifact: str, precision) -> str:
 def int8_onnx(target) -> str:
     """The INT8 graph shaped for ``target`` (tensorrt: symmetric Q/DQ; onnxruntime: U8S8 QDQ)."""
     return f"model.int8.{target}.onnx"
+
+
+def triton_cc_plan(cc: str) -> str:
+    """A Triton model's plan for one GPU compute capability (``cc_model_filenames``), e.g. ``model.sm86.plan``."""
+    return f"model.sm{cc.replace('.', '')}.plan"
 
 
 def plan(precision) -> str:

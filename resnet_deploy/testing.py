@@ -31,15 +31,16 @@ def benchmark(bundle: "str | Path", backends=None, precisions=None, batches=(1,)
     """
     from .bench.harness import parse_modes
     from .bench import BenchConfig, run_bench
-    from .types import Backend, Precision
+    from .backends import table
+    from .types import Precision
 
-    def _parse(enum, v, what):
+    def _parse(parse_list, v, what):
         if v is None:
             return None
-        return enum.parse_list(v if isinstance(v, str) else ",".join(map(str, v)), what)
+        return parse_list(v if isinstance(v, str) else ",".join(map(str, v)), what)
 
-    cfg = BenchConfig(backends=_parse(Backend, backends, "backend"),
-                      precisions=_parse(Precision, precisions, "precision"), batches=[int(b) for b in batches],
+    cfg = BenchConfig(backends=_parse(table.parse_list, backends, "backend"),
+                      precisions=_parse(Precision.parse_list, precisions, "precision"), batches=[int(b) for b in batches],
                       warmup=warmup, iters=iters, duration_s=duration_s, threads=threads,
                       images=str(images) if images else None, samples=samples, seed=seed,
                       quiet_threads=quiet_threads, modes=parse_modes(mode))

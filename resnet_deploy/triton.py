@@ -1,10 +1,12 @@
-"""A Triton Inference Server model repository from a bundle: ONNX Runtime and/or TensorRT models.
+"""A Triton Inference Server model repository from a bundle: one model per backend (ONNX Runtime, TensorRT,
+OpenVINO, or any backend of the table that declares how Triton serves it).
 
-Each model gets ``<repo>/<name>/config.pbtxt`` and ``<repo>/<name>/1/`` with its file. Input and output names,
-types and dims come from the bundle's ONNX graph (TensorRT plans are built from that graph, so they share
-them). When the bundle holds plans for several GPU compute capabilities, the TensorRT model lists them all in
-``cc_model_filenames`` and Triton loads the one that matches the GPU it runs on. The repository is written
-into a temporary folder and renamed into place, so a failure leaves nothing behind.
+Each model gets ``<repo>/<name>/config.pbtxt`` and ``<repo>/<name>/1/`` with its files, which the backend table
+chooses (``TritonServing.stage``). Input and output names, types and dims come from the bundle's ONNX graph (plans
+and IRs are built from that graph, so they share them). When the bundle holds plans for several GPU compute
+capabilities, the TensorRT model lists them all in ``cc_model_filenames`` and Triton loads the one that matches
+the GPU it runs on. The repository is written into a temporary folder and renamed into place, so a failure leaves
+nothing behind.
 """
 
 from __future__ import annotations
@@ -16,28 +18,21 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import layout
+from .backends import table
 from .bundle import find_artifacts, read_manifest, verified
 from .errors import UserError, unknown
 from .files import StagedDir, check_output
 from .layout import Kind
+from .trt.plan import normalize_cc  # noqa: F401  (re-exported: the form cc_model_filenames keys take)
 from .types import Precision
 
 log = logging.getLogger(__name__)
 
-# How each model is declared: Triton's platform for ONNX Runtime and TensorRT, its openvino backend for IR.
-PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan", "openvino": "openvino"}
-SUFFIX = {"onnxruntime": "onnx", "tensorrt": "trt", "openvino": "ov"}
-# bench's recommended backend -> the Triton model that serves the same artifact kind
-RECOMMENDED = {"onnxruntime": "onnxruntime", "onnxruntime-cuda": "onnxruntime", "onnxruntime-tensorrt": "onnxruntime",
-               "eager": "onnxruntime", "eager-channels-last": "onnxruntime", "torch-compile": "onnxruntime",
-               "openvino": "openvino", "tensorrt": "tensorrt"}
 DEVICES = ("gpu", "cpu")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 # ONNX TensorProto element types -> Triton DataType names.
 ONNX_TO_TRITON = {1: "TYPE_FP32", 2: "TYPE_UINT8", 3: "TYPE_INT8", 5: "TYPE_INT16", 6: "TYPE_INT32",
                   7: "TYPE_INT64", 9: "TYPE_BOOL", 10: "TYPE_FP16", 11: "TYPE_FP64", 16: "TYPE_BF16"}
-ONNX_PREFERENCE = ("portable", "onnxruntime", "tensorrt")  # portable graphs run on Triton's CPU and GPU EPs
 
 
 @dataclass
@@ -79,18 +74,6 @@ def default_model_name(arch: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", arch).strip(".-")[:128] or "resnet"
 
 
-def normalize_cc(value) -> str:
-    """'8.6', '86', 'sm_86' or (8, 6) -> '8.6' (the form Triton's cc_model_filenames keys take)."""
-    if isinstance(value, (tuple, list)) and len(value) == 2:
-        return f"{int(value[0])}.{int(value[1])}"
-    text = str(value).strip().lower().removeprefix("sm_").removeprefix("sm")
-    if re.fullmatch(r"\d+\.\d+", text):
-        return text
-    if re.fullmatch(r"\d{2,3}", text):
-        return f"{text[:-1]}.{text[-1]}"
-    raise UserError(f"unrecognised compute capability {value!r} in the bundle manifest (expected e.g. 8.6)")
-
-
 def _graph_io(onnx_path: Path, batched: bool) -> tuple[_Tensor, _Tensor]:
     import onnx
 
@@ -109,21 +92,15 @@ def _graph_io(onnx_path: Path, batched: bool) -> tuple[_Tensor, _Tensor]:
     return tensor(inputs[0]), tensor(graph.output[0])
 
 
-def _plan_cc(manifest: dict, name: str) -> str | None:
-    """The GPU compute capability a plan was built for: ``build`` tags each plan's file entry with it."""
-    cc = manifest["files"][name].get("compute_capability")
-    return normalize_cc(cc) if cc is not None else None
-
-
-def _config_text(name: str, platform: str, max_batch: int, inp: _Tensor, out: _Tensor, instances: int,
-                 kind: str, dynamic_batching: bool, preferred: list[int], queue_delay_us: int,
+def _config_text(name: str, serving: table.TritonServing, max_batch: int, inp: _Tensor, out: _Tensor,
+                 instances: int, kind: str, dynamic_batching: bool, preferred: list[int], queue_delay_us: int,
                  cc_files: dict[str, str], parameters: dict | None = None) -> str:
     q = json.dumps  # a JSON string literal is a valid protobuf text-format string for these names
 
     def tensor_block(t: _Tensor) -> str:
         return f"  {{\n    name: {q(t.name)}\n    data_type: {t.data_type}\n    dims: [ {', '.join(map(str, t.dims))} ]\n  }}"
 
-    declare = f"backend: {q(platform)}" if platform == "openvino" else f"platform: {q(platform)}"
+    declare = f"{'backend' if serving.as_backend else 'platform'}: {q(serving.platform)}"
     lines = [f"name: {q(name)}", declare, f"max_batch_size: {max_batch}",
              f"input [\n{tensor_block(inp)}\n]", f"output [\n{tensor_block(out)}\n]",
              f"instance_group [\n  {{\n    count: {instances}\n    kind: {kind}\n  }}\n]"]
@@ -139,18 +116,18 @@ def _config_text(name: str, platform: str, max_batch: int, inp: _Tensor, out: _T
 
 def recommended_choice(manifest: dict, device: str) -> tuple[list[str], str, str] | None:
     """(backends, precision, why) from the bundle's ``recommended`` entry for the device (throughput first: a
-    server batches), None when ``bench`` recorded none."""
+    server batches), None when ``bench`` recorded none or its backend has no Triton model here."""
     entry = manifest.get("recommended", {}).get(device)
     pick = (entry or {}).get("throughput") or (entry or {}).get("latency")
-    if not pick or pick.get("backend") not in RECOMMENDED:
+    if not pick or pick.get("backend") not in table.names():
+        return None
+    served_by = table.get(pick["backend"]).served_by
+    if served_by is None:
         return None
     why = (f"recommended for {device} by bench on {entry.get('cpu')}: {pick['backend']} {pick['precision']} "
            f"({pick['artifact']})")
-    if pick["backend"] == "openvino" and pick["precision"] == "bf16":
-        # OpenVINO's bf16 is the fp32 IR at bf16 inference precision, OpenVINO's default on such CPUs (Triton's
-        # openvino backend sets no precision)
-        return [RECOMMENDED[pick["backend"]]], "fp32", why + "; served as the fp32 IR (OpenVINO runs it in bf16 there)"
-    return [RECOMMENDED[pick["backend"]]], pick["precision"], why
+    precision, note = table.get(served_by).triton.serve_precision(pick["precision"])
+    return [served_by], precision, why + (f"; {note}" if note else "")
 
 
 def write_triton_repo(bundle: "str | Path", repo: "str | Path", *, name: str | None = None,
@@ -160,12 +137,13 @@ def write_triton_repo(bundle: "str | Path", repo: "str | Path", *, name: str | N
                       instances: int = 1, device: str = "gpu", force: bool = False) -> TritonResult:
     """Write a Triton model repository for ``bundle`` into ``repo``.
 
-    ``backends``: ``onnxruntime``, ``tensorrt`` and/or ``openvino``; ``precision``: fp32, fp16, int8. With
-    neither given, the bundle's ``recommended`` entry for ``device`` (written by ``bench``) decides; without one,
-    fp32 on ONNX Runtime plus TensorRT when the bundle has plans. Models are named ``<name>_onnx``,
-    ``<name>_trt`` and ``<name>_ov`` (``name`` defaults to the bundle's arch). Raises ``UserError`` for a bundle
-    without the needed artifact, an existing non-empty repo without ``force``, a bad name or inconsistent
-    batching options.
+    ``backends``: backends of the table with a Triton model (``onnxruntime``, ``tensorrt``, ``openvino`` ...);
+    ``precision``: fp32, fp16, int8. With neither given, the bundle's ``recommended`` entry for ``device``
+    (written by ``bench``) decides; without one, fp32 on every backend whose Triton model is written by default on
+    ``device`` and whose artifact the bundle has (ONNX Runtime, plus TensorRT on GPUs). Models are named
+    ``<name>_<suffix>`` (``_onnx``, ``_trt``, ``_ov``; ``name`` defaults to the bundle's arch). Raises
+    ``UserError`` for a bundle without the needed artifact, an existing non-empty repo without ``force``, a bad
+    name or inconsistent batching options.
     """
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
@@ -191,29 +169,28 @@ def write_triton_repo(bundle: "str | Path", repo: "str | Path", *, name: str | N
     if bad:
         raise UserError(f"preferred batch sizes {bad} must be between 1 and --max-batch-size {max_batch_size}")
 
-    onnx_names = [n for t in ONNX_PREFERENCE for n in find_artifacts(manifest, Kind.ONNX, str(prec), t)]
-    plans = find_artifacts(manifest, Kind.PLAN, str(prec))
-    irs = find_artifacts(manifest, Kind.OPENVINO_IR, str(prec))
+    servable = {s.name: s for s in table.triton_backends()}
     if backends is None:
-        backends = ["onnxruntime"] + (["tensorrt"] if plans and device == "gpu" else [])
+        backends = [s.name for s in servable.values()
+                    if device in s.triton.default_on and s.triton.artifacts(manifest, prec)]
+        backends = backends or ["onnxruntime"]
     for b in backends:
-        if b not in PLATFORMS:
-            raise unknown("backend", b, PLATFORMS)
+        if b not in servable:
+            raise unknown("backend", b, servable)
+    onnx_names = [n for t in ("portable", "onnxruntime", "tensorrt")
+                  for n in find_artifacts(manifest, Kind.ONNX, str(prec), t)]
     if not onnx_names:
         have = ", ".join(find_artifacts(manifest, "onnx")) or "none"
         raise UserError(f"bundle {str(bundle)!r} has no {prec} ONNX model (it has: {have}): "
                         f"run the stage that writes it first")
-    if "tensorrt" in backends:
-        if device == "cpu":
-            raise UserError("TensorRT models run on GPUs only: drop --device cpu or use --backend onnxruntime")
-        if not plans:
-            have = ", ".join(find_artifacts(manifest, "tensorrt-plan")) or "none"
-            raise UserError(f"bundle {str(bundle)!r} has no {prec} TensorRT plan (it has: {have}): build one with "
-                            "resnet-deploy build on the target GPU")
-    if "openvino" in backends and not irs:
-        have = ", ".join(find_artifacts(manifest, Kind.OPENVINO_IR)) or "none"
-        raise UserError(f"bundle {str(bundle)!r} has no {prec} OpenVINO IR (it has: {have}): write it with "
-                        "resnet-deploy quantize BUNDLE --target openvino")
+    staged_files = {}
+    for b in backends:
+        serving = servable[b].triton
+        if device not in serving.devices:
+            where = " or ".join(f"{d.upper()}s" for d in serving.devices)
+            raise UserError(f"{serving.label} models run on {where} only: drop --device {device} or use "
+                            "--backend onnxruntime")
+        staged_files[b] = serving.stage(bundle, manifest, prec, dynamic_batching or instances > 1)
 
     batch_dim = (manifest.get("input", {}).get("shape") or [-1])[0]
     if batch_dim not in (-1, None) and max_batch_size > 0:
@@ -230,46 +207,19 @@ def write_triton_repo(bundle: "str | Path", repo: "str | Path", *, name: str | N
     with StagedDir(repo, force, "--repo") as staged:
         tmp, repo = staged.path, staged.out
         for backend in backends:
-            model_name = check_model_name(f"{base}_{SUFFIX[backend]}")
+            serving, files = servable[backend].triton, staged_files[backend]
+            model_name = check_model_name(f"{base}_{serving.suffix}")
             version = tmp / model_name / "1"
             version.mkdir(parents=True)
-            cc_files: dict[str, str] = {}
-            parameters = None
-            if backend == "onnxruntime":
-                shutil.copy2(verified(bundle, manifest, onnx_file), version / "model.onnx")
-                files = [onnx_file]
-                data = layout.external_data(onnx_file)
-                if data in manifest["files"]:
-                    shutil.copy2(bundle / data, version / data)  # checked with its graph by verified()
-                    files.append(data)
-                kind = "KIND_GPU" if device == "gpu" else "KIND_CPU"
-            elif backend == "openvino":  # Triton's openvino backend reads model.xml + model.bin, on CPUs
-                shutil.copy2(verified(bundle, manifest, irs[0]), version / "model.xml")
-                shutil.copy2(bundle / layout.ir_weights(irs[0]), version / "model.bin")
-                files = [irs[0], layout.ir_weights(irs[0])]
-                kind = "KIND_CPU"
-                parameters = {"PERFORMANCE_HINT": "THROUGHPUT" if dynamic_batching or instances > 1 else "LATENCY"}
-            else:
-                by_cc: dict[str | None, str] = {}
-                for plan in plans:
-                    by_cc.setdefault(_plan_cc(manifest, plan), plan)
-                if len(by_cc) == 1:
-                    shutil.copy2(verified(bundle, manifest, next(iter(by_cc.values()))), version / "model.plan")
-                else:
-                    if None in by_cc:
-                        raise UserError(f"bundle {str(bundle)!r} has several {prec} plans but "
-                                        f"{by_cc[None]!r} has no compute_capability tag: cannot tell them apart")
-                    for cc, plan in by_cc.items():
-                        fname = f"model.sm{cc.replace('.', '')}.plan"
-                        shutil.copy2(verified(bundle, manifest, plan), version / fname)
-                        cc_files[cc] = fname
-                files = list(by_cc.values())
-                kind = "KIND_GPU"
-            config = _config_text(model_name, PLATFORMS[backend], max_batch_size, inp, out, instances, kind,
-                                  dynamic_batching, preferred, max_queue_delay_us, cc_files, parameters)
+            for source, target in files.copies.items():
+                # verified() checks a graph with its companions (external weights, IR weights) before any copy
+                shutil.copy2(verified(bundle, manifest, source), version / target)
+            kind = serving.kind or ("KIND_GPU" if device == "gpu" else "KIND_CPU")
+            config = _config_text(model_name, serving, max_batch_size, inp, out, instances, kind, dynamic_batching,
+                                  preferred, max_queue_delay_us, files.cc_files, files.parameters)
             (tmp / model_name / "config.pbtxt").write_text(config)
-            models.append(TritonModel(model_name, PLATFORMS[backend], repo / model_name / "config.pbtxt", files,
-                                      sorted(cc_files)))
+            models.append(TritonModel(model_name, serving.platform, repo / model_name / "config.pbtxt",
+                                      list(files.sources), sorted(files.cc_files)))
         (tmp / "resnet_deploy.json").write_text(json.dumps({
             "bundle": str(bundle.absolute()), "precision": str(prec), "models": [m.name for m in models],
             "chosen_by": note or "the command's options",

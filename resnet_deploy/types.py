@@ -54,17 +54,6 @@ class Target(_ChoiceEnum):
     OPENVINO = "openvino"  # OpenVINO IR (.xml + .bin) for OpenVINO's CPU runtime and Triton's openvino backend
 
 
-class Backend(_ChoiceEnum):
-    EAGER = "eager"
-    EAGER_CHANNELS_LAST = "eager-channels-last"
-    TORCH_COMPILE = "torch-compile"
-    ONNXRUNTIME = "onnxruntime"
-    ONNXRUNTIME_CUDA = "onnxruntime-cuda"
-    ONNXRUNTIME_TENSORRT = "onnxruntime-tensorrt"
-    TENSORRT = "tensorrt"
-    OPENVINO = "openvino"
-
-
 class HardwareCompat(_ChoiceEnum):
     """Which GPUs a TensorRT plan may run on (TensorRT's hardware-compatibility level)."""
 

@@ -367,11 +367,10 @@ def test_bf16_skipped_with_a_note_on_a_cpu_without_bf16(bf16_bundle, r18_bundle_
     from resnet_deploy.bundle import read_manifest
     from resnet_deploy.precision import PrecisionOptions
     from resnet_deploy.precision.stage import quantize_bundle
-    from resnet_deploy.types import Backend
 
     monkeypatch.setattr(openvino, "bf16_supported", lambda ov_core=None: False)
     b, _ = bf16_bundle
-    report = run_bench(b, BenchConfig(backends=[Backend.OPENVINO], batches=[1], iters=2, warmup=0))
+    report = run_bench(b, BenchConfig(backends=["openvino"], batches=[1], iters=2, warmup=0))
     assert {r["precision"] for r in report["results"]} == {"fp32"}
     assert any("openvino bf16" in n and "no bf16 support" in n for n in report["notes"])
     manifest, _ = quantize_bundle(r18_bundle_copy, PrecisionOptions(bf16=True))  # not an error

@@ -57,8 +57,11 @@ void read_recommended(const json& m, Bundle& b) {
   for (const auto& [device, entry] : m.at("recommended").items()) {
     if (!entry.is_object() || !entry.contains("latency") || !entry.at("latency").is_object()) continue;
     const json& latency = entry.at("latency");
-    if (!latency.contains("by_backend") || !latency.at("by_backend").is_object()) continue;
-    for (const auto& [backend, pick] : latency.at("by_backend").items()) {
+    // "cpp": the best pick per runtime of this loader (resnet-deploy's backend table says which backends' artifacts
+    // each runtime runs); bundles benchmarked before it existed have only "by_backend".
+    const char* key = latency.contains("cpp") && latency.at("cpp").is_object() ? "cpp" : "by_backend";
+    if (!latency.contains(key) || !latency.at(key).is_object()) continue;
+    for (const auto& [backend, pick] : latency.at(key).items()) {
       if (pick.is_object() && pick.contains("artifact") && pick.at("artifact").is_string()) {
         b.recommended[device + "/" + backend] = pick.at("artifact").get<std::string>();
       }

@@ -119,3 +119,81 @@ class OnnxRuntimeRunner(Runner):
                 "providers": self.session.get_providers() if self.session else self.providers,
                 "graph_optimization_level": self.graph_level, "threads": self.threads, "spinning": self.spinning,
                 "concurrent_requests": self.concurrency}
+
+
+# ----------------------------------------------------------------------------------------------- backend table
+def request_options(options) -> dict:
+    """Runner keywords for a mode: latency runs one request on every intra-op thread; throughput keeps one
+    request per core in flight on the one session (one intra-op thread each unless ``threads`` says otherwise)."""
+    import os
+
+    if options.mode != "throughput":
+        return {"threads": options.threads, "spinning": options.spinning}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = options.threads or 1
+    return {"threads": threads, "spinning": options.spinning, "concurrency": max(1, cores // threads)}
+
+
+def onnx_artifact(*targets: str):
+    """An ``artifact`` lookup: the bundle's ONNX graph at the precision, for the first target that has one."""
+    def find(manifest: dict, precision) -> str | None:
+        from ..layout import Kind
+        from .table import first_artifact
+
+        return first_artifact(manifest, Kind.ONNX, precision, targets)
+
+    return find
+
+
+TRITON_GRAPHS = ("portable", "onnxruntime", "tensorrt")  # portable graphs run on Triton's CPU and GPU EPs
+
+
+def _triton_graphs(manifest: dict, precision) -> list[str]:
+    from ..bundle import find_artifacts
+    from ..layout import Kind
+
+    return [n for t in TRITON_GRAPHS for n in find_artifacts(manifest, Kind.ONNX, str(precision), t)]
+
+
+def _triton_stage(bundle, manifest: dict, precision, concurrent: bool):
+    from .. import layout
+    from .table import TritonFiles
+
+    graphs = _triton_graphs(manifest, precision)
+    if not graphs:
+        from ..bundle import find_artifacts
+
+        have = ", ".join(find_artifacts(manifest, "onnx")) or "none"
+        raise UserError(f"bundle {str(bundle)!r} has no {precision} ONNX model (it has: {have}): "
+                        f"run the stage that writes it first")
+    copies = {graphs[0]: layout.TRITON_ONNX}
+    data = layout.external_data(graphs[0])
+    if data in manifest["files"]:
+        copies[data] = data  # the graph names its weights file: keep the name
+    return TritonFiles(copies, list(copies))
+
+
+def _available() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise MissingDependency("onnxruntime", extra="cpu", what="--backend onnxruntime")
+
+
+def _cpu_runner(bundle, artifact: str, precision, options) -> OnnxRuntimeRunner:
+    return OnnxRuntimeRunner(Path(bundle) / artifact, **request_options(options))
+
+
+def _backends():
+    from .table import BackendSpec, TritonServing
+
+    return (BackendSpec("onnxruntime", "cpu", "ONNX Runtime, CPU execution provider",
+                        artifact=onnx_artifact("onnxruntime", "portable"), runner=_cpu_runner,
+                        available=_available,
+                        triton=TritonServing("onnxruntime_onnx", "onnx", label="ONNX Runtime",
+                                             artifacts=_triton_graphs, stage=_triton_stage,
+                                             default_on=("cpu", "gpu")),
+                        cpp="onnxruntime", rank=20),)
+
+
+BACKENDS = _backends()

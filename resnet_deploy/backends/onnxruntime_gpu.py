@@ -70,3 +70,45 @@ def tensorrt_ep_runner(model_path, cache_dir, input_name: str | None = None, sha
     """ONNX Runtime with the TensorRT execution provider (engine and timing caches in ``cache_dir``)."""
     providers = tensorrt_providers(cache_dir, input_name, shapes, workspace_mib, device_id)
     return OnnxRuntimeGpuRunner(model_path, providers, "onnxruntime-tensorrt", **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------- backend table
+def _provider_available(name: str, provider: str):
+    def check() -> None:
+        ort = import_onnxruntime()
+        if provider not in ort.get_available_providers():
+            raise MissingDependency("onnxruntime-gpu", what=f"--backend {name} ({provider})")
+
+    return check
+
+
+def _cuda_runner(bundle, artifact: str, precision, options) -> OnnxRuntimeGpuRunner:
+    from .onnxruntime import request_options
+
+    return cuda_runner(Path(bundle) / artifact, **request_options(options))
+
+
+def _tensorrt_ep_runner(bundle, artifact: str, precision, options) -> OnnxRuntimeGpuRunner:
+    import tempfile
+
+    from .onnxruntime import request_options
+
+    cache = Path(options.work_dir or tempfile.mkdtemp(prefix="resnet-deploy-ort-trt-")) / "ort-trt-cache"
+    return tensorrt_ep_runner(Path(bundle) / artifact, cache, **request_options(options))
+
+
+def _backends():
+    from .onnxruntime import onnx_artifact
+    from .table import BackendSpec
+
+    return (BackendSpec("onnxruntime-cuda", "gpu", "ONNX Runtime, CUDA execution provider",
+                        artifact=onnx_artifact("portable", "onnxruntime"), runner=_cuda_runner,
+                        available=_provider_available("onnxruntime-cuda", CUDA_EP), triton_via="onnxruntime",
+                        rank=30),
+            BackendSpec("onnxruntime-tensorrt", "gpu", "ONNX Runtime, TensorRT execution provider",
+                        artifact=onnx_artifact("tensorrt", "portable"), runner=_tensorrt_ep_runner,
+                        available=_provider_available("onnxruntime-tensorrt", TRT_EP), triton_via="onnxruntime",
+                        rank=31))
+
+
+BACKENDS = _backends()

@@ -245,3 +245,99 @@ class OpenVinoRunner(Runner):
                         "inference_num_threads": int(get("INFERENCE_NUM_THREADS")),
                         "optimal_number_of_infer_requests": int(get("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))})
         return out
+
+
+# ----------------------------------------------------------------------------------------------- backend table
+# Which artifact OpenVINO runs per precision: its own IR first, else the ONNX graph it converts from; for INT8 the
+# U8S8 graph, which OpenVINO runs faster than the TensorRT-shaped one. bf16 is the fp32 IR (or graph) run with bf16
+# inference precision where the precision stage validated it (its file entry lists bf16 in
+# ``inference_precisions``); the bf16 ONNX graph is TensorRT's.
+ARTIFACTS = {"fp32": (("openvino-ir", None), ("onnx", "portable")),
+             "bf16": (("openvino-ir", None), ("onnx", "portable")),
+             "int8": (("openvino-ir", None), ("onnx", "onnxruntime"), ("onnx", "tensorrt"))}
+INFERENCE_PRECISION = {"fp32": InferencePrecision.F32, "bf16": InferencePrecision.BF16}  # int8: OpenVINO's default
+
+
+def _available() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        raise MissingDependency("openvino", extra="openvino", what="--backend openvino")
+
+
+def _artifact(manifest: dict, precision) -> str | None:
+    from ..bundle import find_artifacts
+
+    precision = str(precision)
+    for kind, target in ARTIFACTS.get(precision, ()):
+        if precision == "bf16":
+            names = [n for n in find_artifacts(manifest, kind=kind, precision="fp32", target=target)
+                     if "bf16" in manifest["files"][n].get("inference_precisions", ())]
+        else:
+            names = find_artifacts(manifest, kind=kind, precision=precision, target=target)
+        if names:
+            return names[0]
+    return None
+
+
+def bf16_unsupported() -> str | None:
+    """Why OpenVINO cannot run bf16 on this CPU, None when it can."""
+    if bf16_supported():
+        return None
+    return (f"this CPU has no bf16 support (OpenVINO offers {', '.join(cpu_capabilities())}; bf16 needs AVX-512 BF16 "
+            "or AMX)")
+
+
+def _cannot_run(precision) -> str | None:
+    return bf16_unsupported() if str(precision) == "bf16" else None
+
+
+def _runner(bundle, artifact: str, precision, options) -> OpenVinoRunner:
+    # fp32 means fp32 and bf16 bf16 (OpenVINO's own default is bf16 on CPUs that have it); INT8 graphs run as
+    # OpenVINO runs them by default
+    return OpenVinoRunner(Path(bundle) / artifact, hint=options.mode,
+                          precision=INFERENCE_PRECISION.get(str(precision)), threads=options.threads)
+
+
+def _triton_irs(manifest: dict, precision) -> list[str]:
+    from ..bundle import find_artifacts
+
+    return find_artifacts(manifest, "openvino-ir", str(precision))
+
+
+def _triton_stage(bundle, manifest: dict, precision, concurrent: bool):
+    """Triton's openvino backend reads ``model.xml`` + ``model.bin``, on CPUs."""
+    from .. import layout
+    from .table import TritonFiles
+
+    irs = _triton_irs(manifest, precision)
+    if not irs:
+        from ..bundle import find_artifacts
+
+        have = ", ".join(find_artifacts(manifest, "openvino-ir")) or "none"
+        raise UserError(f"bundle {str(bundle)!r} has no {precision} OpenVINO IR (it has: {have}): write it with "
+                        "resnet-deploy quantize BUNDLE --target openvino")
+    weights = layout.ir_weights(irs[0])
+    return TritonFiles({irs[0]: layout.TRITON_IR, weights: layout.TRITON_IR_WEIGHTS}, [irs[0], weights],
+                       parameters={"PERFORMANCE_HINT": "THROUGHPUT" if concurrent else "LATENCY"})
+
+
+def _serve_precision(precision: str) -> tuple[str, str | None]:
+    # OpenVINO's bf16 is the fp32 IR at bf16 inference precision, OpenVINO's default on such CPUs (Triton's openvino
+    # backend sets no precision)
+    if precision == "bf16":
+        return "fp32", "served as the fp32 IR (OpenVINO runs it in bf16 there)"
+    return precision, None
+
+
+def _backends():
+    from .table import BackendSpec, TritonServing
+
+    return (BackendSpec("openvino", "cpu", "OpenVINO, CPU", artifact=_artifact, runner=_runner, available=_available,
+                        cannot_run=_cannot_run, rank=25,
+                        triton=TritonServing("openvino", "ov", label="OpenVINO", artifacts=_triton_irs,
+                                             stage=_triton_stage, kind="KIND_CPU", as_backend=True,
+                                             serve_precision=_serve_precision)),)
+
+
+BACKENDS = _backends()

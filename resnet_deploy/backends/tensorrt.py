@@ -491,3 +491,74 @@ class TensorRTRunner(Runner):
         if self.is_active:
             d.update(environment(self.device))
         return d
+
+
+# ----------------------------------------------------------------------------------------------- backend table
+THROUGHPUT_STREAMS = 2  # execution contexts / CUDA streams in flight in throughput mode
+
+
+def _available() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        raise MissingDependency("tensorrt", what="--backend tensorrt")
+
+
+def _plan_artifact(manifest: dict, precision) -> str | None:
+    from ..layout import Kind
+    from .table import first_artifact
+
+    return first_artifact(manifest, Kind.PLAN, precision)
+
+
+def _runner(bundle, artifact: str, precision, options) -> "TensorRTRunner":
+    _available()
+    return TensorRTRunner(Path(bundle) / artifact, device=0,
+                          streams=THROUGHPUT_STREAMS if options.mode == "throughput" else 1)
+
+
+def _triton_plans(manifest: dict, precision) -> list[str]:
+    from ..bundle import find_artifacts
+    from ..layout import Kind
+
+    return find_artifacts(manifest, Kind.PLAN, str(precision))
+
+
+def _triton_stage(bundle, manifest: dict, precision, concurrent: bool):
+    """One plan as ``model.plan``, or one per GPU compute capability listed in ``cc_model_filenames`` (``build``
+    tags each plan's file entry with its capability), so Triton loads the one that matches its GPU."""
+    from .. import layout
+    from ..bundle import find_artifacts
+    from ..trt.plan import normalize_cc
+    from .table import TritonFiles
+
+    plans = _triton_plans(manifest, precision)
+    if not plans:
+        have = ", ".join(find_artifacts(manifest, "tensorrt-plan")) or "none"
+        raise UserError(f"bundle {str(bundle)!r} has no {precision} TensorRT plan (it has: {have}): build one with "
+                        "resnet-deploy build on the target GPU")
+    by_cc: dict[str | None, str] = {}
+    for plan in plans:
+        cc = manifest["files"][plan].get("compute_capability")
+        by_cc.setdefault(normalize_cc(cc) if cc is not None else None, plan)
+    if len(by_cc) == 1:
+        plan = next(iter(by_cc.values()))
+        return TritonFiles({plan: layout.TRITON_PLAN}, [plan])
+    if None in by_cc:
+        raise UserError(f"bundle {str(bundle)!r} has several {precision} plans but {by_cc[None]!r} has no "
+                        "compute_capability tag: cannot tell them apart")
+    names = {cc: layout.triton_cc_plan(cc) for cc in by_cc}
+    return TritonFiles({plan: names[cc] for cc, plan in by_cc.items()}, list(by_cc.values()), cc_files=names)
+
+
+def _backends():
+    from .table import BackendSpec, TritonServing
+
+    return (BackendSpec("tensorrt", "gpu", "TensorRT plans", artifact=_plan_artifact, runner=_runner,
+                        available=_available, cpp="tensorrt", rank=40,
+                        triton=TritonServing("tensorrt_plan", "trt", label="TensorRT", artifacts=_triton_plans,
+                                             stage=_triton_stage, kind="KIND_GPU", devices=("gpu",),
+                                             default_on=("gpu",))),)
+
+
+BACKENDS = _backends()

@@ -61,3 +61,37 @@ class TorchRunner(Runner):
 
         return {"name": self.name, "device": self.device, "torch": torch.__version__,
                 "threads": torch.get_num_threads(), "channels_last": self.channels_last}
+
+
+# ----------------------------------------------------------------------------------------------- backend table
+def _eager_artifact(manifest: dict, precision) -> str | None:
+    """The bundle's eager program (``torch.export``), which runs in fp32 only."""
+    from ..layout import Kind
+    from .table import first_artifact
+
+    return first_artifact(manifest, Kind.EAGER, "fp32") if str(precision) == "fp32" else None
+
+
+def _torch_runner(channels_last: bool = False, compile: bool = False):
+    def build(bundle, artifact: str, precision, options) -> TorchRunner:
+        from ..bundle import load_eager
+
+        return TorchRunner(load_eager(bundle), device=options.device, channels_last=channels_last,
+                           compile=compile, threads=options.threads)
+
+    return build
+
+
+def _backends():
+    from .table import BackendSpec
+
+    # eager's graph is the fp32 ONNX graph, which Triton serves with ONNX Runtime
+    common = {"artifact": _eager_artifact, "triton_via": "onnxruntime"}
+    return (BackendSpec("eager", "cpu", "PyTorch eager, the reference", runner=_torch_runner(), rank=10, **common),
+            BackendSpec("eager-channels-last", "cpu", "PyTorch eager, channels_last memory format",
+                        runner=_torch_runner(channels_last=True), default=False, rank=11, **common),
+            BackendSpec("torch-compile", "cpu", "torch.compile of the eager program", runner=_torch_runner(compile=True),
+                        default=False, rank=12, **common))
+
+
+BACKENDS = _backends()

@@ -17,7 +17,7 @@ import numpy as np
 from .. import layout, validate
 from ..bundle import find_artifacts, read_manifest, verified
 from ..errors import CheckFailed, UserError
-from ..types import Backend, Precision
+from ..types import Precision
 from .report import SCHEMA_VERSION, machine_info, model_info
 from .runners import select_cases
 
@@ -35,7 +35,7 @@ DEFAULT_RANDOM_SAMPLES = 16
 class BenchConfig:
     """What to run and how to time it. ``iters`` or ``duration_s`` (the latter wins when both are set)."""
 
-    backends: list[Backend] | None = None  # None: eager + every artifact runnable here
+    backends: list[str] | None = None  # backend table names; None: every default backend runnable here
     precisions: list[Precision] | None = None
     batches: list[int] = field(default_factory=lambda: [1, 8, 32])
     warmup: int = 10
@@ -169,12 +169,12 @@ def run_worker(job: dict, workdir: Path, on_event: Callable[[dict], None]) -> di
 def resolve_device(device: str) -> str:
     if device != "auto":
         return device
-    from .runners import cuda_available
+    from ..backends.table import cuda_available
 
     return "cuda" if cuda_available() else "cpu"
 
 
-EAGER_FP32 = (Backend.EAGER, Precision.FP32)
+EAGER_FP32 = ("eager", Precision.FP32)
 
 
 def _result_rows(results: dict, reference: dict, labels, with_accuracy: bool) -> list[dict]:
@@ -183,7 +183,7 @@ def _result_rows(results: dict, reference: dict, labels, with_accuracy: bool) ->
         for r in res["rows"]:
             b = r["batch"]
             acc = accuracy_fields(res["logits"][b], reference.get(b), labels) if with_accuracy else None
-            rows.append({"backend": str(case.backend), "precision": str(case.precision), "batch": b, "mode": mode,
+            rows.append({"backend": case.backend, "precision": str(case.precision), "batch": b, "mode": mode,
                          "requests_per_round": r["requests_per_round"], "in_flight": r["in_flight"],
                          "artifact": case.artifact, "latency_ms": r["latency_ms"],
                          "throughput_ips": r["throughput_ips"], "iterations": r["iterations"],
@@ -239,7 +239,7 @@ def run_bench(bundle: "str | Path", cfg: BenchConfig, on_event: Callable[[dict],
             np.save(tmp / "accuracy_inputs.npy", data)
             base_job["accuracy_inputs"] = str(tmp / "accuracy_inputs.npy")
         if with_accuracy and not eager_is_reference:
-            ref_case = select_cases(manifest, [Backend.EAGER], [Precision.FP32])[0][0]
+            ref_case = select_cases(manifest, ["eager"], [Precision.FP32])[0][0]
             on_event({"event": "case", "case": ref_case.to_dict(), "label": "eager fp32 reference (accuracy only)"})
             reference = run_worker({**base_job, "case": ref_case.to_dict(), "batches": batches, "iters": 0,
                                     "device": "cpu"}, tmp, on_event)["logits"]
@@ -263,7 +263,7 @@ def run_bench(bundle: "str | Path", cfg: BenchConfig, on_event: Callable[[dict],
 def remeasure(report: dict, keys: set, on_event: Callable[[dict], None] = lambda e: None) -> dict:
     """Measure the (backend, precision, batch, mode) ``keys`` again with the settings recorded in ``report``."""
     c = report["config"]
-    backends = list(dict.fromkeys(Backend.parse(k[0]) for k in keys))
+    backends = list(dict.fromkeys(k[0] for k in keys))
     precisions = list(dict.fromkeys(Precision.parse(k[1]) for k in keys))
     modes = [m for m in ("latency", "throughput") if any(k[3] == m for k in keys)]
     cfg = BenchConfig(backends=backends, precisions=precisions, batches=sorted({k[2] for k in keys}),

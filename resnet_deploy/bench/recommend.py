@@ -3,22 +3,19 @@
 ``bench`` records, in ``manifest["recommended"][device][mode]``, the fastest artifact of the run whose outputs
 were finite and agreed with eager as its precision's bar requires: in latency mode the lowest p50 at the smallest
 batch measured, in throughput mode the highest img/s. Each entry also keeps the best row per backend
-(``by_backend``), so a runtime that can only use its own artifacts (the C++ loader: ONNX Runtime) finds its
-pick. The CPU model and ISA flags go with it: the recommendation holds for that kind of machine.
+(``by_backend``), and the best row per runtime of the C++ loader (``cpp``: the backend table says which runtime
+runs each backend's artifacts), so a runtime that can only use its own artifacts finds its pick. Which backends
+compete for which device is the backend table's ``device``. The CPU model and ISA flags go with it: the
+recommendation holds for that kind of machine.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 
+from ..backends import table
 from ..layout import inference_validation
-from ..types import Backend
 from ..validate import BARS
-
-DEVICES = {
-    "cpu": (Backend.EAGER, Backend.EAGER_CHANNELS_LAST, Backend.TORCH_COMPILE, Backend.ONNXRUNTIME, Backend.OPENVINO),
-    "gpu": (Backend.ONNXRUNTIME_CUDA, Backend.ONNXRUNTIME_TENSORRT, Backend.TENSORRT),
-}
 
 
 def _usable(row: dict, manifest: dict) -> bool:
@@ -42,21 +39,26 @@ def _pick(row: dict) -> dict:
             "throughput_ips": round(row["throughput_ips"], 2)}
 
 
-def _best(rows: list[dict], mode: str) -> tuple[dict, dict]:
-    """The best row overall and per backend: lowest p50 (latency) or highest img/s (throughput)."""
+def _best(rows: list[dict], mode: str) -> dict:
+    """The best row overall, per backend and per C++ runtime: lowest p50 (latency) or highest img/s (throughput)."""
     rank = (lambda r: r["latency_ms"]["p50"]) if mode == "latency" else (lambda r: -r["throughput_ips"])
     by_backend: dict[str, dict] = {}
+    cpp: dict[str, dict] = {}
     for r in sorted(rows, key=rank):
         by_backend.setdefault(r["backend"], _pick(r))
-    return _pick(min(rows, key=rank)), by_backend
+        runtime = table.get(r["backend"]).cpp
+        if runtime is not None:
+            cpp.setdefault(runtime, _pick(r))
+    return {**_pick(min(rows, key=rank)), "by_backend": by_backend, "cpp": cpp}
 
 
 def recommend(report: dict, manifest: dict) -> dict:
     """``{device: {"latency": ..., "throughput": ..., "cpu": ..., "isa": [...]}}`` for the devices the run covered
     (an accuracy run: rows without accuracy cannot be recommended)."""
     out = {}
-    for device, backends in DEVICES.items():
-        rows = [r for r in report["results"] if r["backend"] in {str(b) for b in backends} and _usable(r, manifest)]
+    for device in table.DEVICES:
+        backends = {s.name for s in table.on_device(device)}
+        rows = [r for r in report["results"] if r["backend"] in backends and _usable(r, manifest)]
         if not rows:
             continue
         entry = {"cpu": report["machine"].get("cpu"), "isa": report["machine"].get("isa", []),
@@ -65,14 +67,12 @@ def recommend(report: dict, manifest: dict) -> dict:
         latency = [r for r in rows if r.get("mode", "latency") == "latency"]
         if latency:
             smallest = min(r["batch"] for r in latency)
-            best, by_backend = _best([r for r in latency if r["batch"] == smallest], "latency")
-            entry["latency"] = {**best, "by_backend": by_backend}
+            entry["latency"] = _best([r for r in latency if r["batch"] == smallest], "latency")
         throughput = [r for r in rows if r.get("mode") == "throughput"]
         if not throughput and latency:  # no throughput run: the largest latency batch stands in for it
             throughput = [r for r in latency if r["batch"] == max(x["batch"] for x in latency)]
         if throughput:
-            best, by_backend = _best(throughput, "throughput")
-            entry["throughput"] = {**best, "by_backend": by_backend}
+            entry["throughput"] = _best(throughput, "throughput")
         out[device] = entry
     return out
 

@@ -85,7 +85,7 @@ def choose_timer(runner, gpu: bool):
 
 def main(job_path: str) -> int:
     from ..errors import ResnetDeployError
-    from .runners import GPU_BACKENDS, Case, make_runner
+    from .runners import Case, make_runner
 
     job = json.loads(Path(job_path).read_text())
     out = Path(job["out_dir"])
@@ -98,12 +98,12 @@ def main(job_path: str) -> int:
         acc = np.load(job["accuracy_inputs"]) if job.get("accuracy_inputs") else None
         mode = job.get("mode", "latency")
         runner = make_runner(case, Path(job["bundle"]), job.get("threads"), job.get("device", "cpu"),
-                             job.get("spinning", True), work_dir=out, mode=mode)
+                             job.get("spinning", True), work_dir=out, mode=mode, batches=job["batches"])
         t0 = time.perf_counter()
         emit({"event": "activate"})
         with runner:
             activate_s = time.perf_counter() - t0
-            gpu = case.backend in GPU_BACKENDS or str(job.get("device", "cpu")).startswith("cuda")
+            gpu = case.spec.device == "gpu" or str(job.get("device", "cpu")).startswith("cuda")
             timer = choose_timer(runner, gpu)
             rows, logits = run_case(runner, job["batches"], job["input_shape"], warmup=job["warmup"],
                                     iters=job["iters"], duration_s=job.get("duration_s"), timer=timer,

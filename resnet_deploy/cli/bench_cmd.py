@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..backends import table
 from .common import console, emit_json, force_option, json_option, verbose_option
 
 
@@ -52,8 +53,9 @@ def _progress_display():
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=str))
 @click.option("--backend", "backends", default=None, metavar="LIST",
-              help="Comma-separated: eager, eager-channels-last, torch-compile, onnxruntime, onnxruntime-cuda, "
-                   "onnxruntime-tensorrt, tensorrt [default: eager + every artifact runnable here].")
+              help=f"Comma-separated: {', '.join(table.names())} [default: "
+                   f"{', '.join(s.name for s in table.all_backends() if s.default)}, each where it can run here "
+                   "(GPU ones with a GPU)].")
 @click.option("--precision", "precisions", default=None, metavar="LIST", help="fp32,fp16,bf16,int8 [default: all].")
 @click.option("--batch", "batches", default="1,8,32", show_default=True, metavar="LIST", help="Batch sizes.")
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed iterations first.")
@@ -100,13 +102,13 @@ def bench(bundle, backends, precisions, batches, warmup, iters, duration, thread
     from ..bench import report as rep
     from ..bundle import check_out_dir, read_manifest
     from ..errors import CheckFailed, UserError
-    from ..types import Backend, Precision
+    from ..types import Precision
     from .common import setup
 
     setup(verbose, as_json)
     read_manifest(bundle)
     cfg = BenchConfig(
-        backends=Backend.parse_list(backends, "backend") if backends else None,
+        backends=table.parse_list(backends, "backend") if backends else None,
         precisions=Precision.parse_list(precisions, "precision") if precisions else None,
         batches=_int_list(batches, "--batch"), warmup=warmup, iters=iters, duration_s=duration, threads=threads,
         device=device, images=images, samples=samples, seed=seed, quiet_threads=quiet_threads,
@@ -115,7 +117,7 @@ def bench(bundle, backends, precisions, batches, warmup, iters, duration, thread
     threshold = parse_percent(max_regression)
     abs_cap = parse_percent(max_abs_regression, "--max-abs-regression")
     acc_tol = parse_percent(accuracy_tolerance, "--accuracy-tolerance")
-    ref = None if reference.lower() == "none" else str(Backend.parse(reference, "reference backend"))
+    ref = None if reference.lower() == "none" else table.get(reference, "reference backend").name
     if update_baseline and not baseline:
         raise UserError("--update-baseline needs --baseline PATH (where to write the new baseline)")
     base = None

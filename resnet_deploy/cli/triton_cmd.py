@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..backends import table
 from .common import force_option, out, verbose_option
 
 
@@ -20,10 +21,11 @@ def _sizes(ctx, param, value):
 @click.argument("bundle", type=click.Path(file_okay=False, path_type=str))
 @click.option("--repo", required=True, type=click.Path(path_type=str), help="Model repository folder to write.")
 @click.option("--name", default=None, help="Model name prefix [default: the bundle's arch]; models are "
-              "<name>_onnx and <name>_trt.")
-@click.option("--backend", "backends", default=None, metavar="onnxruntime,tensorrt,openvino",
-              help="Models to write [default: what bench recorded as recommended for --device, else onnxruntime "
-                   "plus tensorrt when the bundle has plans].")
+              f"<name>_<suffix>: {', '.join(f'_{s.triton.suffix} ({s.name})' for s in table.triton_backends())}.")
+@click.option("--backend", "backends", default=None, metavar="LIST",
+              help=f"Comma-separated models to write: {', '.join(s.name for s in table.triton_backends())} [default: "
+                   "what bench recorded as recommended for --device, else onnxruntime plus tensorrt when the bundle "
+                   "has plans].")
 @click.option("--precision", default=None, help="Artifact precision: fp32, fp16, int8 [default: the recommended one, "
               "else fp32].")
 @click.option("--max-batch-size", type=int, default=8, show_default=True,
@@ -40,7 +42,7 @@ def _sizes(ctx, param, value):
 @verbose_option
 def triton(bundle, repo, name, backends, precision, max_batch_size, dynamic_batching, preferred_batch_sizes,
            max_queue_delay_us, instances, device, force, verbose) -> None:
-    """Write a Triton model repository (ONNX Runtime and/or TensorRT models) for a bundle."""
+    """Write a Triton model repository (ONNX Runtime, TensorRT and/or OpenVINO models) for a bundle."""
     from ..triton import write_triton_repo
     from .common import setup
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from .. import layout
@@ -28,3 +29,15 @@ def plan_info(plan: "str | Path") -> dict | None:
         except json.JSONDecodeError:
             raise UserError(f"{str(side)!r} is not valid JSON: {REBUILD}") from None
     return None
+
+
+def normalize_cc(value) -> str:
+    """'8.6', '86', 'sm_86' or (8, 6) -> '8.6' (the form Triton's cc_model_filenames keys take)."""
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return f"{int(value[0])}.{int(value[1])}"
+    text = str(value).strip().lower().removeprefix("sm_").removeprefix("sm")
+    if re.fullmatch(r"\d+\.\d+", text):
+        return text
+    if re.fullmatch(r"\d{2,3}", text):
+        return f"{text[:-1]}.{text[-1]}"
+    raise UserError(f"unrecognised compute capability {value!r} in the bundle manifest (expected e.g. 8.6)")

@@ -54,7 +54,8 @@ struct Bundle {
   std::vector<Artifact> files;
   std::map<std::string, PlanRecord> plans;  // by plan file name; a plan without a record is absent
   // What `resnet-deploy bench` found fastest here, per runtime: manifest["recommended"][device]["latency"]
-  // ["by_backend"][backend]["artifact"], keyed "device/backend" (e.g. "cpu/onnxruntime", "gpu/tensorrt").
+  // ["cpp"][runtime]["artifact"] (older bundles: ["by_backend"][backend]), keyed "device/runtime" (e.g.
+  // "cpu/onnxruntime", "gpu/tensorrt").
   std::map<std::string, std::string> recommended;
 
   std::string path(const std::string& name) const { return dir + "/" + name; }
