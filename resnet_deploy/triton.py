@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import layout
-from .bundle import find_artifacts, read_manifest, verified
+from .bundle import bundle_file, find_artifacts, read_manifest, verified
 from .errors import UserError, unknown
 from .files import StagedDir, check_output
 from .layout import Kind
@@ -240,12 +240,12 @@ def write_triton_repo(bundle: "str | Path", repo: "str | Path", *, name: str | N
                 files = [onnx_file]
                 data = layout.external_data(onnx_file)
                 if data in manifest["files"]:
-                    shutil.copy2(bundle / data, version / data)  # checked with its graph by verified()
+                    shutil.copy2(bundle_file(bundle, data), version / data)  # checked with its graph by verified()
                     files.append(data)
                 kind = "KIND_GPU" if device == "gpu" else "KIND_CPU"
             elif backend == "openvino":  # Triton's openvino backend reads model.xml + model.bin, on CPUs
                 shutil.copy2(verified(bundle, manifest, irs[0]), version / "model.xml")
-                shutil.copy2(bundle / layout.ir_weights(irs[0]), version / "model.bin")
+                shutil.copy2(bundle_file(bundle, layout.ir_weights(irs[0])), version / "model.bin")
                 files = [irs[0], layout.ir_weights(irs[0])]
                 kind = "KIND_CPU"
                 parameters = {"PERFORMANCE_HINT": "THROUGHPUT" if dynamic_batching or instances > 1 else "LATENCY"}

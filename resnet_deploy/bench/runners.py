@@ -190,9 +190,9 @@ def make_runner(case: Case, bundle: Path, threads: int | None, device: str, spin
     Throughput mode keeps several requests in flight where the runtime supports it: ONNX Runtime runs concurrent
     requests on one session (one intra-op thread each, one request per core), TensorRT spreads them over
     several execution contexts and streams; torch runs them one after the other with its intra-op threads."""
-    from ..bundle import load_eager
+    from ..bundle import bundle_file, load_eager
 
-    path = Path(bundle) / case.artifact
+    path = bundle_file(bundle, case.artifact)
     if case.backend in TORCH_BACKENDS:
         from ..backends.torch_eager import TorchRunner
 
