@@ -11,9 +11,10 @@ import datetime as _dt
 import enum
 import json
 import logging
+import os
 import platform
 import sys
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from .errors import CheckFailed, UserError
 from .files import StagedDir, StagedFiles, check_output, locked, sha256_file, write_json_atomic
@@ -128,6 +129,39 @@ class BundleUpdate:
             self._lock.__exit__(None, None, None)
 
 
+def name_problem(name: str) -> str | None:
+    """Why manifest entry ``name`` is not a plain relative path inside a bundle (None when it is): the same
+    names pip and ``tarfile``'s data filter refuse, and no backslash or drive letter for a Windows reader."""
+    if not name:
+        return "it is empty"
+    if "\\" in name or "\0" in name:
+        return "it has a backslash or NUL character"
+    if name.startswith("/") or PureWindowsPath(name).drive:
+        return "it is an absolute path or has a drive letter"
+    parts = name.split("/")
+    if ".." in parts:
+        return "it has a '..' component"
+    if "" in parts or "." in parts:
+        return "it has an empty or '.' component"
+    return None
+
+
+def bundle_file(bundle_dir: "str | Path", name: str) -> Path:
+    """``bundle_dir / name`` for a manifest entry, refused (``UserError``, exit 2) unless ``name`` is a plain
+    relative path that stays inside the bundle folder with symlinks resolved. Bundles travel between machines
+    and teams: their manifest must not make us read, hash or copy a file outside them."""
+    bundle_dir = Path(bundle_dir)
+    why = name_problem(name)
+    if why is None:
+        root, real = os.path.realpath(bundle_dir), os.path.realpath(bundle_dir / name)  # lstat/readlink only
+        if os.path.commonpath([root, real]) != root:
+            why = f"through a symlink it leads to {real!r}, outside the bundle"
+    if why:
+        raise UserError(f"manifest entry {name!r} in bundle {str(bundle_dir)!r} is not a bundle file name: {why} "
+                        "(a bundle lists only plain relative paths inside its folder)")
+    return bundle_dir / name
+
+
 def file_problem(path: Path, entry: dict | None) -> str | None:
     """Why ``path`` does not match its manifest ``entry`` (missing, size or sha256), None when it does."""
     if entry is None:
@@ -148,7 +182,7 @@ def verified(bundle_dir: "str | Path", manifest: dict, name: str) -> Path:
     bundle_dir = Path(bundle_dir)
     files = manifest.get("files", {})
     for n in [name] + [c for c in companions(name) if c in files]:
-        problem = file_problem(bundle_dir / n, files.get(n))
+        problem = file_problem(bundle_file(bundle_dir, n), files.get(n))
         if problem:
             raise CheckFailed(f"{n} in bundle {str(bundle_dir)!r} failed verification ({problem}): run "
                               f"resnet-deploy info {bundle_dir} to check every file")
@@ -163,7 +197,8 @@ def locate(bundle, name: str) -> Path:
 
 
 def read_manifest(bundle: "str | Path") -> dict:
-    """Load and minimally validate ``manifest.json`` of a bundle folder."""
+    """Load and minimally validate ``manifest.json`` of a bundle folder; every file it lists must be a
+    ``bundle_file`` (inside the bundle), else ``UserError`` before anything else is read."""
     bundle = Path(bundle)
     path = bundle / MANIFEST
     if not bundle.is_dir():
@@ -177,6 +212,10 @@ def read_manifest(bundle: "str | Path") -> dict:
     if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
         got = data.get("schema_version") if isinstance(data, dict) else None
         raise UserError(f"{str(path)!r} has schema_version {got!r}; this resnet-deploy reads {SCHEMA_VERSION}")
+    if not isinstance(data.get("files", {}), dict):
+        raise UserError(f"{str(path)!r} is not a resnet-deploy manifest: its 'files' is not a table of names")
+    for name in data.get("files", {}):
+        bundle_file(bundle, name)  # before any command opens, hashes or copies one
     return data
 
 
@@ -215,7 +254,7 @@ def verify(bundle: "str | Path") -> list[str]:
     manifest = read_manifest(bundle)
     problems = []
     for name, entry in manifest.get("files", {}).items():
-        problem = file_problem(bundle / name, entry)
+        problem = file_problem(bundle_file(bundle, name), entry)
         if problem:
             problems.append(f"{name}: {problem}")
     return problems

@@ -88,6 +88,9 @@ def make_runner(case: Case, bundle: Path, threads: int | None, device: str, spin
     """Build (not activate) the runner for ``case`` as its users run it in ``mode`` (the table's builder).
     ``device`` applies to the torch backends; ``work_dir`` holds runtime caches (ONNX Runtime's TensorRT
     execution provider's engines); ``batches`` are the batch sizes it will run."""
+    from ..bundle import bundle_file
+
+    bundle_file(bundle, case.artifact)  # a manifest name that leaves the bundle is refused before any runtime opens it
     options = RunnerOptions(mode=mode, batches=tuple(int(b) for b in batches), threads=threads, spinning=spinning,
                             device=device, work_dir=work_dir)
     return case.spec.runner(Path(bundle), case.artifact, case.precision, options)
