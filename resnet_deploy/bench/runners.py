@@ -183,7 +183,7 @@ TENSORRT_STREAMS = 2  # execution contexts / CUDA streams in flight in throughpu
 
 
 def make_runner(case: Case, bundle: Path, threads: int | None, device: str, spinning: bool = True,
-                work_dir: Path | None = None, mode: str = "latency"):
+                work_dir: Path | None = None, mode: str = "latency", max_batch: int | None = None):
     """Build (not activate) the runner for ``case`` as its users run it in ``mode``. ``device`` applies to the torch
     backends; ``work_dir`` holds the ONNX Runtime TensorRT execution provider's engine and timing caches.
 
@@ -224,7 +224,7 @@ def make_runner(case: Case, bundle: Path, threads: int | None, device: str, spin
         from ..backends.onnxruntime_gpu import tensorrt_ep_runner
 
         cache = Path(work_dir or tempfile.mkdtemp(prefix="resnet-deploy-ort-trt-")) / "ort-trt-cache"
-        return tensorrt_ep_runner(path, cache, **options)
+        return tensorrt_ep_runner(path, cache, max_batch=max_batch, **options)  # one profile for every batch
     from ..backends.onnxruntime import OnnxRuntimeRunner
 
     return OnnxRuntimeRunner(path, **options)

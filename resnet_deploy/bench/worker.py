@@ -98,7 +98,8 @@ def main(job_path: str) -> int:
         acc = np.load(job["accuracy_inputs"]) if job.get("accuracy_inputs") else None
         mode = job.get("mode", "latency")
         runner = make_runner(case, Path(job["bundle"]), job.get("threads"), job.get("device", "cpu"),
-                             job.get("spinning", True), work_dir=out, mode=mode)
+                             job.get("spinning", True), work_dir=out, mode=mode,
+                             max_batch=max(job["batches"], default=None))
         t0 = time.perf_counter()
         emit({"event": "activate"})
         with runner:
