@@ -57,3 +57,69 @@ def test_tensorrt_without_tensorrt_is_missing_dependency():
         pytest.skip("tensorrt is installed here")
     with pytest.raises(MissingDependency, match="tensorrt is not installed"):
         select_cases(MANIFEST, ["tensorrt"])
+
+
+# ---------------------------------------------------------------- ONNX Runtime's TensorRT EP: one profile
+
+def _trt_ep_options(runner) -> dict:
+    name, options = runner.providers[0]
+    assert name == "TensorrtExecutionProvider"
+    return options
+
+
+def test_tensorrt_ep_profile_covers_every_benchmarked_batch(r18_bundle, tmp_path):
+    """The bench's runner for ONNX Runtime's TensorRT EP gets one profile, batch 1 to the largest batch benchmarked,
+    with C, H, W and the input name from the bundle's graph; without it ONNX Runtime rebuilds the engine as the batch
+    grows (the provider options are checked here; the EP itself needs a GPU)."""
+    import onnx
+
+    from resnet_deploy.bench.runners import Case, make_runner
+
+    graph = onnx.load(str(r18_bundle / "model.onnx"), load_external_data=False)
+    name = graph.graph.input[0].name
+    case = Case("onnxruntime-tensorrt", Precision.FP32, "model.onnx")
+    runner = make_runner(case, r18_bundle, None, "cpu", work_dir=tmp_path, batches=[1, 8])
+    opts = _trt_ep_options(runner)
+    assert opts["trt_profile_min_shapes"] == f"{name}:1x3x64x64"
+    assert opts["trt_profile_opt_shapes"] == f"{name}:8x3x64x64"
+    assert opts["trt_profile_max_shapes"] == f"{name}:8x3x64x64"
+    assert opts["trt_engine_cache_path"] == str(tmp_path / "ort-trt-cache")
+    without = _trt_ep_options(make_runner(case, r18_bundle, None, "cpu", work_dir=tmp_path))
+    assert not [k for k in without if k.startswith("trt_profile_")]  # no batches given: ONNX Runtime's default
+
+
+def test_tensorrt_ep_profile_is_left_out_for_a_fixed_batch_graph(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from resnet_deploy.backends.onnxruntime_gpu import batch_profile, tensorrt_ep_runner
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 8, 8])])
+    onnx.save(helper.make_model(g), tmp_path / "fixed.onnx")
+    assert batch_profile(tmp_path / "fixed.onnx", 8) == (None, None)
+    opts = _trt_ep_options(tensorrt_ep_runner(tmp_path / "fixed.onnx", tmp_path / "cache", max_batch=8))
+    assert not [k for k in opts if k.startswith("trt_profile_")]
+
+
+def test_worker_passes_every_batch_size_to_make_runner(tmp_path, monkeypatch):
+    """bench/worker.py hands the job's batch sizes to ``make_runner`` (stopped right there by a stand-in)."""
+    import json
+
+    from resnet_deploy.bench import runners, worker
+
+    seen = {}
+
+    def stand_in(*args, **kwargs):
+        seen.update(kwargs)
+        raise UserError("stand-in: stop here")
+
+    monkeypatch.setattr(runners, "make_runner", stand_in)
+    job = {"out_dir": str(tmp_path), "bundle": str(tmp_path), "batches": [1, 32, 8], "warmup": 0, "iters": 1,
+           "input_shape": [3, 8, 8], "case": {"backend": "onnxruntime-tensorrt", "precision": "fp32",
+                                              "artifact": "model.onnx"}}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    assert worker.main(str(tmp_path / "job.json")) == 0
+    assert json.loads((tmp_path / "result.json").read_text())["error"] == "stand-in: stop here"
+    assert sorted(seen["batches"]) == [1, 8, 32]

@@ -14,31 +14,15 @@
 #include <iostream>
 #include <iterator>
 
+#include "device_buffer.hpp"
+
 namespace resnet_deploy {
 namespace {
-
-void check_cuda(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
-}
 
 class Logger : public nvinfer1::ILogger {
  public:
   void log(Severity severity, const char* msg) noexcept override {
     if (severity <= Severity::kWARNING) std::cerr << "[TensorRT] " << msg << "\n";
-  }
-};
-
-struct DeviceBuffer {
-  void* ptr = nullptr;
-  size_t bytes = 0;
-  void reserve(size_t n) {
-    if (n <= bytes) return;
-    if (ptr) cudaFree(ptr);
-    check_cuda(cudaMalloc(&ptr, n), "cudaMalloc");
-    bytes = n;
-  }
-  ~DeviceBuffer() {
-    if (ptr) cudaFree(ptr);
   }
 };
 
@@ -71,6 +55,10 @@ class TensorRTBackend : public Backend {
                       "; rebuild it on this machine with resnet-deploy build");
     }
     context_.reset(engine_->createExecutionContext());
+    if (!context_) {  // returns nullptr (no exception) on failure, as NVIDIA's samples check
+      throw UserError("TensorRT could not create an execution context for '" + plan_path +
+                      "' (see the TensorRT messages above; e.g. too little free GPU memory)");
+    }
     for (int i = 0; i < engine_->getNbIOTensors(); ++i) {
       const char* name = engine_->getIOTensorName(i);
       if (engine_->getTensorIOMode(name) == nvinfer1::TensorIOMode::kINPUT) {

@@ -36,6 +36,20 @@ def tensorrt_providers(cache_dir: "str | Path", input_name: str | None = None, s
     return [(TRT_EP, opts), (CUDA_EP, {"device_id": int(device_id)}), "CPUExecutionProvider"]
 
 
+def batch_profile(model_path, max_batch: int) -> tuple[str | None, dict | None]:
+    """The TensorRT EP's one profile for batches 1..``max_batch`` of the model's input (min 1, opt = max =
+    ``max_batch``; C, H, W from the graph): ``(input name, {"min", "opt", "max": shape})``. ``(None, None)`` for
+    a graph whose batch dimension is fixed: there is nothing to choose. Without a profile ONNX Runtime builds an
+    engine for the first batch size and rebuilds it as larger ones arrive, so a benchmark would time each batch size
+    on a different engine."""
+    from ..trt.profile import BatchProfile, onnx_input
+
+    name, shape, _ = onnx_input(model_path)
+    if shape and shape[0] > 0:
+        return None, None
+    return name, BatchProfile(1, int(max_batch), int(max_batch)).shapes(shape)
+
+
 class OnnxRuntimeGpuRunner(OnnxRuntimeRunner):
     """``OnnxRuntimeRunner`` that refuses to start unless its GPU providers really run the session."""
 
@@ -66,8 +80,13 @@ def cuda_runner(model_path, device_id: int = 0, **kwargs) -> OnnxRuntimeGpuRunne
 
 
 def tensorrt_ep_runner(model_path, cache_dir, input_name: str | None = None, shapes: dict | None = None,
-                       workspace_mib: int | None = None, device_id: int = 0, **kwargs) -> OnnxRuntimeGpuRunner:
-    """ONNX Runtime with the TensorRT execution provider (engine and timing caches in ``cache_dir``)."""
+                       workspace_mib: int | None = None, device_id: int = 0, max_batch: int | None = None,
+                       **kwargs) -> OnnxRuntimeGpuRunner:
+    """ONNX Runtime with the TensorRT execution provider (engine and timing caches in ``cache_dir``). Its profile:
+    ``input_name`` and ``shapes`` when given, else derived from the model's input for batches 1..``max_batch``
+    (``batch_profile``)."""
+    if shapes is None and max_batch:
+        input_name, shapes = batch_profile(model_path, max_batch)
     providers = tensorrt_providers(cache_dir, input_name, shapes, workspace_mib, device_id)
     return OnnxRuntimeGpuRunner(model_path, providers, "onnxruntime-tensorrt", **kwargs)
 
@@ -94,7 +113,9 @@ def _tensorrt_ep_runner(bundle, artifact: str, precision, options) -> OnnxRuntim
     from .onnxruntime import request_options
 
     cache = Path(options.work_dir or tempfile.mkdtemp(prefix="resnet-deploy-ort-trt-")) / "ort-trt-cache"
-    return tensorrt_ep_runner(Path(bundle) / artifact, cache, **request_options(options))
+    # one profile for every batch it will see (ONNX Runtime would rebuild the engine as the batch grows)
+    return tensorrt_ep_runner(Path(bundle) / artifact, cache, max_batch=max(options.batches, default=None),
+                              **request_options(options))
 
 
 def _backends():

@@ -47,7 +47,8 @@ def require():
     return trt
 
 
-BF16_MIN_COMPUTE_CAPABILITY = (8, 0)  # TensorRT's bf16 kernels: Ampere and newer
+AMPERE = (8, 0)  # compute capability of the first Ampere GPUs
+BF16_MIN_COMPUTE_CAPABILITY = AMPERE  # TensorRT's bf16 kernels: Ampere and newer
 
 
 def supports_bf16(device: int = 0) -> bool:
@@ -56,6 +57,22 @@ def supports_bf16(device: int = 0) -> bool:
     import torch
 
     return torch.cuda.get_device_capability(device) >= BF16_MIN_COMPUTE_CAPABILITY
+
+
+def check_build_gpu(compat, device: int = 0) -> None:
+    """``--hardware-compat ampere+`` builds only on an Ampere or newer GPU (TensorRT's hardware compatibility is for
+    Ampere and later architectures): one line before building on an older one."""
+    from ..types import HardwareCompat
+
+    if HardwareCompat.parse(compat, "--hardware-compat") is not HardwareCompat.AMPERE_PLUS:
+        return
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(device)
+    if (major, minor) < AMPERE:
+        raise UserError(f"--hardware-compat ampere+ needs an Ampere or newer GPU to build on (compute capability "
+                        f">= 8.0); {torch.cuda.get_device_name(device)} is {major}.{minor}: build on such a GPU, or "
+                        "use --hardware-compat none")
 
 
 def trt_major(trt) -> int:
@@ -211,6 +228,29 @@ def set_tensor_address(ctx, name: str, address: int, plan: str) -> None:
                            "(unknown tensor name or address not 256-byte aligned)")
 
 
+def _set_timing_cache(config, cache_bytes: bytes | None, cache_file) -> None:
+    """A timing cache for the build: the ``--timing-cache`` file's bytes, else an empty one. ``create_timing_cache``
+    returns None and ``set_timing_cache`` False when TensorRT refuses; only a cache read from a file can be the
+    user's to fix."""
+    cache = config.create_timing_cache(cache_bytes or b"")
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+        return
+    if cache_bytes and cache_file is not None:
+        raise UserError(f"--timing-cache {str(cache_file)!r} was written by another TensorRT version or GPU: delete "
+                        "it or give a new file")
+    raise RuntimeError("TensorRT refused an empty timing cache (see the TensorRT log)")
+
+
+def create_context(engine, plan: str):
+    """``engine.create_execution_context()``, which returns None (no exception) when TensorRT cannot make one, as
+    NVIDIA's samples check: one line here rather than a crash at the first call on None."""
+    ctx = engine.create_execution_context()
+    if ctx is None:
+        raise UserError(f"{plan}: TensorRT could not create an execution context (see the TensorRT log; e.g. too "
+                        "little free GPU memory)")
+    return ctx
+
+
 @dataclass
 class BuiltPlan:
     plan: bytes
@@ -256,10 +296,7 @@ def build_plan(onnx_path: "str | Path", input_name: str, shapes: dict, options,
         config.hardware_compatibility_level = level
     if options.version_compat:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-    cache = config.create_timing_cache(timing_cache or b"")
-    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
-        raise UserError("--timing-cache was written by another TensorRT version or GPU: delete it or give a new "
-                        "file")
+    _set_timing_cache(config, timing_cache, options.timing_cache)
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - start
@@ -350,7 +387,7 @@ class TensorRTRunner(Runner):
         self._trt = trt
         host_code = bool(info and info.get("version_compat"))
         self._runtime, self.engine = _deserialize(trt, self.plan.read_bytes(), host_code, self.plan.name)
-        self.context = self.engine.create_execution_context()
+        self.context = create_context(self.engine, self.plan.name)
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
@@ -369,8 +406,14 @@ class TensorRTRunner(Runner):
         self._buffers = {}
 
     def _deactivate(self) -> None:
-        self._buffers, self._slots = {}, []
-        self.context = self.engine = self._runtime = self.stream = None
+        # Work still queued on the runner's streams reads and writes these buffers: wait for it before freeing them.
+        try:
+            for stream in [self.stream, *(slot[1] for slot in self._slots)]:
+                if stream is not None:
+                    stream.synchronize()
+        finally:
+            self._buffers, self._slots = {}, []
+            self.context = self.engine = self._runtime = self.stream = None
 
     def _prepare(self, n: int) -> tuple:
         """Device buffers for batch ``n`` (and, with CUDA graphs, a context and graph of its own)."""
@@ -384,7 +427,7 @@ class TensorRTRunner(Runner):
         if self.cuda_graph:
             # A captured graph fixes shapes, addresses and the context's scratch memory, so each batch size gets
             # its own context; enqueue once with these shapes before capturing (TensorRT's CUDA-graph guidance).
-            ctx = self.engine.create_execution_context()
+            ctx = create_context(self.engine, self.plan.name)
         set_input_shape(ctx, self._in, x.shape, self.plan.name, self._profile_shapes)
         y = torch.empty(tuple(ctx.get_tensor_shape(self._out)), dtype=self._out_dtype, device=x.device)
         if self.cuda_graph:
@@ -410,11 +453,19 @@ class TensorRTRunner(Runner):
             raise RuntimeError(f"{self.plan.name}: execute_async_v3 failed (see the TensorRT log)")
 
     def infer_device(self, x):
-        """Run a device tensor (N, C, H, W) already on the GPU; returns the device output (no synchronisation)."""
+        """Run a device tensor (N, C, H, W) already on the GPU; returns the device output (no synchronisation).
+
+        ``x`` may still be being written on the caller's current stream: the runner's stream waits for that work
+        before copying it. The output is ready on the runner's stream (``synchronize()``, or make the consuming
+        stream ``wait_stream(runner.stream)``) and is reused by the next call of the same batch size."""
         import torch
 
         n = int(x.shape[0])
         self.profile.check(n, self.plan.name)
+        producer = torch.cuda.current_stream(x.device)
+        if producer != self.stream:
+            self.stream.wait_stream(producer)
+            x.record_stream(self.stream)  # the caching allocator must not reuse x's memory before the copy ran
         with torch.cuda.stream(self.stream):
             xb, yb, ctx, graph = self._prepare(n)
             xb.copy_(x, non_blocking=True)
@@ -449,7 +500,8 @@ class TensorRTRunner(Runner):
         import torch
 
         while len(self._slots) < self.streams:  # (context, stream, {batch: (input, output)})
-            self._slots.append((self.engine.create_execution_context(), torch.cuda.Stream(device=self.device), {}))
+            self._slots.append((create_context(self.engine, self.plan.name), torch.cuda.Stream(device=self.device),
+                                {}))
         pending = []
         for i, batch in enumerate(batches):
             ctx, stream, buffers = self._slots[i % self.streams]

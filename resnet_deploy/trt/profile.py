@@ -1,8 +1,10 @@
-"""The optimization profile's batch sizes: parsed once, shared by the build stage and the plan runner."""
+"""The optimization profile's batch sizes: parsed once, shared by the build stage, the plan runner and ONNX Runtime's
+TensorRT execution provider; and the graph input a profile is made for."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import UserError
 
@@ -51,3 +53,14 @@ class BatchProfile:
 
     def __str__(self) -> str:
         return f"{self.min}:{self.opt}:{self.max}"
+
+
+def onnx_input(onnx_path: "str | Path") -> tuple[str, list, int]:
+    """Name and shape of the graph's first input (dynamic dims as -1) and its node count."""
+    import onnx
+
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    inits = {i.name for i in proto.graph.initializer}
+    inp = next(i for i in proto.graph.input if i.name not in inits)
+    shape = [d.dim_value if d.HasField("dim_value") else -1 for d in inp.type.tensor_type.shape.dim]
+    return inp.name, shape, len(proto.graph.node)

@@ -21,7 +21,7 @@ from ..progress import step
 from ..reference import Reference
 from ..types import HardwareCompat, Precision, Target
 from .layers import parse_layer_info
-from .profile import DEFAULT_BATCH, BatchProfile
+from .profile import DEFAULT_BATCH, BatchProfile, onnx_input
 
 log = logging.getLogger(__name__)
 
@@ -123,17 +123,6 @@ def detect_precision(onnx_path: "str | Path") -> Precision:
     return Precision.FP32
 
 
-def onnx_input(onnx_path: "str | Path") -> tuple[str, list, int]:
-    """Name and shape of the graph's first input (dynamic dims as -1) and its node count."""
-    import onnx
-
-    proto = onnx.load(str(onnx_path), load_external_data=False)
-    inits = {i.name for i in proto.graph.initializer}
-    inp = next(i for i in proto.graph.input if i.name not in inits)
-    shape = [d.dim_value if d.HasField("dim_value") else -1 for d in inp.type.tensor_type.shape.dim]
-    return inp.name, shape, len(proto.graph.node)
-
-
 # ---------------------------------------------------------------- the stage
 
 def plan_accuracy(reference: Reference, plan_runner, profile: BatchProfile, precision: str) -> dict:
@@ -202,6 +191,7 @@ def run(bundle, reference: Reference, options: BuildOptions) -> EngineBuildResul
     manifest = bundle.manifest
     sources = {p: locate(bundle, n) for p, n in graphs}  # a missing or altered graph: one line, before anything
     trt_backend.require()  # one line (exit 2) before any work when TensorRT or the GPU is missing
+    trt_backend.check_build_gpu(options.hardware_compat)
     result = EngineBuildResult()
     engines = manifest.setdefault("engines", {})
     engines.update({"status": "built", "reason": None})
@@ -254,9 +244,11 @@ def build_bundle(bundle_dir: "str | Path", options: BuildOptions, images=None, f
 def build_onnx_file(onnx_path: "str | Path", out_dir: "str | Path | None", options: BuildOptions,
                     force: bool = False, seed: int = 0) -> EngineBuildResult:
     """``resnet-deploy build MODEL.onnx``: a plan beside the graph (or in ``out_dir``) with a ``.plan.json``
-    build record; its accuracy reference is ONNX Runtime (CPU) on the same graph, there being no eager model."""
+    build record; its accuracy reference is ONNX Runtime (CPU) on the same graph, there being no eager model (on
+    a bf16 graph's fp32 twin: ``reference_graph``)."""
     from ..backends import tensorrt as trt_backend
     from ..backends.onnxruntime import OnnxRuntimeRunner
+    from .reference_graph import reference_graph
 
     onnx_path = Path(onnx_path)
     out = Path(out_dir) if out_dir else onnx_path.parent
@@ -270,15 +262,20 @@ def build_onnx_file(onnx_path: "str | Path", out_dir: "str | Path | None", optio
     if any((out / n).exists() for n in names) and not force:
         raise UserError(f"{str(out / plan_name)!r} already exists: pass --force to replace it")
     trt_backend.require()
+    trt_backend.check_build_gpu(options.hardware_compat)
+    if precision == str(Precision.BF16) and not trt_backend.supports_bf16():
+        raise UserError(f"{onnx_path.name} is a bf16 graph and this GPU has no bf16 (TensorRT needs compute "
+                        "capability >= 8.0): build it on an Ampere or newer GPU")
     warnings: list[str] = []
     with StagedFiles(out, force, "plan file") as stage:
         info = build_one(onnx_path, stage.path, plan_name, precision, options)
         shape = info["profile"]["max"]
         data = np.random.default_rng(seed).standard_normal((options.batch.max, *shape[1:]), dtype=np.float32)
-        reference = Reference(OnnxRuntimeRunner(onnx_path), data, f"random:{len(data)} seed={seed}")
+        model, reference_name = reference_graph(onnx_path, precision)
+        reference = Reference(OnnxRuntimeRunner(model), data, f"random:{len(data)} seed={seed}")
         with trt_backend.TensorRTRunner(stage.path / plan_name, build_info=info) as r:
             acc = plan_accuracy(reference, r, options.batch, precision)
-        acc["reference"] = "onnxruntime cpu (same graph)"
+        acc["reference"] = reference_name
         _check_accuracy(plan_name, precision, acc, warnings)
         info["validation"] = acc
         info["files"] = {n: file_entry(stage.path / n) for n in names[:2]}
