@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> None:
     from resnet_deploy.precision import calibrate as cal
-    from resnet_deploy.precision.budget import run_graph
+    from resnet_deploy.validate import run_graph
     from resnet_deploy.precision.stage import INT8_WRITERS
     from resnet_deploy.types import CalibMethod
     from tests import digits

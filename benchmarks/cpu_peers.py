@@ -246,7 +246,7 @@ def nncf_worker(args) -> None:
     import openvino as ov
 
     from resnet_deploy.bench.worker import peak_rss_mb
-    from resnet_deploy.precision.data import load_calibration
+    from resnet_deploy.precision.calibration_data import load_calibration
     from resnet_deploy.preprocess import Preprocessing
 
     start = time.perf_counter()
@@ -453,7 +453,7 @@ def check(args):
     """Validate everything before minutes of work; returns (manifest, batches, variants, notes)."""
     from resnet_deploy.bundle import read_manifest
     from resnet_deploy.errors import UserError
-    from resnet_deploy.precision.data import check_path
+    from resnet_deploy.precision.calibration_data import check_path
 
     if args.bundle is None:
         raise UserError("give a bundle folder (made by resnet-deploy export)")

@@ -49,10 +49,10 @@ def run_family(name: str, size: int, tmp: Path) -> dict:
     i8 = m["precision"]["int8"]["targets"]
     import onnx
 
-    from resnet_deploy.precision import budget
+    from resnet_deploy.validate import run_graph
 
     val = np.load(tmp / "val.npz")["x"]
-    classes = len(set(budget.run_graph(onnx.load(str(res.path / "model.onnx")), val).argmax(1).tolist()))
+    classes = len(set(run_graph(onnx.load(str(res.path / "model.onnx")), val).argmax(1).tolist()))
     return {
         "model": f"timm/{name}", "exported_nodes": m["export"]["nodes"],
         "portable_nodes": report["targets"]["portable"]["nodes_after"],

@@ -1,5 +1,6 @@
 """The one ONNX graph helper: a thin mutable view over a ``ModelProto`` (lookups, constants, renames, order),
-used by the fusion passes and the precision writers alike.
+used by the fusion passes and the precision writers alike, and the graph facts every caller shares: node names,
+tensor types, shape inference and intermediate tensors exposed as graph outputs.
 
 Plain protobuf, no copies of weights: callers look nodes up by name, mutate them in place, and call
 ``remove`` / ``toposort``; the indices are rebuilt by ``refresh`` after a rewrite (graphs here are small).
@@ -7,11 +8,14 @@ Plain protobuf, no copies of weights: callers look nodes up by name, mutate them
 
 from __future__ import annotations
 
+import copy
+import itertools
 from collections import defaultdict, deque
 
 import numpy as np
 
 MS_DOMAIN = "com.microsoft"
+FLOAT = 1  # onnx.TensorProto.FLOAT
 
 
 def attr(node, name: str, default=None):
@@ -61,11 +65,7 @@ class Graph:
         self.model = model
         self.g = model.graph
         self._counter = 0
-        used = set()
-        for i, node in enumerate(self.g.node):  # passes address nodes by name: make names present and unique
-            if not node.name or node.name in used:
-                node.name = f"{node.op_type}_{i}"
-            used.add(node.name)
+        name_nodes(model)  # passes address nodes by name
         self.refresh()
 
     def refresh(self) -> None:
@@ -200,6 +200,15 @@ class Graph:
             entry.domain, entry.version = domain, version
 
 
+def name_nodes(model) -> None:
+    """Give every node a unique name (``<op>_<index>`` where missing or repeated): nodes are addressed by name."""
+    used = set()
+    for i, node in enumerate(model.graph.node):
+        if not node.name or node.name in used:
+            node.name = f"{node.op_type}_{i}"
+        used.add(node.name)
+
+
 def op_counts(model) -> dict[str, int]:
     """Node counts by op type (``domain:op`` outside the default domain), sorted by name."""
     out: dict[str, int] = {}
@@ -325,3 +334,31 @@ def infer_shapes(model, *, data_prop: bool = False, weights: bool = True):
         if t.HasField("raw_data") and not o.HasField("raw_data"):
             o.raw_data = t.raw_data
     return inferred
+
+
+def tensor_types(model) -> dict[str, int]:
+    """Element type of every typed tensor (inputs, outputs, initializers, inferred intermediates)."""
+    inferred = infer_shapes(model, weights=False)
+    g = inferred.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in itertools.chain(g.input, g.output, g.value_info)}
+    types.update({t.name: t.data_type for t in g.initializer})
+    for n in g.node:  # Constant outputs are typed by their attribute even where inference left them out
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            types.setdefault(n.output[0], n.attribute[0].t.data_type)
+    return types
+
+
+def expose_outputs(model, names, types: "dict[str, int] | None" = None, *, in_place: bool = False):
+    """``model`` (a copy, or ``model`` itself with ``in_place``) with the tensors ``names`` appended to its graph
+    outputs in that order, each typed from ``types`` (default ``tensor_types(model)``) with no shape. A name that is
+    an output already, or has no known type, is left out. Returns the model."""
+    from onnx import helper
+
+    m = model if in_place else copy.deepcopy(model)
+    types = tensor_types(m) if types is None else types
+    have = {o.name for o in m.graph.output}
+    for t in names:
+        if t not in have and types.get(t):
+            m.graph.output.append(helper.make_tensor_value_info(t, types[t], None))
+            have.add(t)
+    return m

@@ -166,6 +166,29 @@ def run_batches(runner, data: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate([runner.infer(data[i:i + batch]) for i in range(0, len(data), batch)])
 
 
+GRAPH_BATCH = 16  # inputs per run when an in-memory graph is checked in ONNX Runtime
+
+
+def run_graph(model, data: np.ndarray, batch: int = GRAPH_BATCH, graph_level: str = "all") -> np.ndarray:
+    """Logits (the first output) of an in-memory ONNX model over ``data`` in ONNX Runtime (CPU), ``batch`` at a
+    time, at graph optimization level ``graph_level``."""
+    from .backends.onnxruntime import OnnxRuntimeRunner
+
+    with OnnxRuntimeRunner(model.SerializeToString(), graph_level=graph_level) as runner:
+        return run_batches(runner, data, batch)
+
+
+def graph_outputs(model, data: np.ndarray, batch: int, graph_level: str = "basic"):
+    """Yield ``{output name: array}`` per ``batch`` inputs of ``data``: every output of an in-memory ONNX model
+    (one with intermediate tensors exposed, ``onnx_graph.expose_outputs``) in ONNX Runtime (CPU)."""
+    from .backends.onnxruntime import OnnxRuntimeRunner
+
+    names = [o.name for o in model.graph.output]
+    with OnnxRuntimeRunner(model.SerializeToString(), graph_level=graph_level) as runner:
+        for i in range(0, len(data), batch):
+            yield dict(zip(names, runner.run_all(data[i:i + batch])))
+
+
 def parity_at_batches(reference_runner, candidate_runner, data: np.ndarray, batches=(1, 4)) -> dict:
     """Compare two active runners at each batch size; returns per-batch and overall ``Parity`` dicts."""
     return parity_vs_logits({b: run_batches(reference_runner, data, b) for b in batches}, candidate_runner, data)
@@ -233,30 +256,20 @@ def first_nonfinite_module(model, data: np.ndarray, max_samples: int = 8) -> str
 def first_nonfinite_node(model, data: np.ndarray, max_samples: int = 8) -> str | None:
     """The first ONNX node (in graph order) with a NaN/Inf float output, running ``model`` (a ``ModelProto``
     or a path) in ONNX Runtime with every typed intermediate tensor exposed; None when none is found."""
-    import copy
-
     import onnx
 
-    from .backends.onnxruntime import OnnxRuntimeRunner
-    from .onnx_graph import infer_shapes
+    from .onnx_graph import expose_outputs, tensor_types
 
-    proto = onnx.load(str(model)) if not hasattr(model, "graph") else copy.deepcopy(model)
+    loaded = not hasattr(model, "graph")
+    proto = onnx.load(str(model)) if loaded else model
     try:
-        inferred = infer_shapes(proto, weights=False)
+        types = tensor_types(proto)
     except Exception:  # noqa: BLE001 - a diagnosis aid: without types there is nothing to expose
         return None
-    types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
-    exposed = {o.name for o in proto.graph.output}
-    for node in proto.graph.node:
-        for out in node.output:
-            if out and out not in exposed and types.get(out) in FLOAT_ELEM_TYPES:
-                proto.graph.output.append(onnx.helper.make_tensor_value_info(out, types[out], None))
-                exposed.add(out)
-    names = [o.name for o in proto.graph.output]
-    with OnnxRuntimeRunner(proto.SerializeToString(), graph_level="disable") as runner:
-        for i in range(min(len(data), max_samples)):
-            values = dict(zip(names, runner.run_all(data[i:i + 1])))
-            for node in proto.graph.node:
-                if any(o in values and not np.isfinite(values[o]).all() for o in node.output):
-                    return f"ONNX node {node.name!r} ({node.op_type})"
+    floats = [o for n in proto.graph.node for o in n.output if o and types.get(o) in FLOAT_ELEM_TYPES]
+    proto = expose_outputs(proto, floats, types, in_place=loaded)
+    for values in graph_outputs(proto, data[:max_samples], batch=1, graph_level="disable"):
+        for node in proto.graph.node:
+            if any(o in values and not np.isfinite(values[o]).all() for o in node.output):
+                return f"ONNX node {node.name!r} ({node.op_type})"
     return None

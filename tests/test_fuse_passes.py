@@ -312,3 +312,31 @@ def test_infer_shapes_without_weights_gives_onnx_result(r18_bundle, data_prop):
             [v.SerializeToString() for v in expected.graph.value_info]
         assert shapes_only.ByteSize() < expected.ByteSize() // 10  # the weights stayed out
         assert m.SerializeToString() == before
+
+
+def test_expose_outputs_adds_typed_intermediates_and_runs_them():
+    """``onnx_graph.expose_outputs``: intermediate tensors become outputs with their inferred types (a copy unless
+    in place; outputs already there and untyped names left out), and ``validate.graph_outputs`` reads them all."""
+    from resnet_deploy.onnx_graph import expose_outputs, tensor_types
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["a"], name="relu"),
+                           helper.make_node("Cast", ["a"], ["i"], to=TensorProto.INT64, name="cast"),
+                           helper.make_node("Neg", ["a"], ["y"], name="neg")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", C])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", C])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    assert tensor_types(m) == {"x": TensorProto.FLOAT, "a": TensorProto.FLOAT, "i": TensorProto.INT64,
+                               "y": TensorProto.FLOAT}
+    before = m.SerializeToString()
+    exposed = expose_outputs(m, ["i", "y", "a", "nowhere", "a"])
+    assert m.SerializeToString() == before
+    assert [(o.name, o.type.tensor_type.elem_type) for o in exposed.graph.output] == \
+        [("y", TensorProto.FLOAT), ("i", TensorProto.INT64), ("a", TensorProto.FLOAT)]
+    assert expose_outputs(m, ["a"], {"a": TensorProto.FLOAT}, in_place=True) is m and len(m.graph.output) == 2
+    x = np.random.default_rng(0).standard_normal((5, C)).astype(np.float32)
+    batches = list(validate.graph_outputs(exposed, x, batch=2))
+    assert [len(b["y"]) for b in batches] == [2, 2, 1]
+    got = {k: np.concatenate([b[k] for b in batches]) for k in ("y", "i", "a")}
+    np.testing.assert_array_equal(got["a"], np.maximum(x, 0))
+    np.testing.assert_array_equal(got["y"], -np.maximum(x, 0))
+    assert got["i"].dtype == np.int64

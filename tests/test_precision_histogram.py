@@ -179,7 +179,7 @@ def loop_entropy(h: hg.MagnitudeHistogram, amax: float) -> tuple[float, list[flo
     hist = h.counts[:n].astype(np.float64)
     hist[0] = hist[1]
     best_kl, best_i, kls = np.inf, n, []
-    for i in hg._candidates(n):
+    for i in hg.entropy_divergences(h, amax)[0]:  # the candidate thresholds, in bins
         ref = hist[:i].copy()
         ref[-1] += hist[i:].sum()
         nonzero = hist[:i] > 0

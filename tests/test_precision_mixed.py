@@ -1,8 +1,8 @@
 """fp16 / bf16 graphs and the mixed-precision fallback, on tiny ResNets run in ONNX Runtime (no mocks).
 
-The converter (``precision/reduced.py``): graphs that pass the full checker, kept nodes really in fp32, bf16 at
+The converter (``precision/reduced_convert.py``): graphs that pass the full checker, kept nodes really in fp32, bf16 at
 opset 22 with fp32 I/O, and an emulation whose numbers are exactly bf16 storage with fp32 arithmetic. The fallback
-(``precision/fallback.py``): an activation that overflows fp16 is found, kept in fp32 with its reason, and the
+(``precision/fp32_fallback.py``): an activation that overflows fp16 is found, kept in fp32 with its reason, and the
 graph then passes; NaN/Inf never passes.
 """
 
@@ -18,8 +18,8 @@ from resnet_deploy import validate
 from resnet_deploy.errors import UserError
 from resnet_deploy.models import randomize_batchnorm
 from resnet_deploy.onnx_export import export_onnx
-from resnet_deploy.precision import fallback, reduced
-from resnet_deploy.precision.mixed import run_graph
+from resnet_deploy.precision import fp32_fallback, reduced_convert
+from resnet_deploy.precision.reduced_precision import check_graph
 
 SIZE = 32
 
@@ -87,21 +87,21 @@ def tiny_graph(tmp_path_factory):
     return m, exported(m, tmp_path_factory.mktemp("tiny"))
 
 
-@pytest.mark.parametrize("fmt", [reduced.FP16, reduced.BF16], ids=str)
+@pytest.mark.parametrize("fmt", [reduced_convert.FP16, reduced_convert.BF16], ids=str)
 def test_converted_graph_is_typed_and_checked(tiny_graph, tmp_path, fmt):
     model, g = tiny_graph
-    out = reduced.convert(g, fmt)
-    reduced.save(out, tmp_path / "m.onnx")  # full checker: strict types everywhere
+    out = reduced_convert.convert(g, fmt)
+    reduced_convert.save(out, tmp_path / "m.onnx")  # full checker: strict types everywhere
     m = onnx.load(str(tmp_path / "m.onnx"))
     assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # fp32 I/O, Casts at the edges
     assert m.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
-    assert reduced.default_opset(m) >= fmt.min_opset
+    assert reduced_convert.default_opset(m) >= fmt.min_opset
     conv_weights = {n.input[1] for n in m.graph.node if n.op_type == "Conv"}
     assert {initializer_types(m)[w] for w in conv_weights} == {fmt.elem_type}
     assert out.kept == {}
     x = inputs()
-    emulated = reduced.convert(g, fmt, emulate=True)
-    got = run_graph(emulated.model, x, True)
+    emulated = reduced_convert.convert(g, fmt, emulate=True)
+    got = check_graph(emulated.model, x, True)
     p = validate.compare(eager(model, x), got)
     assert p.nonfinite is None and p.top1_agreement == 1.0 and 0 < p.max_abs_diff < 0.05, p
 
@@ -109,7 +109,7 @@ def test_converted_graph_is_typed_and_checked(tiny_graph, tmp_path, fmt):
 def test_kept_node_stays_fp32(tiny_graph):
     _, g = tiny_graph
     conv = next(n for n in g.graph.node if n.op_type == "Conv")
-    out = reduced.convert(g, reduced.FP16, [conv.name])
+    out = reduced_convert.convert(g, reduced_convert.FP16, [conv.name])
     node = next(n for n in out.model.graph.node if n.name == conv.name)
     types = initializer_types(out.model)
     assert types[node.input[1]] == onnx.TensorProto.FLOAT  # its weights are not rounded
@@ -123,7 +123,7 @@ def test_kept_node_stays_fp32(tiny_graph):
 def test_unknown_keep_node_names_valid_ones(tiny_graph):
     _, g = tiny_graph
     with pytest.raises(UserError) as e:
-        reduced.check_keep(g, ["no_such_node"], graph_name="model.onnx")
+        reduced_convert.check_keep(g, ["no_such_node"], graph_name="model.onnx")
     msg = str(e.value)
     assert "'no_such_node'" in msg and "\n" not in msg and g.graph.node[0].name in msg
 
@@ -134,12 +134,13 @@ def test_emulation_is_bf16_storage_with_fp32_arithmetic(tmp_path):
     conv = nn.Conv2d(3, 4, 3, bias=False).eval()
     g = exported(conv, tmp_path)
     x = inputs(2)
-    got = run_graph(reduced.convert(g, reduced.BF16, emulate=True).model, x, True)
-    rx, rw = (reduced.BF16.round(a) for a in (x, conv.weight.detach().numpy()))
+    got = check_graph(reduced_convert.convert(g, reduced_convert.BF16, emulate=True).model, x, True)
+    rx, rw = (reduced_convert.BF16.round(a) for a in (x, conv.weight.detach().numpy()))
     with torch.no_grad():
-        want = reduced.BF16.round(torch.nn.functional.conv2d(torch.from_numpy(rx), torch.from_numpy(rw)).numpy())
+        want = reduced_convert.BF16.round(
+            torch.nn.functional.conv2d(torch.from_numpy(rx), torch.from_numpy(rw)).numpy())
     assert np.array_equal(got, want)
-    plain = run_graph(g, x, False)
+    plain = check_graph(g, x, False)
     assert not np.array_equal(got, plain)  # the rounding really happens (no Cast pair optimized away)
 
 
@@ -149,9 +150,11 @@ def test_fp16_overflow_falls_back_to_fp32(tmp_path):
     x = inputs()
     ref = eager(model, x)
     bar = validate.BARS["fp16"]
-    plain = validate.compare(ref, run_graph(reduced.convert(g, reduced.FP16, emulate=True).model, x, True))
+    emulated = reduced_convert.convert(g, reduced_convert.FP16, emulate=True)
+    plain = validate.compare(ref, check_graph(emulated.model, x, True))
     assert plain.nonfinite and not plain.meets(bar)  # NaN/Inf: never a pass
-    res = fallback.convert_within_bar(g, reduced.FP16, bar, x, ref, lambda m: run_graph(m, x, True), emulate=True)
+    res = fp32_fallback.convert_within_bar(g, reduced_convert.FP16, bar, x, ref, lambda m: check_graph(m, x, True),
+                                           emulate=True)
     assert res.passed and res.parity.nonfinite is None and res.parity.meets(bar)
     assert res.attempts[0]["passed"] is False and res.attempts[0]["nonfinite"]
     assert [a["step"] for a in res.attempts] == ["convert", "range"]
@@ -163,7 +166,7 @@ def test_fp16_overflow_falls_back_to_fp32(tmp_path):
     # the graph to write: those nodes in fp32, the rest fp16, finite and within the bar in ONNX Runtime too
     types = initializer_types(res.graph.model)
     assert onnx.TensorProto.FLOAT16 in types.values()
-    native = validate.compare(ref, run_graph(res.graph.model, x, False))
+    native = validate.compare(ref, check_graph(res.graph.model, x, False))
     assert native.meets(bar), native
 
 
@@ -173,10 +176,10 @@ def test_fallback_gives_up_within_its_attempts(tiny_graph):
     x = inputs()
     ref = eager(model, x)
     impossible = validate.Bar(min_top1_agreement=1.0, max_spread_error=0.0)
-    res = fallback.convert_within_bar(g, reduced.BF16, impossible, x, ref, lambda m: run_graph(m, x, True),
-                                      emulate=True)
-    assert not res.passed and 1 < len(res.attempts) <= fallback.MAX_ATTEMPTS
-    assert len(res.kept) < len(reduced.compute_nodes(g))
+    res = fp32_fallback.convert_within_bar(g, reduced_convert.BF16, impossible, x, ref,
+                                           lambda m: check_graph(m, x, True), emulate=True)
+    assert not res.passed and 1 < len(res.attempts) <= fp32_fallback.MAX_ATTEMPTS
+    assert len(res.kept) < len(reduced_convert.compute_nodes(g))
 
 
 def test_bf16_emulation_matches_a_real_bf16_engine(tiny_graph, tmp_path):
@@ -189,8 +192,8 @@ def test_bf16_emulation_matches_a_real_bf16_engine(tiny_graph, tmp_path):
     path = tmp_path / "tiny.onnx"
     onnx.save(g, str(path))
     x = inputs(32, seed=1)
-    ref = run_graph(g, x, False)
-    emulated = run_graph(reduced.convert(g, reduced.BF16, emulate=True).model, x, True)
+    ref = check_graph(g, x, False)
+    emulated = check_graph(reduced_convert.convert(g, reduced_convert.BF16, emulate=True).model, x, True)
     with ov.OpenVinoRunner(path, precision="bf16") as r:
         real = validate.run_batches(r, x, 8)
 
@@ -242,7 +245,7 @@ def test_small_logits_still_yield_an_fp16_graph(tmp_path):
     ref = eager(model, x)
     res = _export(model, tmp_path / "b", x, fp16=True)
     g = onnx.load(str(tmp_path / "b" / "model.onnx"))
-    plain = validate.compare(ref, run_graph(reduced.convert(g, reduced.FP16).model, x, False))
+    plain = validate.compare(ref, check_graph(reduced_convert.convert(g, reduced_convert.FP16).model, x, False))
     assert plain.cosine < 0.9999 and plain.top1_agreement == 1.0  # the issue's shape, in ONNX Runtime as seen
     m = read_manifest(res.path)
     assert "model.fp16.onnx" in m["files"] and m["validation"]["fp16"]["passed"]
@@ -322,7 +325,7 @@ def test_bf16_graph_written_validated_recorded(bf16_bundle):
     m = read_manifest(b)
     g = onnx.load(str(b / "model.bf16.onnx"))
     onnx.checker.check_model(g, full_check=True)
-    assert reduced.default_opset(g) >= 22
+    assert reduced_convert.default_opset(g) >= 22
     assert onnx.TensorProto.BFLOAT16 in initializer_types(g).values()
     assert g.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # fp32 I/O, Casts at the edges
     assert m["files"]["model.bf16.onnx"]["precision"] == "bf16" and m["files"]["model.bf16.onnx"]["target"] == \

@@ -9,8 +9,9 @@ import pytest
 
 from resnet_deploy import validate
 from resnet_deploy.precision import calibrate as cal
-from resnet_deploy.precision import budget, quantize_ort, quantize_trt
+from resnet_deploy.precision import quantize_ort, quantize_trt
 from resnet_deploy.onnx_graph import Graph
+from resnet_deploy.validate import run_graph
 from resnet_deploy.types import CalibMethod
 
 
@@ -105,8 +106,8 @@ def test_tensorrt_placement_every_residual_block(r50):
     assert downsample == 4
 
     # numerically sane: runs in ONNX Runtime and follows the fp32 graph
-    ref = budget.run_graph(proto, data)
-    got = budget.run_graph(res.model, data)
+    ref = run_graph(proto, data)
+    got = run_graph(res.model, data)
     assert validate.compare(ref, got).cosine > 0.99
 
 
@@ -135,7 +136,7 @@ def test_onnxruntime_u8s8_fuses_to_qlinear_ops(r50, tmp_path):
     ops = Counter(n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
     assert ops["QLinearConv"] == 53 and ops["Conv"] == 0, ops
     assert ops["QLinearAdd"] == 16, ops
-    assert validate.compare(budget.run_graph(proto, data), budget.run_graph(res.model, data)).cosine > 0.99
+    assert validate.compare(run_graph(proto, data), run_graph(res.model, data)).cosine > 0.99
 
 
 def test_excluded_layers_stay_float(r50):

@@ -26,7 +26,7 @@ import pytest
 from . import digits
 from resnet_deploy.errors import CheckFailed
 from resnet_deploy.precision import PrecisionOptions
-from resnet_deploy.precision.budget import run_graph
+from resnet_deploy.validate import run_graph
 from resnet_deploy.precision.stage import quantize_bundle
 from .tolerances import FP16, INT8
 

@@ -92,7 +92,7 @@ def test_every_stage_check_treats_nan_as_failure():
     """The helpers the precision gate, the plan check and the benchmark use: NaN rows are misses, never a pass."""
     from resnet_deploy.bench.harness import accuracy_fields
     from resnet_deploy.trt.stage import _check_accuracy
-    from resnet_deploy.precision import budget
+    from resnet_deploy.precision import int8_budget as budget
     from resnet_deploy.validate import topk_accuracy
 
     ref = np.eye(4, dtype=np.float32) * 5

@@ -22,8 +22,9 @@ def import_onnxruntime():
 
 
 def session_options(graph_level: str = "all", threads: int | None = None, spinning: bool = False,
-                    optimized_model_path: str | None = None):
-    """SessionOptions with spinning off by default: on 2 cores, spinning threads distort other runtimes."""
+                    optimized_model_path: str | None = None, mem_pattern: bool = True):
+    """SessionOptions with spinning off by default: on 2 cores, spinning threads distort other runtimes.
+    ``mem_pattern=False`` turns off ONNX Runtime's memory pattern (one planned block for all intermediates)."""
     ort = import_onnxruntime()
     levels = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -43,20 +44,27 @@ def session_options(graph_level: str = "all", threads: int | None = None, spinni
     so.add_session_config_entry("session.inter_op.allow_spinning", "1" if spinning else "0")
     if optimized_model_path:
         so.optimized_model_filepath = optimized_model_path
+    if not mem_pattern:
+        so.enable_mem_pattern = False
     return so
 
 
 class OnnxRuntimeRunner(Runner):
     """One ``InferenceSession`` over an ONNX file (or a serialized model in memory); the input is fed by name,
-    the first output returned."""
+    the first output returned (``run_all``: every output, or the ones named).
+
+    ``single_use``: the serialized model is let go once its session exists, so that a large in-memory graph is not
+    held twice while it runs; such a runner cannot be activated again."""
 
     def __init__(self, model_path: "str | Path | bytes", providers: list | None = None, graph_level: str = "all",
                  threads: int | None = None, spinning: bool = False, require_providers: bool = True,
-                 concurrency: int = 1):
+                 concurrency: int = 1, mem_pattern: bool = True, single_use: bool = False):
         super().__init__()
         self.model_path = model_path if isinstance(model_path, bytes) else str(model_path)
+        self.in_memory = isinstance(model_path, bytes)
         self.providers = providers or ["CPUExecutionProvider"]
         self.graph_level, self.threads, self.spinning = graph_level, threads, spinning
+        self.mem_pattern, self.single_use = mem_pattern, single_use
         self.concurrency = max(1, int(concurrency))  # concurrent Run calls in infer_many (throughput mode)
         self.require_providers = require_providers
         self.name = "onnxruntime"
@@ -64,8 +72,12 @@ class OnnxRuntimeRunner(Runner):
 
     def _activate(self) -> None:
         ort = import_onnxruntime()
-        so = session_options(self.graph_level, self.threads, self.spinning)
+        if self.model_path is None:
+            raise RuntimeError(f"{self.name}: a single-use runner cannot be activated again")
+        so = session_options(self.graph_level, self.threads, self.spinning, mem_pattern=self.mem_pattern)
         self.session = ort.InferenceSession(self.model_path, sess_options=so, providers=self.providers)
+        if self.single_use:
+            self.model_path = None
         wanted = [p if isinstance(p, str) else p[0] for p in self.providers]
         got = self.session.get_providers()
         # onnxruntime-gpu silently falls back to CPU when CUDA/TensorRT cannot load: never trust the request.
@@ -106,15 +118,16 @@ class OnnxRuntimeRunner(Runner):
             self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="ort-request")
         return list(self._pool.map(self.infer, batches))
 
-    def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Every output of the session (in ``get_outputs`` order), as the runtime returns them."""
+    def run_all(self, batch: np.ndarray, names: "list[str] | None" = None) -> list[np.ndarray]:
+        """The outputs named in ``names`` (default: every output, in ``get_outputs`` order), as the runtime returns
+        them."""
         if not self.is_active:
             raise RuntimeError(f"{self.name}: run_all() called before activate()")
-        return self.session.run(None, self._feed(batch))
+        return self.session.run(names, self._feed(batch))
 
     def describe(self) -> dict:
         ort = import_onnxruntime()
-        model = "(in memory)" if isinstance(self.model_path, bytes) else Path(self.model_path).name
+        model = "(in memory)" if self.in_memory else Path(self.model_path).name
         return {"name": self.name, "model": model, "onnxruntime": ort.__version__,
                 "providers": self.session.get_providers() if self.session else self.providers,
                 "graph_optimization_level": self.graph_level, "threads": self.threads, "spinning": self.spinning,

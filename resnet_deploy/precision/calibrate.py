@@ -25,16 +25,15 @@ Why a sample: histogramming every value of resnet50's 72 tensors (~7 M values pe
 cores than the network itself; the sample keeps the histogram's cost at a few percent of the pass. A simple
 random sample of positions is unbiased for the distribution of |x|. Why the grid and the pools: ONNX Runtime runs
 convolutions in a blocked channel layout (NCHWc) and copies a whole tensor back to NCHW before any op that lacks a
-blocked kernel (GatherElements, Reduce*); the pools have one, so only their small outputs are copied (resnet50, 512
-samples, interleaved: the histogram methods' graph 1.181x -> 1.121x a plain pass, minmax's 1.242x -> 1.154x;
-``benchmarks/calib_graph_overhead.py``).
-Why the sample's extremes: a ReduceMax and ReduceMin over every value of every tensor cost ~15% of the pass, and
-the histogram methods mostly clip inside the extremes anyway; where one picks ``t`` at the largest |x| (a light
-tail) the sample's max is a little lower (resnet50, 2^23 values: ranges a median 0.5-1.6% and at most 8.8% off
-every value's). The difference to histogramming every value with exact extremes, per tensor and in INT8 accuracy,
-is measured in ``benchmarks/results/calib_sampling.md`` and ``precision_calibration.md`` (speed too). A
-non-finite value is reported when the extremes or the values read hold one; ONNX Runtime's ReduceMin/ReduceMax
-skip a NaN, so minmax also reads the logits, which a NaN almost always reaches.
+blocked kernel (GatherElements, Reduce*); the pools have one, so only their small outputs are copied (the cost of
+each statistics graph over a plain pass: ``benchmarks/results/calib_graph_overhead.md``).
+Why the sample's extremes: a ReduceMax and ReduceMin over every value of every tensor cost a sizeable share of the
+pass, and the histogram methods mostly clip inside the extremes anyway; where one picks ``t`` at the largest |x| (a
+light tail) the sample's max is a little lower. The difference to histogramming every value with exact extremes, per
+tensor and in INT8 accuracy, is measured in ``benchmarks/results/calib_sampling.md`` and
+``benchmarks/results/precision_calibration.md`` (speed too). A non-finite value is reported when the extremes or
+the values read hold one; ONNX Runtime's ReduceMin/ReduceMax skip a NaN, so minmax also reads the logits, which a
+NaN almost always reaches.
 """
 
 from __future__ import annotations
@@ -50,7 +49,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..files import sha256_file
-from ..onnx_graph import weightless_copy
+from ..onnx_graph import FLOAT, expose_outputs, weightless_copy
 from ..types import CalibMethod
 from . import histogram as hg
 
@@ -64,7 +63,7 @@ SAMPLE_SEED = 0
 
 
 @dataclass
-class TensorStats:
+class CalibrationStats:
     """What calibration keeps per tensor: its extremes and the histogram of magnitudes."""
 
     min: float = np.inf
@@ -89,7 +88,7 @@ class Calibration:
     data_sha256: str
     seconds: float = 0.0
     reused: bool = False
-    stats: dict[str, TensorStats] = field(default_factory=dict, repr=False)
+    stats: dict[str, CalibrationStats] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict:
         return {"format": CACHE_FORMAT, "method": str(self.method), "percentile": self.percentile,
@@ -109,7 +108,7 @@ def check_percentile(p: float) -> float:
 
 # --- methods ---------------------------------------------------------------------------------------------------
 
-def threshold(stats: TensorStats, method: CalibMethod, percentile: float = 99.99) -> float:
+def threshold(stats: CalibrationStats, method: CalibMethod, percentile: float = 99.99) -> float:
     """The clipping magnitude ``t`` the method picks for one tensor."""
     if method == CalibMethod.MINMAX or stats.amax == 0:
         return stats.amax
@@ -121,7 +120,7 @@ def threshold(stats: TensorStats, method: CalibMethod, percentile: float = 99.99
     return hg.threshold_mse(stats.hist, stats.amax)
 
 
-def tensor_range(stats: TensorStats, method: CalibMethod, percentile: float = 99.99) -> tuple[float, float]:
+def tensor_range(stats: CalibrationStats, method: CalibMethod, percentile: float = 99.99) -> tuple[float, float]:
     t = threshold(stats, method, percentile)
     return float(max(stats.min, -t)), float(min(stats.max, t))
 
@@ -231,7 +230,7 @@ def stats_graph(model, tensors: list[str], input_shape: tuple, per_image: int | 
     min and max (ReduceMin, ReduceMax). A tensor that cannot be negative (a Relu's output) gets no min: it is taken
     as 0, which every quantized range includes anyway, so the ReduceMin over it is saved."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     shapes = per_image_shapes(model, tensors, input_shape)
     sizes = {t: None if sh is None else int(np.prod(sh, dtype=np.int64)) for t, sh in shapes.items()}
@@ -266,7 +265,6 @@ def stats_graph(model, tensors: list[str], input_shape: tuple, per_image: int | 
                 src = f"calib__{k}_channel_max"
                 g.node.append(helper.make_node("GlobalMaxPool", [t], [src], name=src))
             g.node.append(helper.make_node("ReduceMax", [src], [p.max], keepdims=0, name=p.max))
-            g.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in p.outputs())
             probes.append(p)
             continue
         stride, src, size = grid_stride(shapes[t], per_image, oversample), t, sizes[t]
@@ -288,9 +286,9 @@ def stats_graph(model, tensors: list[str], input_shape: tuple, per_image: int | 
                            helper.make_node("GatherElements", [flat, idx], [p.values], axis=1, name=p.values)])
         else:
             p.values = flat
-        g.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in p.outputs())
         probes.append(p)
-    g.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in logits)
+    outputs = [n for p in probes for n in p.outputs()] + logits
+    expose_outputs(m, outputs, dict.fromkeys(outputs, FLOAT), in_place=True)
     return m, probes
 
 
@@ -301,15 +299,14 @@ def samples_per_image(hist_values: int | None, images: int) -> int | None:
 
 def collect_stats(model_path: "str | Path", tensors: list[str], data: np.ndarray, histograms: bool = True,
                   batch: int = CALIB_BATCH, hist_values: int | None = HIST_VALUES,
-                  on_batch: Callable[[int, int], None] | None = None) -> dict[str, TensorStats]:
+                  on_batch: Callable[[int, int], None] | None = None) -> dict[str, CalibrationStats]:
     """One pass of ``data`` through the fp32 graph: with ``histograms``, the histogram of |x| of each tensor over a
     fixed sample of about ``hist_values`` of its values (None: every value) and the extremes of those values;
     without, the exact min/max of each tensor."""
     import onnx
 
-    from ..backends.onnxruntime import import_onnxruntime, session_options
+    from ..backends.onnxruntime import OnnxRuntimeRunner
 
-    ort = import_onnxruntime()
     clock = {"setup": time.perf_counter(), "run": 0.0, "numpy": 0.0}
     per_image = samples_per_image(hist_values, len(data))
     model = onnx.load(str(model_path))
@@ -318,18 +315,16 @@ def collect_stats(model_path: "str | Path", tensors: list[str], data: np.ndarray
     probed = {n for p in probes for n in p.outputs()}
     logits = [o.name for o in graph.graph.output if o.name not in probed]  # minmax only: checked for NaN
     # ORT's optimizer never fuses away a tensor another node still reads, so each probe sees the graph's values.
-    # No memory pattern: its one block for all intermediates grew by ~300 MB with the probes, at no gain in speed.
-    # Spinning threads: the probes add ~200 small ops per batch, and waking idle threads for each cost ~10% of the
-    # pass on 2 cores (spinning only distorts runtimes measured beside it, and calibration runs alone).
-    options = session_options("all", spinning=True)
-    options.enable_mem_pattern = False
-    sess = ort.InferenceSession(graph.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
+    # No memory pattern: its one block for all intermediates grew with the probes, at no gain in speed.
+    # Spinning threads: the probes add ~200 small ops per batch, and waking idle threads for each cost a noticeable
+    # share of the pass on 2 cores (spinning only distorts runtimes measured beside it, and calibration runs alone).
+    runner = OnnxRuntimeRunner(graph.SerializeToString(), graph_level="all", spinning=True, mem_pattern=False,
+                               single_use=True).activate()
     del graph
     clock["setup"] = time.perf_counter() - clock["setup"]
-    input_name = sess.get_inputs()[0].name
     names = [n for p in probes for n in p.outputs()]
     names += logits
-    stats = {t: TensorStats(hist=hg.MagnitudeHistogram() if histograms else None) for t in tensors}
+    stats = {t: CalibrationStats(hist=hg.MagnitudeHistogram() if histograms else None) for t in tensors}
 
     def not_finite(tensor: str, start: int, extremes: str = "") -> UserError:
         return UserError(f"tensor {tensor!r} of the fp32 graph is not finite on calibration samples "
@@ -363,19 +358,20 @@ def collect_stats(model_path: "str | Path", tensors: list[str], data: np.ndarray
 
     # Counting in a second thread while ORT runs the next batch was slower on 2 cores (both compete for them).
     batches = range(0, len(data), batch)
-    for b, start in enumerate(batches):
-        t0 = time.perf_counter()
-        outs = dict(zip(names, sess.run(names, {input_name: data[start:start + batch]})))
-        clock["run"] += time.perf_counter() - t0
-        update(outs, start)
-        if on_batch is not None:
-            on_batch(b + 1, len(batches))
+    with runner:
+        for b, start in enumerate(batches):
+            t0 = time.perf_counter()
+            outs = dict(zip(names, runner.run_all(data[start:start + batch], names)))
+            clock["run"] += time.perf_counter() - t0
+            update(outs, start)
+            if on_batch is not None:
+                on_batch(b + 1, len(batches))
     log.debug("calibration statistics: graph and session %.1f s, ONNX Runtime %.1f s, histograms %.1f s",
               clock["setup"], clock["run"], clock["numpy"])
     return stats
 
 
-def ranges_from_stats(stats: dict[str, TensorStats], method: CalibMethod, percentile: float) -> dict:
+def ranges_from_stats(stats: dict[str, CalibrationStats], method: CalibMethod, percentile: float) -> dict:
     return {t: tensor_range(s, method, percentile) for t, s in stats.items()}
 
 

@@ -18,9 +18,9 @@ import copy
 
 import numpy as np
 
-from .blocks import head_convs
+from .residual_blocks import head_convs
 from ..onnx_graph import Graph
-from .qdq import QuantizedGraph, asymmetric_uint8, finish, insert_qdq, kept_nodes, quantize_conv_weight
+from .quantize_common import QuantizedGraph, asymmetric_uint8, finish, insert_qdq, kept_nodes, quantize_conv_weight
 
 QLINEAR_OPS = ("Conv", "Add", "Mul", "Sigmoid", "AveragePool", "GlobalAveragePool", "MaxPool")
 ACTIVATION_OPS = (*QLINEAR_OPS, "Relu")

@@ -18,9 +18,9 @@ import copy
 
 import numpy as np
 
-from .blocks import gate_convs, head_convs, residual_branches
+from .residual_blocks import gate_convs, head_convs, residual_branches
 from ..onnx_graph import Graph
-from .qdq import QuantizedGraph, finish, insert_qdq, kept_nodes, quantize_conv_weight, symmetric_scale
+from .quantize_common import QuantizedGraph, finish, insert_qdq, kept_nodes, quantize_conv_weight, symmetric_scale
 
 __all__ = ["placement", "quantize", "residual_branches", "tensors_to_calibrate"]
 

@@ -17,9 +17,10 @@ from ..layout import Kind
 from ..progress import step
 from ..reference import Reference
 from ..types import CalibMethod, Target
-from . import budget, mixed, quantize_ort, quantize_trt
+from ..validate import run_graph
+from . import int8_budget, quantize_ort, quantize_trt, reduced_precision
 from . import calibrate as cal
-from .data import DataSet, check_path, load_calibration, load_dataset
+from .calibration_data import DataSet, check_path, load_calibration, load_dataset
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +105,14 @@ class PrecisionOptions:
         if isinstance(self.keep_fp32, str):
             self.keep_fp32 = tuple(n.strip() for n in self.keep_fp32.split(",") if n.strip())
         self.keep_fp32 = tuple(dict.fromkeys(self.keep_fp32))
-        mixed.check_formats(self.fp16, self.bf16, self.fp16_io, self.keep_fp32)
+        reduced_precision.check_formats(self.fp16, self.bf16, self.fp16_io, self.keep_fp32)
         if self.int8 and self.calib is None:
             raise UserError("--int8 needs --calib PATH (an image folder, or a .npy/.npz of preprocessed NCHW float32)")
         if not self.int8 and (self.calib is not None or self.val is not None):
             raise UserError("--calib / --val only apply with --int8")
         self.calib_method = CalibMethod.parse(self.calib_method, "--calib-method")
         self.percentile = cal.check_percentile(self.percentile)
-        self.max_drop = budget.check_max_drop(self.max_drop)
+        self.max_drop = int8_budget.check_max_drop(self.max_drop)
         self.targets = parse_targets(self.targets)
         if self.openvino:
             from ..backends.openvino import import_openvino
@@ -214,18 +215,19 @@ def add_int8(bundle, plan: PrecisionPlan, reference: Reference, held_out: Refere
     for target in options.int8_targets:
         writer = INT8_WRITERS[target]
         with step(f"Quantizing INT8 for {target} and checking accuracy"):
-            res = budget.quantize_within_budget(model, calibration.ranges, writer.quantize, writer.symmetric,
+            res = int8_budget.quantize_within_budget(model, calibration.ranges, writer.quantize, writer.symmetric,
                                                 gate.inputs(), gate.logits(), labels, options.max_drop)
         name = layout.int8_onnx(target)
         # a gate on the reference inputs has run the final graph on them already
-        logits = res.logits if gate is reference else budget.run_graph(res.graph.model, reference.inputs())
+        logits = res.logits if gate is reference else run_graph(res.graph.model, reference.inputs(),
+                                                                int8_budget.EVAL_BATCH)
         parity = validate.compare(reference.logits(), logits)
         out["targets"][str(target)] = {
             "file": name, "fp32": res.fp32.to_dict(), "int8": res.int8.to_dict(), "drop_points": round(res.drop, 3),
             "passed": res.passed, "excluded_layers": res.excluded, "kept_higher_precision": res.graph.kept,
             "quantized_convs": len(res.graph.quantized), "attempts": res.attempts,
             "parity_vs_eager": layout.validation_record(parity, reference.bar("int8"), backend="onnxruntime-cpu",
-                                                        inputs=reference.describe(), batches=[budget.EVAL_BATCH]),
+                                                        inputs=reference.describe(), batches=[int8_budget.EVAL_BATCH]),
             "activations": writer.activations, "weights": "int8 symmetric per-channel"}
         if not res.passed:
             why = (f"its logits are not finite ({res.int8.nonfinite})" if res.int8.nonfinite else
@@ -263,11 +265,12 @@ def run(bundle, reference: Reference, plan: PrecisionPlan) -> PrecisionResult:
     result = PrecisionResult()
     section = bundle.manifest.setdefault("precision", {})
     if options.keep_fp32:  # an unknown node is one line before any conversion
-        mixed.check_keep_fp32(locate(bundle, layout.FP32_ONNX), options.keep_fp32)
-    for fmt in (f for f, wanted in ((mixed.FP16, options.fp16), (mixed.BF16, options.bf16)) if wanted):
+        reduced_precision.check_keep_fp32(locate(bundle, layout.FP32_ONNX), options.keep_fp32)
+    formats = ((reduced_precision.FP16, options.fp16), (reduced_precision.BF16, options.bf16))
+    for fmt in (f for f, wanted in formats if wanted):
         try:
-            out = mixed.add_reduced(bundle, fmt, reference, held_out, options.keep_fp32,
-                                    low_io=options.fp16_io and fmt is mixed.FP16)
+            out = reduced_precision.add_reduced(bundle, fmt, reference, held_out, options.keep_fp32,
+                                                low_io=options.fp16_io and fmt is reduced_precision.FP16)
         except PrecisionFailed as e:
             record_failure(bundle, result, e)
             continue
@@ -303,12 +306,12 @@ def run(bundle, reference: Reference, plan: PrecisionPlan) -> PrecisionResult:
 
 
 def openvino_bf16(bundle, reference: Reference, required: bool) -> dict:
-    """OpenVINO's bf16 run of the fp32 graph (``mixed.add_openvino_bf16``), or why it was not checked."""
+    """OpenVINO's bf16 run of the fp32 graph (``reduced_precision.add_openvino_bf16``), or why it was not checked."""
     import importlib.util
 
     if importlib.util.find_spec("openvino") is None:
         return {"skipped": "openvino is not installed (pip install 'resnet-deploy[openvino]')"}
-    return mixed.add_openvino_bf16(bundle, reference, required)
+    return reduced_precision.add_openvino_bf16(bundle, reference, required)
 
 
 def quantize_bundle(bundle_dir: "str | Path", options: PrecisionOptions, force: bool = False) -> tuple[dict, list]:
@@ -329,7 +332,7 @@ def quantize_bundle(bundle_dir: "str | Path", options: PrecisionOptions, force: 
     if options.keep_fp32:
         from ..bundle import verified
 
-        mixed.check_keep_fp32(verified(bundle_dir, manifest, layout.FP32_ONNX), options.keep_fp32)
+        reduced_precision.check_keep_fp32(verified(bundle_dir, manifest, layout.FP32_ONNX), options.keep_fp32)
     names = [layout.reduced_onnx(f) for f, wanted in (("fp16", options.fp16), ("bf16", options.bf16)) if wanted]
     names += [layout.CALIBRATION] + [layout.int8_onnx(t) for t in options.int8_targets] if options.int8 else []
     names += [layout.openvino_ir(p) for p in ("fp32", "int8")] if options.openvino else []

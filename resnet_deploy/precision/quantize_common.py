@@ -47,9 +47,6 @@ def quantize_weight_per_channel(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, scale.astype(np.float32)
 
 
-QUANTIZED_OPS = ("Conv",)  # the classifier Gemm stays fp32: tiny cost, and it is the most sensitive layer
-
-
 @dataclass
 class QuantizedGraph:
     """An INT8 graph and what it quantized, kept in higher precision, and placed Q/DQ on."""

@@ -2,7 +2,7 @@
 write the graph and record what stayed in fp32 and why; and OpenVINO's bf16 run of the fp32 graph.
 
 How each graph is checked on this CPU (recorded as ``validated_by``): by its *emulation*
-(``reduced.convert(emulate=True)``), the same decisions in an fp32 graph in which every tensor the reduced graph
+(``reduced_convert.convert(emulate=True)``), the same decisions in an fp32 graph in which every tensor the reduced graph
 holds in fp16/bf16 is rounded to that format (Cast there and back) after each node: the numbers a reduced engine
 with fp32 accumulation computes (an engine that fuses Conv+Add+Relu rounds less often, so it can only do better).
 ONNX Runtime's CPU is no such engine: it has no bf16 Conv at all, and for an fp16 graph it computes the nodes that
@@ -23,8 +23,9 @@ from ..errors import UserError
 from ..layout import Kind
 from ..progress import step
 from ..reference import Reference
-from . import budget, fallback, reduced
-from .reduced import BF16, FP16, Format
+from ..validate import run_graph
+from . import fp32_fallback, int8_budget, reduced_convert
+from .reduced_convert import BF16, FP16, Format
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,12 @@ def check_keep_fp32(model_path, names) -> None:
     import onnx
 
     if names:
-        reduced.check_keep(onnx.load(str(model_path)), names, graph_name=layout.FP32_ONNX)
+        reduced_convert.check_keep(onnx.load(str(model_path)), names, graph_name=layout.FP32_ONNX)
 
 
-def run_graph(model, data: np.ndarray, emulated: bool) -> np.ndarray:
-    from ..backends.onnxruntime import OnnxRuntimeRunner
-
-    with OnnxRuntimeRunner(model.SerializeToString(), graph_level=CHECK_LEVEL[emulated]) as runner:
-        return validate.run_batches(runner, data, budget.EVAL_BATCH)
+def check_graph(model, data: np.ndarray, emulated: bool) -> np.ndarray:
+    """Logits of a checked graph (the emulation, or the reduced graph itself) in ONNX Runtime (CPU)."""
+    return run_graph(model, data, int8_budget.EVAL_BATCH, CHECK_LEVEL[emulated])
 
 
 def add_reduced(bundle, fmt: Format, reference: Reference, held_out: Reference | None, keep_fp32=(),
@@ -66,12 +65,12 @@ def add_reduced(bundle, fmt: Format, reference: Reference, held_out: Reference |
     model = onnx.load(str(locate(bundle, layout.FP32_ONNX)))
     keep = user_keep(keep_fp32)
     if keep_fp32:
-        reduced.check_keep(model, keep_fp32, graph_name=layout.FP32_ONNX)
+        reduced_convert.check_keep(model, keep_fp32, graph_name=layout.FP32_ONNX)
     data, eager = reference.inputs(), reference.logits()
     bar = reference.bar(str(fmt))
     with step(f"Converting to {str(fmt).upper()} and checking it vs eager (nodes missing the bar fall back to fp32)"):
-        res = fallback.convert_within_bar(model, fmt, bar, data, eager, lambda m: run_graph(m, data, True),
-                                          keep=keep, low_io=low_io, emulate=True)
+        res = fp32_fallback.convert_within_bar(model, fmt, bar, data, eager, lambda m: check_graph(m, data, True),
+                                               keep=keep, low_io=low_io, emulate=True)
     name = layout.reduced_onnx(fmt)
     out = {"file": name, "io": str(fmt) if low_io else "fp32 (Cast at the edges)",
            "validated_by": EMULATION.format(fmt=fmt), "kept_fp32": res.kept, "attempts": res.attempts,
@@ -88,7 +87,7 @@ def add_reduced(bundle, fmt: Format, reference: Reference, held_out: Reference |
             out["onnxruntime_cpu"] = {"skipped": native}
     passed = parity.meets(bar)
     record = layout.validation_record(parity, bar, backend="onnxruntime-cpu", inputs=reference.describe(),
-                                      batches=[budget.EVAL_BATCH], validated_by=out["validated_by"],
+                                      batches=[int8_budget.EVAL_BATCH], validated_by=out["validated_by"],
                                       **({"onnxruntime_cpu": out["onnxruntime_cpu"]} if native is not None else {}))
     layout.record_validation(bundle.manifest, str(fmt), record)
     out["passed"] = passed
@@ -102,20 +101,21 @@ def add_reduced(bundle, fmt: Format, reference: Reference, held_out: Reference |
                               "not written", {**out, "file": None})
     if held_out is not None:  # accuracy on the held-out set, as for INT8 (recorded, not gated)
         ref = held_out.logits()
-        fp32 = budget.accuracy(ref, ref, held_out.labels)
-        acc = budget.accuracy(run_graph(res.checked.model, held_out.inputs(), True), ref, held_out.labels)
-        out.update({"fp32": fp32.to_dict(), str(fmt): acc.to_dict(), "drop_points": round(budget.drop(fp32, acc), 3)})
-    reduced.save(res.graph, bundle.path / name)
+        fp32 = int8_budget.accuracy(ref, ref, held_out.labels)
+        acc = int8_budget.accuracy(check_graph(res.checked.model, held_out.inputs(), True), ref, held_out.labels)
+        out.update({"fp32": fp32.to_dict(), str(fmt): acc.to_dict(),
+                    "drop_points": round(int8_budget.drop(fp32, acc), 3)})
+    reduced_convert.save(res.graph, bundle.path / name)
     bundle.add_file(name, kind=Kind.ONNX, precision=str(fmt), target=TARGETS[str(fmt)],
                     io=str(fmt) if low_io else "fp32", kept_fp32=len(res.kept))
     return out
 
 
-def run_native(graph: reduced.ReducedGraph, data: np.ndarray, eager: np.ndarray) -> "validate.Parity | str":
+def run_native(graph: reduced_convert.ReducedGraph, data: np.ndarray, eager: np.ndarray) -> "validate.Parity | str":
     """The graph itself in ONNX Runtime (CPU) against eager; or why ONNX Runtime cannot run it (e.g. no bf16 Conv
     kernel), as a string."""
     try:
-        logits = run_graph(graph.model, data, False)
+        logits = check_graph(graph.model, data, False)
     except Exception as e:  # noqa: BLE001 - NOT_IMPLEMENTED and the like: recorded, the emulation stands
         return "ONNX Runtime cannot run it: " + str(e).strip().splitlines()[0][:200]
     return validate.compare(eager, logits, candidate_name=f"{graph.format} graph in ONNX Runtime")
@@ -148,6 +148,3 @@ def check_formats(fp16: bool, bf16: bool, fp16_io: bool, keep_fp32) -> None:
         raise UserError("--fp16-io only applies with --fp16")
     if keep_fp32 and not (fp16 or bf16):
         raise UserError("--keep-fp32 only applies with --fp16 or --bf16")
-
-
-FORMATS = {"fp16": FP16, "bf16": BF16}

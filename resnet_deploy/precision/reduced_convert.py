@@ -1,6 +1,6 @@
 """Reduced-precision graphs: fp16 or bf16 weights and activations, chosen nodes kept in fp32.
 
-One converter serves both formats and the fallback (``fallback.py``): every node that computes on float tensors
+One converter serves both formats and the fallback (``fp32_fallback.py``): every node that computes on float tensors
 runs in the reduced format unless it is *kept* (by the user, by the fallback, or by policy), and a Cast goes
 wherever a tensor crosses between a kept node and a reduced one. I/O stays fp32 through Casts at the edges unless
 ``low_io``. The result is strongly typed: the precision of every tensor is in the graph, as TensorRT 11 wants.
@@ -26,11 +26,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..onnx_graph import infer_shapes, prune_initializers, toposort
+from ..onnx_graph import FLOAT, infer_shapes, name_nodes, prune_initializers, tensor_types, toposort
 
 log = logging.getLogger(__name__)
-
-FLOAT = 1  # onnx.TensorProto.FLOAT
 
 KEEP_FP32_OPS = ("Softmax", "LogSoftmax")  # exponentials over a whole row: fp16's range and rounding hurt
 # ops that move data or round nothing themselves (Relu, MaxPool): one that reads only kept nodes' outputs stays fp32
@@ -79,7 +77,6 @@ class Format:
 FP16 = Format("fp16", 10, "tensor(float16)", 65504.0, 2.0 ** -14, 2.0 ** -24, 1)
 BF16 = Format("bf16", 16, "tensor(bfloat16)", float(np.finfo(np.float32).max) * (1 - 2.0 ** -8), 2.0 ** -126,
               2.0 ** -133, 22)
-FORMATS = {f.name: f for f in (FP16, BF16)}
 
 
 @dataclass
@@ -101,27 +98,6 @@ class ReducedGraph:
 
 def default_opset(model) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
-
-
-def name_nodes(model) -> None:
-    """Give every node a unique name (``<op>_<index>`` where missing or repeated): nodes are addressed by name."""
-    used = set()
-    for i, node in enumerate(model.graph.node):
-        if not node.name or node.name in used:
-            node.name = f"{node.op_type}_{i}"
-        used.add(node.name)
-
-
-def tensor_types(model) -> dict[str, int]:
-    """Element type of every typed tensor (inputs, outputs, initializers, inferred intermediates)."""
-    inferred = infer_shapes(model, weights=False)
-    g = inferred.graph
-    types = {v.name: v.type.tensor_type.elem_type for v in itertools.chain(g.input, g.output, g.value_info)}
-    types.update({t.name: t.data_type for t in g.initializer})
-    for n in g.node:  # Constant outputs are typed by their attribute even where inference left them out
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-            types.setdefault(n.output[0], n.attribute[0].t.data_type)
-    return types
 
 
 def compute_nodes(model, types: dict[str, int] | None = None) -> list:

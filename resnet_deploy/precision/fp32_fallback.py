@@ -1,6 +1,6 @@
 """Mixed precision: keep in fp32 the nodes that make a reduced-precision graph miss its bar, and say why.
 
-In the spirit of the INT8 budget (``budget.py``): convert, check against eager, and while the bar is missed keep
+In the spirit of the INT8 budget (``int8_budget.py``): convert, check against eager, and while the bar is missed keep
 more nodes in fp32, in this order, re-checking after each step (at most ``MAX_ATTEMPTS`` checks):
 
 1. **range**: nodes that read or write a tensor out of the format's range on the reference inputs: larger than
@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import validate
+from ..onnx_graph import FLOAT, Graph, expose_outputs, name_nodes, tensor_types
 from ..validate import Bar, Parity
-from .reduced import FLOAT, LAYOUT_OPS, Format, ReducedGraph, compute_nodes, convert, name_nodes, tensor_types
+from .reduced_convert import LAYOUT_OPS, Format, ReducedGraph, compute_nodes, convert
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ NORM_REDUCE_OPS = ("BatchNormalization", "InstanceNormalization", "LayerNormaliz
 
 
 @dataclass
-class TensorStats:
+class ReducedTensorStats:
     """One tensor over the analysis inputs: its fp32 range, what the format would flush, and the reduced graph's
     error against fp32."""
 
@@ -105,55 +106,33 @@ class TensorStats:
         return None
 
 
-def _weight_stats(array: np.ndarray, fmt: Format) -> TensorStats:
-    s = TensorStats()
+def _weight_stats(array: np.ndarray, fmt: Format) -> ReducedTensorStats:
+    s = ReducedTensorStats()
     s.add_reference(array, fmt)
     return s
-
-
-def expose(model, tensors: list[str]):
-    """A copy of ``model`` with ``tensors`` added to its outputs (typed as inferred); returns it and the names."""
-    import onnx
-
-    m = copy.deepcopy(model)
-    types = tensor_types(m)
-    have = {o.name for o in m.graph.output}
-    for t in tensors:
-        if t not in have and types.get(t):
-            m.graph.output.append(onnx.helper.make_tensor_value_info(t, types[t], None))
-            have.add(t)
-    return m
-
-
-def run_exposed(model, data: np.ndarray, graph_level: str = "basic"):
-    """Yield ``{tensor: array}`` per batch of ``ANALYSIS_BATCH`` inputs: every output of ``model``."""
-    from ..backends.onnxruntime import OnnxRuntimeRunner
-
-    names = [o.name for o in model.graph.output]
-    with OnnxRuntimeRunner(model.SerializeToString(), graph_level=graph_level) as runner:
-        for i in range(0, len(data), ANALYSIS_BATCH):
-            yield dict(zip(names, runner.run_all(data[i:i + ANALYSIS_BATCH])))
 
 
 @dataclass
 class Analysis:
     """Per-tensor statistics of the fp32 graph and of one reduced graph on the same inputs."""
 
-    stats: dict[str, TensorStats]
-    weights: dict[str, TensorStats]
+    stats: dict[str, ReducedTensorStats]
+    weights: dict[str, ReducedTensorStats]
 
 
 def analyze(fp32_model, reduced: ReducedGraph, data: np.ndarray) -> Analysis:
-    """Run both graphs with every float node output exposed and gather ``TensorStats`` per original tensor."""
+    """Run both graphs with every float node output exposed and gather ``ReducedTensorStats`` per original
+    tensor."""
     fmt = reduced.format
     types = tensor_types(fp32_model)
     nodes = compute_nodes(fp32_model, types)
     inputs = [i.name for i in fp32_model.graph.input if types.get(i.name) == FLOAT]
     tensors = list(dict.fromkeys([*inputs, *(o for n in nodes for o in n.output if types.get(o) == FLOAT)]))
-    ref = expose(fp32_model, tensors)
-    red = expose(reduced.model, [reduced.tensor(t) for t in tensors])
-    stats = {t: TensorStats() for t in tensors}
-    for ref_out, red_out in zip(run_exposed(ref, data), run_exposed(red, data)):
+    ref = expose_outputs(fp32_model, tensors)
+    red = expose_outputs(reduced.model, [reduced.tensor(t) for t in tensors])
+    stats = {t: ReducedTensorStats() for t in tensors}
+    for ref_out, red_out in zip(validate.graph_outputs(ref, data, ANALYSIS_BATCH),
+                                validate.graph_outputs(red, data, ANALYSIS_BATCH)):
         for t in tensors:
             stats[t].add_reference(ref_out[t], fmt)
             # an input reaches the reduced graph's nodes rounded at the edge: that is its error
@@ -182,11 +161,13 @@ class Candidate:
 def range_candidates(model, analysis: Analysis, fmt: Format) -> list[Candidate]:
     """Producer and consumers of every out-of-range tensor (activations and weights), and the first nodes whose
     reduced output is non-finite while their inputs are finite."""
+    idx = Graph(model)
     nodes = compute_nodes(model)
-    consumers: dict[str, list] = {}
-    for n in nodes:
-        for t in n.input:
-            consumers.setdefault(t, []).append(n)
+    names = {n.name for n in nodes}
+
+    def consumers(t: str) -> list:
+        return [n for n in idx.consumers_of(t) if n.name in names]
+
     out: dict[str, Candidate] = {}
 
     def flag(n, reason, detail):
@@ -197,18 +178,18 @@ def range_candidates(model, analysis: Analysis, fmt: Format) -> list[Candidate]:
             s = analysis.stats.get(t)
             problem = s.range_problem(fmt) if s is not None else None
             if problem:
-                for m in [n, *consumers.get(t, [])]:
+                for m in [n, *consumers(t)]:
                     flag(m, problem[0], f"tensor {t!r}: {problem[1]}")
     for i in model.graph.input:
         s = analysis.stats.get(i.name)
         problem = s.range_problem(fmt) if s is not None else None
         if problem:
-            for m in consumers.get(i.name, []):
+            for m in consumers(i.name):
                 flag(m, problem[0], f"input {i.name!r}: {problem[1]}")
     for name, s in analysis.weights.items():
         problem = s.range_problem(fmt)
         if problem:
-            for m in consumers.get(name, []):
+            for m in consumers(name):
                 flag(m, problem[0], f"weight {name!r}: {problem[1]}")
     for n in nodes:
         outs = [analysis.stats[t] for t in n.output if t in analysis.stats]
@@ -283,11 +264,6 @@ class FallbackResult:
     kept: dict[str, dict]
     attempts: list[dict] = field(default_factory=list)
 
-    def record(self) -> dict:
-        """For the manifest: attempts, kept nodes with their reasons, last parity."""
-        return {"passed": self.passed, "attempts": self.attempts, "kept_fp32": self.kept,
-                "parity": self.parity.to_dict()}
-
 
 def _attempt(step: str, added: list[Candidate], kept: dict, parity: Parity, bar: Bar) -> dict:
     return {"step": step, "added": [c.node for c in added], "kept_fp32": len(kept), "passed": parity.meets(bar),
@@ -299,8 +275,8 @@ def convert_within_bar(model, fmt: Format, bar: Bar, data: np.ndarray, reference
                        emulate: bool = False, max_attempts: int = MAX_ATTEMPTS) -> FallbackResult:
     """Convert ``model`` to ``fmt`` and, while its logits on ``data`` miss ``bar`` against ``reference`` (eager),
     keep more nodes in fp32 (module docstring). ``run(model) -> logits`` runs a checked graph; ``emulate`` checks
-    the emulation graph (``reduced.convert(emulate=True)``) instead of the graph written. ``keep``: node -> reason
-    record (the user's ``--keep-fp32``)."""
+    the emulation graph (``reduced_convert.convert(emulate=True)``) instead of the graph written. ``keep``: node ->
+    reason record (the user's ``--keep-fp32``)."""
     model = copy.deepcopy(model)
     name_nodes(model)
     kept = dict(keep or {})

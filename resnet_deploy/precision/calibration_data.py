@@ -84,7 +84,7 @@ def _load_arrays(p: Path, pre: Preprocessing, what: str) -> tuple[np.ndarray, np
         labels = next((loaded[k] for k in LABEL_KEYS if k in keys), None)
     if not batches:
         raise UserError(f"{what} {str(p)!r} holds no (N, 3, H, W) float32 array")
-    data = batches[0] if len(batches) == 1 else np.concatenate(batches)  # one array: no 2nd copy (0.7 s, 300 MB)
+    data = batches[0] if len(batches) == 1 else np.concatenate(batches)  # one array: no 2nd copy of a large set
     if labels is not None:
         labels = np.asarray(labels)
         if labels.ndim != 1 or len(labels) != len(data) or not np.issubdtype(labels.dtype, np.integer):

@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import UserError
-from ..validate import nonfinite_summary, run_batches, topk_accuracy
-from ..onnx_graph import Graph, toposort
-from .qdq import (QuantizedGraph, asymmetric_uint8, dequantized_initializer, qdq_pair, quantize_weight_per_channel,
-                  symmetric_scale)
+from ..onnx_graph import FLOAT, Graph, expose_outputs, toposort
+from ..validate import GRAPH_BATCH, nonfinite_summary, run_graph, topk_accuracy
+from .quantize_common import (QuantizedGraph, asymmetric_uint8, dequantized_initializer, qdq_pair,
+                              quantize_weight_per_channel, symmetric_scale)
 
 log = logging.getLogger(__name__)
 
 SENSITIVITY_SAMPLES = 32
-EVAL_BATCH = 16
+EVAL_BATCH = GRAPH_BATCH
 
 
 def check_max_drop(value) -> float:
@@ -36,14 +36,6 @@ def check_max_drop(value) -> float:
     if not math.isfinite(v) or v < 0:
         raise UserError(f"--max-drop {value!r} must be a non-negative number of percentage points, e.g. 1.0")
     return v
-
-
-def run_graph(model, data: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
-    """Logits of an in-memory ONNX model over ``data`` in ONNX Runtime (CPU)."""
-    from ..backends.onnxruntime import OnnxRuntimeRunner
-
-    with OnnxRuntimeRunner(model.SerializeToString()) as runner:
-        return run_batches(runner, data, batch)
 
 
 @dataclass
@@ -85,7 +77,7 @@ def drop(fp32: Accuracy, candidate: Accuracy) -> float:
 
 def sensitivity(model, ranges: dict, data: np.ndarray, symmetric: bool) -> list[tuple[str, float]]:
     """Each Conv's relative output error (||y_q - y||^2 / ||y||^2) with only its own input and weights quantized."""
-    import onnx
+    from ..backends.onnxruntime import OnnxRuntimeRunner
 
     m = copy.deepcopy(model)
     idx = Graph(m)
@@ -104,22 +96,17 @@ def sensitivity(model, ranges: dict, data: np.ndarray, symmetric: bool) -> list[
         twin.output[0] = f"{n.output[0]}_sens"
         m.graph.node.append(twin)
         pairs.append((n.name, n.output[0], twin.output[0]))
-    for _, a, b in pairs:
-        m.graph.output.extend([onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in (a, b)])
-    from ..backends.onnxruntime import import_onnxruntime, session_options
-
-    toposort(m)
-    ort = import_onnxruntime()
-    sess = ort.InferenceSession(m.SerializeToString(), sess_options=session_options("basic"),
-                                providers=["CPUExecutionProvider"])
     names = [t for _, a, b in pairs for t in (a, b)]
+    expose_outputs(m, names, dict.fromkeys(names, FLOAT), in_place=True)
+    toposort(m)
     num = {p[0]: 0.0 for p in pairs}
     den = {p[0]: 0.0 for p in pairs}
-    for i in range(0, len(data), EVAL_BATCH):
-        outs = dict(zip(names, sess.run(names, {sess.get_inputs()[0].name: data[i:i + EVAL_BATCH]})))
-        for name, a, b in pairs:
-            num[name] += float(np.sum((outs[b].astype(np.float64) - outs[a]) ** 2))
-            den[name] += float(np.sum(outs[a].astype(np.float64) ** 2))
+    with OnnxRuntimeRunner(m.SerializeToString(), graph_level="basic", single_use=True) as runner:
+        for i in range(0, len(data), EVAL_BATCH):
+            outs = dict(zip(names, runner.run_all(data[i:i + EVAL_BATCH], names)))
+            for name, a, b in pairs:
+                num[name] += float(np.sum((outs[b].astype(np.float64) - outs[a]) ** 2))
+                den[name] += float(np.sum(outs[a].astype(np.float64) ** 2))
     errs = [(name, num[name] / max(den[name], 1e-30)) for name, _, _ in pairs]
     return sorted(errs, key=lambda e: -e[1])
 
@@ -142,7 +129,7 @@ def quantize_within_budget(model, ranges: dict, quantize: Callable, symmetric: b
     """Quantize; while the drop exceeds ``max_drop``, keep more of the most sensitive Convs in fp32."""
     fp32 = accuracy(reference, reference, labels)
     graph = quantize(model, ranges)
-    logits = run_graph(graph.model, data)
+    logits = run_graph(graph.model, data, EVAL_BATCH)
     acc = accuracy(logits, reference, labels)
     d = drop(fp32, acc)
     attempts = [{"excluded": 0, "drop_points": round(d, 3), **acc.to_dict()}]
@@ -156,7 +143,7 @@ def quantize_within_budget(model, ranges: dict, quantize: Callable, symmetric: b
             log.info("over budget (%.2f > %.2f points): most sensitive layers %s", d, max_drop, ranking[:4])
         excluded = [name for name, _ in ranking[:k]]
         graph = quantize(model, ranges, set(excluded))
-        logits = run_graph(graph.model, data)
+        logits = run_graph(graph.model, data, EVAL_BATCH)
         acc = accuracy(logits, reference, labels)
         d = drop(fp32, acc)
         attempts.append({"excluded": k, "drop_points": round(d, 3), **acc.to_dict()})
