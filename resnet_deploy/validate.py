@@ -50,7 +50,6 @@ BARS = {
     "int8": Bar(min_top1_agreement=0.75, max_spread_error=1.0),
 }
 FP32_MIN_COSINE = BARS["fp32"].min_cosine
-FP32_MIN_AGREEMENT = BARS["fp32"].min_top1_agreement
 
 
 @dataclass
@@ -166,14 +165,9 @@ def run_batches(runner, data: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate([runner.infer(data[i:i + batch]) for i in range(0, len(data), batch)])
 
 
-def parity_at_batches(reference_runner, candidate_runner, data: np.ndarray, batches=(1, 4)) -> dict:
-    """Compare two active runners at each batch size; returns per-batch and overall ``Parity`` dicts."""
-    return parity_vs_logits({b: run_batches(reference_runner, data, b) for b in batches}, candidate_runner, data)
-
-
 def parity_vs_logits(reference: dict, candidate_runner, data: np.ndarray) -> dict:
-    """Like ``parity_at_batches`` against reference logits already computed per batch size ({batch: logits}),
-    so one reference run serves several candidates."""
+    """Compare an active runner at each batch size with reference logits already computed per batch size
+    ({batch: logits}), so one reference run serves several candidates; per-batch and overall ``Parity``."""
     per_batch = {b: compare(ref, run_batches(candidate_runner, data, b)) for b, ref in reference.items()}
     return {"overall": merge(list(per_batch.values())), "per_batch": per_batch}
 
