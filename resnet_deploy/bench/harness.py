@@ -101,7 +101,7 @@ def accuracy_fields(logits: np.ndarray, reference: np.ndarray | None, labels: np
         p = validate.compare(reference, logits, "eager fp32", "this backend").to_dict()
         acc.update(top1_agreement=p["top1_agreement"], max_abs_diff=p["max_abs_diff"], cosine=p["cosine"],
                    spread_error=p["spread_error"], nonfinite=p["nonfinite"])
-    if acc["nonfinite"] is None:  # an optional key: reports of finite runs keep the schema-1 shape exactly
+    if acc["nonfinite"] is None:  # an optional key: reports of finite runs keep the schema-2 shape exactly
         del acc["nonfinite"]
     return acc
 
