@@ -9,7 +9,7 @@ fused / FP16 / INT8 artifacts made by the other stages.
     PYTHONPATH=$PWD python benchmarks/run_cpu.py --bundle r18=path/to/r18-bundle --bundle r50=path/to/r50-bundle
     PYTHONPATH=$PWD python benchmarks/run_cpu.py --quick               # smoke test: resnet18 at 64x64, 3 iters
 
-Writes benchmarks/results/<name>.json (the full schema-1 reports, machine noted) and <name>.md (the tables).
+Writes benchmarks/results/<name>.json (the full schema-2 reports, machine noted) and <name>.md (the tables).
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ Q/DQ and runs it as fast as a graph NNCF quantized itself. Weights stay as they 
 the IR computes what the ONNX graph it came from computes.
 
 bf16 (``check_bf16``): OpenVINO runs the fp32 IR (or the fp32 graph) with bf16 inference precision on CPUs with
-AVX-512 BF16 or AMX, about twice its fp32 speed there; that run is checked against eager on the bf16 bar and
-recorded under ``layout.inference_validation(artifact, "bf16")``, and the artifact's file entry lists ``bf16`` in
-``inference_precisions`` (which ``bench`` reads). On other CPUs it is skipped with a note.
+AVX-512 BF16 or AMX, faster than fp32 there (measured in benchmarks/results/cpu_peers_quiet.md); that run is checked
+against eager on the bf16 bar and recorded under ``layout.inference_validation(artifact, "bf16")``, and the
+artifact's file entry lists ``bf16`` in ``inference_precisions`` (which ``bench`` reads). On other CPUs it is
+skipped with a note.
 """
 
 from __future__ import annotations

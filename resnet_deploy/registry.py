@@ -6,34 +6,14 @@ optional timm extra is installed (``timm_models`` says which names and why).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from . import timm_models
 from .errors import UserError, choices, unknown
 
-
-@dataclass(frozen=True)
-class ArchSpec:
-    name: str
-    block: str  # "basic" or "bottleneck"
-    layers: tuple[int, int, int, int]
-    groups: int = 1
-    width_per_group: int = 64
-
-
-_SPECS = [
-    ArchSpec("resnet18", "basic", (2, 2, 2, 2)),
-    ArchSpec("resnet34", "basic", (3, 4, 6, 3)),
-    ArchSpec("resnet50", "bottleneck", (3, 4, 6, 3)),
-    ArchSpec("resnet101", "bottleneck", (3, 4, 23, 3)),
-    ArchSpec("resnet152", "bottleneck", (3, 8, 36, 3)),
-    ArchSpec("resnext50_32x4d", "bottleneck", (3, 4, 6, 3), 32, 4),
-    ArchSpec("resnext101_32x8d", "bottleneck", (3, 4, 23, 3), 32, 8),
-    ArchSpec("resnext101_64x4d", "bottleneck", (3, 4, 23, 3), 64, 4),
-    ArchSpec("wide_resnet50_2", "bottleneck", (3, 4, 6, 3), 1, 128),
-    ArchSpec("wide_resnet101_2", "bottleneck", (3, 4, 23, 3), 1, 128),
-]
-ARCHS: dict[str, ArchSpec] = {s.name: s for s in _SPECS}
+# Built by torchvision (``torchvision.models.get_model``), which knows their blocks and widths.
+ARCHS: tuple[str, ...] = (
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
+    "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
+)
 
 
 def arch_names() -> list[str]:
@@ -63,12 +43,11 @@ def list_archs() -> list[str]:
     return lines
 
 
-def get_arch(name: str) -> ArchSpec:
-    """Look up an architecture by name, with a one-line error naming the valid choices."""
-    try:
-        return ARCHS[name]
-    except KeyError:
-        raise unknown("arch", name, ARCHS) from None
+def get_arch(name: str) -> str:
+    """A torchvision architecture name, checked, with a one-line error naming the valid choices."""
+    if name not in ARCHS:
+        raise unknown("arch", name, ARCHS)
+    return name
 
 
 def build(name: str, num_classes: int = 1000):

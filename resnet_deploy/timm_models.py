@@ -50,17 +50,8 @@ def available() -> bool:
 def names() -> list[str]:
     """The accepted architectures, ``timm/<name>``, in timm's order."""
     timm = require()
-    from timm.models import get_arch_name
-
-    owners = timm.models._registry._model_to_module  # the module that registered each model
-    out = []
-    for name in timm.list_models():
-        if owners.get(get_arch_name(name)) not in MODULES or name in EXCLUDED:
-            continue
-        if any(part in name for part in NOT_BATCHNORM):
-            continue
-        out.append(PREFIX + name)
-    return out
+    refused = [*EXCLUDED, *(f"*{part}*" for part in NOT_BATCHNORM)]
+    return [PREFIX + name for name in timm.list_models(module=list(MODULES), exclude_filters=refused)]
 
 
 def check_arch(arch: str) -> str:

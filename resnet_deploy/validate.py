@@ -15,8 +15,8 @@ class Bar:
     """What a candidate must reach against the eager reference: the top-1 agreement (a fraction) and the largest
     absolute logit difference relative to the spread of the reference logits (``Parity.spread_error``); a smallest
     per-sample cosine only where set. Cosine alone is a fragile gate: on small, few-class logits a harmless
-    rounding moves it far (a 2-class fp16 graph at cosine 0.998 with 100% agreement), so it stays in every
-    report but gates nothing by default."""
+    rounding moves it far (a 2-class fp16 graph with full agreement fell below the old cosine bar; docs/precision.md),
+    so it stays in every report but gates nothing by default."""
 
     min_top1_agreement: float
     max_spread_error: float
@@ -39,10 +39,10 @@ class Bar:
 
 # The one table of bars per precision (docs/precision.md quotes it). spread error = max |candidate - eager| / std
 # of the eager logits: how far any logit moved, in units of the logits' own spread, whatever their scale.
-# Measured (benchmarks/bar_survey.py, random-weight ResNets on real inputs): fp32 graphs 1e-6..4e-6, fp16
-# 0.0006..0.0035, bf16 0.009..0.03, int8 0.04..0.22. fp32 keeps its cosine bar too (float noise cannot move it);
-# fp16 / bf16 sit ~15x / ~7x above what was measured, and a graph missing them falls back node by node to fp32;
-# int8 is a sanity bar for plans and parity records (INT8 accuracy proper is the precision stage's budget).
+# The spread errors each precision really reaches are measured in benchmarks/results/bar_survey.md (random-weight
+# ResNets on real inputs). fp32 keeps its cosine bar too (float noise cannot move it); fp16 / bf16 sit well above
+# the largest error measured, and a graph missing them falls back node by node to fp32; int8 is a sanity bar for
+# plans and parity records (INT8 accuracy proper is the precision stage's budget).
 BARS = {
     "fp32": Bar(min_top1_agreement=1.0, max_spread_error=1e-3, min_cosine=0.99999),
     "fp16": Bar(min_top1_agreement=0.99, max_spread_error=0.05),
@@ -50,7 +50,6 @@ BARS = {
     "int8": Bar(min_top1_agreement=0.75, max_spread_error=1.0),
 }
 FP32_MIN_COSINE = BARS["fp32"].min_cosine
-FP32_MIN_AGREEMENT = BARS["fp32"].min_top1_agreement
 
 
 @dataclass
@@ -189,14 +188,9 @@ def graph_outputs(model, data: np.ndarray, batch: int, graph_level: str = "basic
             yield dict(zip(names, runner.run_all(data[i:i + batch])))
 
 
-def parity_at_batches(reference_runner, candidate_runner, data: np.ndarray, batches=(1, 4)) -> dict:
-    """Compare two active runners at each batch size; returns per-batch and overall ``Parity`` dicts."""
-    return parity_vs_logits({b: run_batches(reference_runner, data, b) for b in batches}, candidate_runner, data)
-
-
 def parity_vs_logits(reference: dict, candidate_runner, data: np.ndarray) -> dict:
-    """Like ``parity_at_batches`` against reference logits already computed per batch size ({batch: logits}),
-    so one reference run serves several candidates."""
+    """Compare an active runner at each batch size with reference logits already computed per batch size
+    ({batch: logits}), so one reference run serves several candidates; per-batch and overall ``Parity``."""
     per_batch = {b: compare(ref, run_batches(candidate_runner, data, b)) for b, ref in reference.items()}
     return {"overall": merge(list(per_batch.values())), "per_batch": per_batch}
 

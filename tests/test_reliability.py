@@ -88,11 +88,48 @@ def test_nan_at_run_time_fails_export_and_names_the_module(tmp_path):
     assert not (tmp_path / "b").exists() and list(tmp_path.iterdir()) == []
 
 
-def test_every_stage_check_treats_nan_as_failure():
-    """The helpers the precision gate, the plan check and the benchmark use: NaN rows are misses, never a pass."""
+def fake_tensorrt(monkeypatch, plan_outputs):
+    """TensorRT stood in for by a plan whose outputs are ``plan_outputs(batch)``; the build stage around it is real."""
+    from resnet_deploy.backends import tensorrt as trt_backend
+    from resnet_deploy.backends.base import Runner
+
+    class FakePlanRunner(Runner):
+        name = "fake plan"
+
+        def __init__(self, plan_path, build_info=None):
+            super().__init__()
+
+        def _activate(self):
+            pass
+
+        def _infer(self, batch):
+            return plan_outputs(batch)
+
+    monkeypatch.setattr(trt_backend, "require", lambda: None)
+    monkeypatch.setattr(trt_backend, "build_plan", lambda *a, **k: trt_backend.BuiltPlan(
+        plan=b"fake plan", layers_json='{"Layers": []}', num_layers=0, seconds=0.0, timing_cache=None, env={}))
+    monkeypatch.setattr(trt_backend, "TensorRTRunner", FakePlanRunner)
+
+
+def int8_graph(path):
+    """A lone INT8 graph (Q/DQ of its input, 4 logits) that ONNX Runtime runs as the plan's reference."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    inits = [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]), helper.make_tensor("z", TensorProto.INT8, [], [0])]
+    nodes = [helper.make_node("QuantizeLinear", ["input", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["logits"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return path
+
+
+def test_every_stage_check_treats_nan_as_failure(tmp_path, monkeypatch):
+    """The checks of the precision gate, the plan build and the benchmark: NaN rows are misses, never a pass."""
     from resnet_deploy.bench.harness import accuracy_fields
-    from resnet_deploy.trt.stage import _check_accuracy
     from resnet_deploy.precision import int8_budget as budget
+    from resnet_deploy.trt.stage import BuildOptions, build_onnx_file
     from resnet_deploy.validate import topk_accuracy
 
     ref = np.eye(4, dtype=np.float32) * 5
@@ -105,14 +142,20 @@ def test_every_stage_check_treats_nan_as_failure():
     fields = accuracy_fields(nan, ref, labels)
     assert fields["nonfinite"].startswith("eager fp32") is False and "this backend output has 16 NaN" in fields["nonfinite"]
     assert fields["cosine"] is None and fields["top1"] == 0.0
-    assert "nonfinite" not in accuracy_fields(ref, ref, labels)  # finite rows keep the schema-1 accuracy block
-    from resnet_deploy.layout import validation_record
-    from resnet_deploy.validate import BARS
+    assert "nonfinite" not in accuracy_fields(ref, ref, labels)  # finite rows keep the schema-2 accuracy block
 
-    record = validation_record(compare(ref, nan, candidate_name="plan"), BARS["int8"], backend="tensorrt",
-                               inputs="test", batches=[1, 4])
-    with pytest.raises(CheckFailed, match="model.int8.plan vs eager at batches .1, 4.: not finite: plan output"):
-        _check_accuracy("model.int8.plan", "int8", record, [])  # an int8 plan below its bar only warns, NaN fails
+    # an int8 plan below its bar only warns (finite but wrong: the logits reversed), a NaN plan fails
+    graph = int8_graph(tmp_path / "model.onnx")
+    fake_tensorrt(monkeypatch, lambda x: x[:, ::-1].copy())
+    wrong = build_onnx_file(graph, None, BuildOptions(batch="1:4:4"))
+    (warning,) = wrong.warnings
+    assert warning.startswith("model.int8.plan vs eager at batches [1, 4]: parity broken")
+    assert (tmp_path / "model.int8.plan").read_bytes() == b"fake plan"
+    fake_tensorrt(monkeypatch, lambda x: np.full(x.shape, np.nan, np.float32))
+    (tmp_path / "nan").mkdir()
+    with pytest.raises(CheckFailed, match=r"model.int8.plan vs eager at batches \[1, 4\]: not finite: plan output"):
+        build_onnx_file(graph, tmp_path / "nan", BuildOptions(batch="1:4:4"))
+    assert list((tmp_path / "nan").iterdir()) == []
 
 
 def test_first_nonfinite_node_finds_the_overflowing_node(tmp_path):

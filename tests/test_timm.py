@@ -188,6 +188,22 @@ def test_list_archs_and_unknown_timm_name(tmp_path):
     assert r.returncode == 2 and "unknown arch 'timm/resnet50_gn'" in r.stderr and "timm/resnet50" in r.stderr
 
 
+def test_timm_names_are_its_batchnorm_resnets_in_its_order():
+    """Every block family of timm's ``resnet`` and ``resnetv2`` modules; not GroupNorm / BiT / FRN / EvoNorm, not
+    timm's unit-test model, not ResNet look-alikes of other modules (SK, ResNeSt, CSP, BYOB, ViT)."""
+    from resnet_deploy.timm_models import names
+
+    got = names()
+    for name in ("resnet18", "resnet10t", "resnet50d", "resnetaa50d", "resnetblur50", "resnext50_32x4d",
+                 "wide_resnet50_2", "seresnext26d_32x4d", "ecaresnet26t", "resnetrs50", "resnetv2_18", "resnetv2_50d"):
+        assert f"timm/{name}" in got, name
+    for name in ("test_resnet", "resnet50_gn", "resnetv2_50x1_bit", "resnetv2_50d_gn", "resnetv2_50d_frn",
+                 "resnetv2_50d_evos", "skresnet18", "resnest14d", "cspresnet50", "gcresnet50t", "vit_base_patch16_224"):
+        assert name in timm.list_models() and f"timm/{name}" not in got, name
+    accepted = set(got)
+    assert got == [f"timm/{n}" for n in timm.list_models() if f"timm/{n}" in accepted]  # timm's order, no repeats
+
+
 BLOCK_TIMM = """
 import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):

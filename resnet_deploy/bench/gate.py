@@ -113,7 +113,7 @@ def accuracy_drops(base: dict | None, now: dict | None, tol: float, cos_tol: flo
 def compare(baseline: dict, current: dict, max_regression: float = 0.10, reference: str | None = "eager",
             max_abs_regression: float = DEFAULT_MAX_ABS_REGRESSION,
             accuracy_tolerance: float = DEFAULT_ACCURACY_TOLERANCE, cosine_tolerance: float = DEFAULT_COSINE_TOLERANCE) -> GateResult:
-    """Compare two schema-1 reports row by row (no re-measurement; see ``gate``)."""
+    """Compare two reports (schema 1 or 2) row by row (no re-measurement; see ``gate``)."""
     base_rows = {key(r): r for r in baseline["results"]}
     now_rows = {key(r): r for r in current["results"]}
     notes = []

@@ -101,7 +101,7 @@ def accuracy_fields(logits: np.ndarray, reference: np.ndarray | None, labels: np
         p = validate.compare(reference, logits, "eager fp32", "this backend").to_dict()
         acc.update(top1_agreement=p["top1_agreement"], max_abs_diff=p["max_abs_diff"], cosine=p["cosine"],
                    spread_error=p["spread_error"], nonfinite=p["nonfinite"])
-    if acc["nonfinite"] is None:  # an optional key: reports of finite runs keep the schema-1 shape exactly
+    if acc["nonfinite"] is None:  # an optional key: reports of finite runs keep the schema-2 shape exactly
         del acc["nonfinite"]
     return acc
 
@@ -121,8 +121,8 @@ def parse_modes(text: str) -> list[str]:
 def worker_env(spinning: bool) -> dict:
     """The worker's environment: this package first on the path; OpenMP told not to spin unless asked.
 
-    On a loaded 2-core machine torch with 2 spinning OpenMP threads ran resnet18 (64x64, batch 1) at ~500-1000
-    ms per call instead of ~40 ms with OMP_WAIT_POLICY=PASSIVE (docs/benchmark.md)."""
+    On a loaded machine torch's spinning OpenMP threads collapse when a neighbour takes a core: each call runs many
+    times slower than with OMP_WAIT_POLICY=PASSIVE (docs/benchmark.md, "Runtime defaults, or quiet threads")."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
                                                                     os.environ.get("PYTHONPATH")]))}
     if not spinning:

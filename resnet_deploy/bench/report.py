@@ -86,7 +86,7 @@ def _num_or_none(v) -> bool:
 
 
 def schema_problems(report) -> list[str]:
-    """What makes ``report`` not a schema-1 benchmark report (empty when valid)."""
+    """What makes ``report`` not a readable benchmark report, schema 1 or 2 (empty when valid)."""
     if not isinstance(report, dict):
         return ["not a JSON object"]
     p = []

@@ -45,10 +45,6 @@ def out():
     return _console(False)
 
 
-def json_requested() -> bool:
-    return _json["requested"]
-
-
 def _finite(obj):
     """``obj`` with NaN/Inf floats as None, so the JSON is strict (NaN is not JSON)."""
     if isinstance(obj, float) and not math.isfinite(obj):

@@ -16,7 +16,7 @@ class FuseConvAdd(Pass):
     targets = frozenset({Target.ONNXRUNTIME})
 
     def match(self, g: Graph):
-        return [(conv, add) for conv, add, _ in residual_matches(g, relu=False)]
+        return [(conv, add) for conv, add, relu in residual_matches(g) if not relu]
 
     def check(self, g: Graph, m):
         conv_name, add_name = m

@@ -36,9 +36,9 @@ def residual_check(g: Graph, conv_name: str, add_name: str) -> str | None:
     return None
 
 
-def residual_matches(g: Graph, relu: bool) -> list[tuple[str, str, str]]:
-    """(conv, add, relu) for every two-input Add; ``relu``: only Adds whose output feeds exactly one Relu, else
-    only those that do not. The Conv is one that passes the checks if any, then the earlier one."""
+def residual_matches(g: Graph) -> list[tuple[str, str, str]]:
+    """(conv, add, relu) for every two-input Add; ``relu`` is the one Relu its output feeds, else "". The Conv is
+    one that passes the checks if any, then the earlier one; "" when neither input is a Conv output."""
     order = {n.name: i for i, n in enumerate(g.g.node)}
     out = []
     for add in g.g.node:
@@ -46,8 +46,6 @@ def residual_matches(g: Graph, relu: bool) -> list[tuple[str, str, str]]:
             continue
         users = g.consumers_of(add.output[0])
         relu_name = users[0].name if len(users) == 1 and users[0].op_type == "Relu" else ""
-        if bool(relu_name) != relu:
-            continue
         convs = [p for p in (g.producer(t) for t in add.input) if p is not None and p.op_type == "Conv"]
         convs.sort(key=lambda c: (residual_check(g, c.name, add.name) is not None, order[c.name]))
         out.append((convs[0].name if convs else "", add.name, relu_name))
@@ -60,18 +58,7 @@ class FuseConvAddRelu(Pass):
     targets = frozenset({Target.ONNXRUNTIME})
 
     def match(self, g: Graph):
-        order = {n.name: i for i, n in enumerate(g.g.node)}
-        out = []
-        for add in g.g.node:
-            if add.op_type != "Add" or add.domain not in ("", "ai.onnx") or len(add.input) != 2:
-                continue
-            users = g.consumers_of(add.output[0])
-            relu = users[0].name if len(users) == 1 and users[0].op_type == "Relu" else ""
-            convs = [p for p in (g.producer(t) for t in add.input) if p is not None and p.op_type == "Conv"]
-            # Prefer a Conv that passes the checks, then the earlier one.
-            convs.sort(key=lambda c: (conv_check(g, c, add.name) is not None, order[c.name]))
-            out.append((convs[0].name if convs else "", add.name, relu))
-        return out
+        return residual_matches(g)  # Adds without a Relu too: their decline says so
 
     def check(self, g: Graph, m):
         conv_name, add_name, relu_name = m
