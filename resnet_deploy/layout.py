@@ -7,10 +7,6 @@ names the files inside a Triton model version folder (``TRITON_*``: Triton's lay
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # layout has no runtime dependencies: the CLI's --help reads its names
-    from .validate import Bar, Parity
 
 MANIFEST = "manifest.json"
 FP32_ONNX = "model.onnx"  # fp32, target portable: what TensorRT and every other runtime get
@@ -109,10 +105,11 @@ def plan_sidecar(plan_name: str) -> str:
     return plan_name + ".json"
 
 
-def validation_record(parity: Parity, bar: Bar, *, backend: str, inputs: str, batches,
+def validation_record(parity, bar, *, backend: str, inputs: str, batches,
                       reference: str = "torch eager fp32", per_batch: dict | None = None, **extra) -> dict:
     """The one shape of a validation record: how the candidate ran, on what, against which bar, and whether it
-    passed (NaN/Inf never passes: ``nonfinite`` names the side)."""
+    passed (NaN/Inf never passes: ``nonfinite`` names the side). ``parity`` is a ``validate.Parity`` and ``bar`` a
+    ``validate.Bar`` (not imported: layout sits below everything and imports nothing of the package but enums)."""
     record = {"backend": backend, "reference": reference, "inputs": inputs, "batches": list(batches),
               **parity.to_dict(), "bar": bar.to_dict(), "passed": parity.meets(bar)}
     if per_batch is not None:
