@@ -111,9 +111,8 @@ def _verified(b, name):
 
 def _bench(b, name):
     from resnet_deploy.bench import BenchConfig, run_bench
-    from resnet_deploy.types import Backend
 
-    return run_bench(b, BenchConfig(backends=[Backend.ONNXRUNTIME], batches=[1], warmup=0, iters=1, samples=2))
+    return run_bench(b, BenchConfig(backends=["onnxruntime"], batches=[1], warmup=0, iters=1, samples=2))
 
 
 def _triton(b, name):
