@@ -45,7 +45,7 @@ def cpu() -> str:
 def survey_case(name, arch, size, classes, scale, calib: np.ndarray, workdir: Path) -> dict:
     import torch
 
-    from resnet_deploy import api
+    from resnet_deploy.pipeline import api
     from resnet_deploy.backends.onnxruntime import OnnxRuntimeRunner
     from resnet_deploy.models import load_model
     from resnet_deploy.precision import PrecisionOptions

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> None:
     from resnet_deploy.precision import calibrate as cal
-    from resnet_deploy.validate import run_graph
+    from resnet_deploy.backends.onnxruntime import run_graph
     from resnet_deploy.precision.stage import INT8_WRITERS
     from resnet_deploy.types import CalibMethod
     from tests import digits
@@ -38,7 +38,7 @@ def main() -> None:
     a = p.parse_args()
     import onnx
 
-    from resnet_deploy.api import export
+    from resnet_deploy.pipeline.api import export
 
     x_train, y_train, x_test, y_test, _ = digits.dataset()
     calib = x_train[:512]

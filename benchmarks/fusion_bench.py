@@ -453,7 +453,7 @@ def main() -> None:
         return worker(args)
 
     from resnet_deploy.errors import UserError
-    from resnet_deploy.registry import get_arch
+    from resnet_deploy.models.registry import get_arch
 
     try:
         get_arch(args.arch)
@@ -471,7 +471,7 @@ def main() -> None:
     from resnet_deploy.fuse import fuse_file
     from resnet_deploy.onnx_graph import op_counts
     from resnet_deploy.models import load_model
-    from resnet_deploy.onnx_export import export_onnx
+    from resnet_deploy.exporter.onnx_export import export_onnx
 
     started = time.perf_counter()
     batches = [int(b) for b in args.batches.split(",")]

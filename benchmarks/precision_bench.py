@@ -124,7 +124,7 @@ def worker_compare(model: str, data: str, size: str, eval_count: str = "128") ->
 
     from resnet_deploy.precision import calibrate as cal
     from resnet_deploy.precision import quantize_ort
-    from resnet_deploy.validate import run_graph
+    from resnet_deploy.backends.onnxruntime import run_graph
 
     tensors = calib_tensors(model)
     x = load_samples(data, int(size))

@@ -49,7 +49,7 @@ def run_family(name: str, size: int, tmp: Path) -> dict:
     i8 = m["precision"]["int8"]["targets"]
     import onnx
 
-    from resnet_deploy.validate import run_graph
+    from resnet_deploy.backends.onnxruntime import run_graph
 
     val = np.load(tmp / "val.npz")["x"]
     classes = len(set(run_graph(onnx.load(str(res.path / "model.onnx")), val).argmax(1).tolist()))

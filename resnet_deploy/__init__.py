@@ -8,22 +8,22 @@ from .version import __version__
 
 
 def export(model, out_dir, **kwargs):
-    """Export an ``nn.Module`` residual network to a validated bundle; see ``resnet_deploy.api.export``."""
-    from .api import export as _export
+    """Export an ``nn.Module`` residual network to a validated bundle; see ``resnet_deploy.pipeline.api.export``."""
+    from .pipeline.api import export as _export
 
     return _export(model, out_dir, **kwargs)
 
 
 def export_arch(arch, out_dir, **kwargs):
-    """Export a torchvision or ``timm/<name>`` ResNet by name; see ``resnet_deploy.api.export_arch``."""
-    from .api import export_arch as _export_arch
+    """Export a torchvision or ``timm/<name>`` ResNet by name; see ``resnet_deploy.pipeline.api.export_arch``."""
+    from .pipeline.api import export_arch as _export_arch
 
     return _export_arch(arch, out_dir, **kwargs)
 
 
 def export_model(spec, out_dir, **kwargs):
-    """Export the module ``FILE.py:FUNCTION`` returns; see ``resnet_deploy.api.export_model``."""
-    from .api import export_model as _export_model
+    """Export the module ``FILE.py:FUNCTION`` returns; see ``resnet_deploy.pipeline.api.export_model``."""
+    from .pipeline.api import export_model as _export_model
 
     return _export_model(spec, out_dir, **kwargs)
 

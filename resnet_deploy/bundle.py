@@ -235,8 +235,6 @@ def load_eager(bundle):
 
     ``bundle`` is a bundle folder, or a ``BundleWriter``/``BundleUpdate`` being written (the file may be staged).
     """
-    from .onnx_export import load_exported_program
-
     if isinstance(bundle, (BundleWriter, BundleUpdate)):
         manifest, where, label = bundle.manifest, lambda n: locate(bundle, n), bundle.out
     else:
@@ -258,3 +256,10 @@ def verify(bundle: "str | Path") -> list[str]:
         if problem:
             problems.append(f"{name}: {problem}")
     return problems
+
+
+def load_exported_program(path: "str | Path"):
+    """Load a ``.pt2`` saved by ``save_exported_program``; returns a callable ``nn.Module``."""
+    import torch
+
+    return torch.export.load(str(path)).module()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections import defaultdict, deque
+from pathlib import Path
 
 import numpy as np
 
@@ -362,3 +363,18 @@ def expose_outputs(model, names, types: "dict[str, int] | None" = None, *, in_pl
             m.graph.output.append(helper.make_tensor_value_info(t, types[t], None))
             have.add(t)
     return m
+
+
+EXTERNAL_DATA_THRESHOLD = 2 * 1024**3  # protobuf's hard limit for one file
+
+
+def save_model(proto, path: "str | Path", external_data: bool = False) -> None:
+    """Write ``proto`` to ``path``; with ``external_data`` its weights go to ``<name>.data`` beside it."""
+    import onnx
+
+    path = Path(path)
+    if external_data:
+        onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data", size_threshold=1024)
+    else:
+        onnx.save_model(proto, str(path))

@@ -165,29 +165,6 @@ def run_batches(runner, data: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate([runner.infer(data[i:i + batch]) for i in range(0, len(data), batch)])
 
 
-GRAPH_BATCH = 16  # inputs per run when an in-memory graph is checked in ONNX Runtime
-
-
-def run_graph(model, data: np.ndarray, batch: int = GRAPH_BATCH, graph_level: str = "all") -> np.ndarray:
-    """Logits (the first output) of an in-memory ONNX model over ``data`` in ONNX Runtime (CPU), ``batch`` at a
-    time, at graph optimization level ``graph_level``."""
-    from .backends.onnxruntime import OnnxRuntimeRunner
-
-    with OnnxRuntimeRunner(model.SerializeToString(), graph_level=graph_level) as runner:
-        return run_batches(runner, data, batch)
-
-
-def graph_outputs(model, data: np.ndarray, batch: int, graph_level: str = "basic"):
-    """Yield ``{output name: array}`` per ``batch`` inputs of ``data``: every output of an in-memory ONNX model
-    (one with intermediate tensors exposed, ``onnx_graph.expose_outputs``) in ONNX Runtime (CPU)."""
-    from .backends.onnxruntime import OnnxRuntimeRunner
-
-    names = [o.name for o in model.graph.output]
-    with OnnxRuntimeRunner(model.SerializeToString(), graph_level=graph_level) as runner:
-        for i in range(0, len(data), batch):
-            yield dict(zip(names, runner.run_all(data[i:i + batch])))
-
-
 def parity_vs_logits(reference: dict, candidate_runner, data: np.ndarray) -> dict:
     """Compare an active runner at each batch size with reference logits already computed per batch size
     ({batch: logits}), so one reference run serves several candidates; per-batch and overall ``Parity``."""
@@ -215,55 +192,3 @@ def require_parity(what: str, parity: Parity, bar: Bar, where: "Callable[[], str
         return
     located = where() if (where is not None and parity.nonfinite) else None
     raise CheckFailed(failure_message(what, parity, bar, located) + "; nothing written")
-
-
-FLOAT_ELEM_TYPES = (1, 10, 11, 16)  # ONNX FLOAT, FLOAT16, DOUBLE, BFLOAT16
-
-
-def first_nonfinite_module(model, data: np.ndarray, max_samples: int = 8) -> str | None:
-    """The first leaf module (in execution order) whose output holds NaN/Inf, over up to ``max_samples``
-    samples one at a time; None when no leaf module's output is non-finite (e.g. a functional op at the end)."""
-    import torch
-
-    found: list[str] = []
-
-    def hook(name):
-        def fn(module, args, out):
-            if not found and isinstance(out, torch.Tensor) and out.is_floating_point() \
-                    and not bool(torch.isfinite(out).all()):
-                found.append(f"module {name!r} ({type(module).__name__})")
-        return fn
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n and not any(m.children())]
-    try:
-        with torch.inference_mode():
-            for i in range(min(len(data), max_samples)):
-                model(torch.from_numpy(np.ascontiguousarray(data[i:i + 1], dtype=np.float32)))
-                if found:
-                    break
-    finally:
-        for h in handles:
-            h.remove()
-    return found[0] if found else None
-
-
-def first_nonfinite_node(model, data: np.ndarray, max_samples: int = 8) -> str | None:
-    """The first ONNX node (in graph order) with a NaN/Inf float output, running ``model`` (a ``ModelProto``
-    or a path) in ONNX Runtime with every typed intermediate tensor exposed; None when none is found."""
-    import onnx
-
-    from .onnx_graph import expose_outputs, tensor_types
-
-    loaded = not hasattr(model, "graph")
-    proto = onnx.load(str(model)) if loaded else model
-    try:
-        types = tensor_types(proto)
-    except Exception:  # noqa: BLE001 - a diagnosis aid: without types there is nothing to expose
-        return None
-    floats = [o for n in proto.graph.node for o in n.output if o and types.get(o) in FLOAT_ELEM_TYPES]
-    proto = expose_outputs(proto, floats, types, in_place=loaded)
-    for values in graph_outputs(proto, data[:max_samples], batch=1, graph_level="disable"):
-        for node in proto.graph.node:
-            if any(o in values and not np.isfinite(values[o]).all() for o in node.output):
-                return f"ONNX node {node.name!r} ({node.op_type})"
-    return None

@@ -45,7 +45,7 @@ class Boom(RuntimeError):
 
 @pytest.mark.parametrize("exc", [Boom, KeyboardInterrupt])
 def test_failure_mid_export_leaves_nothing(tmp_path, monkeypatch, exc):
-    import resnet_deploy.export_stage as export_stage
+    import resnet_deploy.exporter.stage as export_stage
 
     def fail(*a, **k):
         raise exc("injected")

@@ -116,7 +116,7 @@ def _bench(b, name):
 
 
 def _triton(b, name):
-    from resnet_deploy.triton import write_triton_repo
+    from resnet_deploy.deploy.triton import write_triton_repo
 
     return write_triton_repo(b, b.parent / "repo", device="cpu")
 
@@ -134,7 +134,7 @@ def _quantize(b, name):
 
 
 def _build(b, name):
-    from resnet_deploy.trt.stage import BuildOptions, build_bundle
+    from resnet_deploy.engines.stage import BuildOptions, build_bundle
 
     return build_bundle(b, BuildOptions(), force=True)
 

@@ -16,7 +16,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from .conftest import run_cli
 from resnet_deploy.bundle import BundleUpdate, read_manifest
 from resnet_deploy.errors import UserError
-from resnet_deploy.triton import ONNX_TO_TRITON, normalize_cc, write_triton_repo
+from resnet_deploy.deploy.triton import ONNX_TO_TRITON, normalize_cc, write_triton_repo
 
 
 def parse_config(path) -> mc.ModelConfig:

@@ -54,7 +54,7 @@ def test_r18_bundle_has_fused_graphs(r18_bundle):
 
 
 def export_small(arch, tmp_path):
-    from resnet_deploy.onnx_export import export_onnx
+    from resnet_deploy.exporter.onnx_export import export_onnx
     from resnet_deploy.models import load_model
 
     model = load_model(arch, "random", 10, seed=0).model
@@ -103,8 +103,8 @@ class OddNet(torch.nn.Module):
 
 
 def test_torch_fold_handles_odd_places(tmp_path):
-    from resnet_deploy.api import export
-    from resnet_deploy.fuse.torch_fold import fold_conv_bn
+    from resnet_deploy.pipeline.api import export
+    from resnet_deploy.exporter.torch_fold import fold_conv_bn
     from resnet_deploy.models import randomize_batchnorm
 
     torch.manual_seed(0)

@@ -9,6 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from resnet_deploy import validate
+from resnet_deploy.backends.onnxruntime import graph_outputs
 from resnet_deploy.errors import UserError
 from resnet_deploy.fuse import fuse_model, get_pass
 from resnet_deploy.onnx_graph import op_counts
@@ -316,7 +317,7 @@ def test_infer_shapes_without_weights_gives_onnx_result(r18_bundle, data_prop):
 
 def test_expose_outputs_adds_typed_intermediates_and_runs_them():
     """``onnx_graph.expose_outputs``: intermediate tensors become outputs with their inferred types (a copy unless
-    in place; outputs already there and untyped names left out), and ``validate.graph_outputs`` reads them all."""
+    in place; outputs already there and untyped names left out), and ``graph_outputs`` (the ONNX Runtime backend) reads them all."""
     from resnet_deploy.onnx_graph import expose_outputs, tensor_types
 
     g = helper.make_graph([helper.make_node("Relu", ["x"], ["a"], name="relu"),
@@ -334,7 +335,7 @@ def test_expose_outputs_adds_typed_intermediates_and_runs_them():
         [("y", TensorProto.FLOAT), ("i", TensorProto.INT64), ("a", TensorProto.FLOAT)]
     assert expose_outputs(m, ["a"], {"a": TensorProto.FLOAT}, in_place=True) is m and len(m.graph.output) == 2
     x = np.random.default_rng(0).standard_normal((5, C)).astype(np.float32)
-    batches = list(validate.graph_outputs(exposed, x, batch=2))
+    batches = list(graph_outputs(exposed, x, batch=2))
     assert [len(b["y"]) for b in batches] == [2, 2, 1]
     got = {k: np.concatenate([b[k] for b in batches]) for k in ("y", "i", "a")}
     np.testing.assert_array_equal(got["a"], np.maximum(x, 0))

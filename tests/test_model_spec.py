@@ -98,7 +98,7 @@ def test_custom_module_with_checkpoint_from_the_cli(user_files, tmp_path):
     report = json.loads((out / "fusion_report.json").read_text())["targets"]["onnxruntime"]
     assert len(report["recognized"]) == 2  # both SE gates seen in a module we never heard of
     # the checkpoint's weights, not the function's own: the bundle's eager program gives the net's logits
-    from resnet_deploy.onnx_export import load_exported_program
+    from resnet_deploy.bundle import load_exported_program
 
     x = torch.randn(2, 3, SMALL, SMALL)
     with torch.no_grad():
@@ -109,7 +109,7 @@ def test_module_spec_and_output_size(user_files, tmp_path, monkeypatch):
     """A package.module spec, FUNCTION without num_classes: C comes from the output (and must match)."""
     d, _ = user_files
     monkeypatch.syspath_prepend(str(d))
-    from resnet_deploy.api import export_model
+    from resnet_deploy.pipeline.api import export_model
 
     res = export_model("my_resnet:fixed", tmp_path / "b", weights="random", input_size=SMALL, fuse=False,
                        engine="never")

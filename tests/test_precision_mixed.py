@@ -17,7 +17,7 @@ from torch import nn
 from resnet_deploy import validate
 from resnet_deploy.errors import UserError
 from resnet_deploy.models import randomize_batchnorm
-from resnet_deploy.onnx_export import export_onnx
+from resnet_deploy.exporter.onnx_export import export_onnx
 from resnet_deploy.precision import fp32_fallback, reduced_convert
 from resnet_deploy.precision.reduced_precision import check_graph
 
@@ -207,7 +207,7 @@ def test_bf16_emulation_matches_a_real_bf16_engine(tiny_graph, tmp_path):
 # ---------------------------------------------------------------------------------------------- through the stage
 
 def _export(model, out, x, **precision):
-    from resnet_deploy.api import export
+    from resnet_deploy.pipeline.api import export
     from resnet_deploy.precision import PrecisionOptions
 
     return export(model, out, input_size=str(x.shape[-1]), inputs=(x, None, f"test inputs:{len(x)}"),

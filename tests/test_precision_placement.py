@@ -11,7 +11,7 @@ from resnet_deploy import validate
 from resnet_deploy.precision import calibrate as cal
 from resnet_deploy.precision import quantize_ort, quantize_trt
 from resnet_deploy.onnx_graph import Graph
-from resnet_deploy.validate import run_graph
+from resnet_deploy.backends.onnxruntime import run_graph
 from resnet_deploy.types import CalibMethod
 
 
@@ -22,7 +22,7 @@ def r50(tmp_path_factory):
     import torch
     import torchvision
 
-    from resnet_deploy.onnx_export import export_onnx
+    from resnet_deploy.exporter.onnx_export import export_onnx
 
     torch.manual_seed(0)
     model = torchvision.models.resnet50(num_classes=10).eval()

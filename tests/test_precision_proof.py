@@ -26,7 +26,7 @@ import pytest
 from . import digits
 from resnet_deploy.errors import CheckFailed
 from resnet_deploy.precision import PrecisionOptions
-from resnet_deploy.validate import run_graph
+from resnet_deploy.backends.onnxruntime import run_graph
 from resnet_deploy.precision.stage import quantize_bundle
 from .tolerances import FP16, INT8
 
@@ -49,7 +49,7 @@ def digits_data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def digits_bundle(digits_data):
     """Export with --fp16 --int8 in one go (calibration: 512 training images as .npz; gate: the PNG test split)."""
-    from resnet_deploy.api import export  # not resnet_deploy.export: importing that submodule shadows the function
+    from resnet_deploy.pipeline.api import export  # not resnet_deploy.export: importing that submodule shadows the function
 
     out = digits_data["root"] / "bundle"
     opts = PrecisionOptions(fp16=True, int8=True, calib=digits_data["root"] / "calib.npz", val=digits_data["val"])
@@ -155,7 +155,7 @@ def conv_of_module(model, module: str) -> str:
 def broken_bundle(digits_data):
     """The trained network with one layer made hard to quantize, exported with --int8 (mse, both targets)."""
     import torch
-    from resnet_deploy.api import export
+    from resnet_deploy.pipeline.api import export
 
     model = digits_data["model"]
     broken = hard_to_quantize(model, BROKEN_BLOCK, digits_data["x_train"][:256], BROKEN_SCALE)

@@ -22,7 +22,8 @@ from resnet_deploy.cli import main
 from resnet_deploy.errors import CheckFailed, UserError
 from resnet_deploy.files import StagedDir
 from resnet_deploy.models import randomize_batchnorm
-from resnet_deploy.validate import Bar, compare, first_nonfinite_node
+from resnet_deploy.stages.reference import first_nonfinite_node
+from resnet_deploy.validate import Bar, compare
 
 from .conftest import SMALL, run_cli
 
@@ -129,7 +130,7 @@ def test_every_stage_check_treats_nan_as_failure(tmp_path, monkeypatch):
     """The checks of the precision gate, the plan build and the benchmark: NaN rows are misses, never a pass."""
     from resnet_deploy.bench.harness import accuracy_fields
     from resnet_deploy.precision import int8_budget as budget
-    from resnet_deploy.trt.stage import BuildOptions, build_onnx_file
+    from resnet_deploy.engines.stage import BuildOptions, build_onnx_file
     from resnet_deploy.validate import topk_accuracy
 
     ref = np.eye(4, dtype=np.float32) * 5

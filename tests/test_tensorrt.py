@@ -19,7 +19,7 @@ from resnet_deploy import bundle as bundle_mod
 from resnet_deploy.trt.compat import check_plan_compat, plan_compat_problems
 from resnet_deploy.trt.plan import plan_info
 from resnet_deploy.trt.profile import BatchProfile
-from resnet_deploy.trt.stage import (BuildOptions, detect_precision, engines_unavailable, graphs_to_build,
+from resnet_deploy.engines.stage import (BuildOptions, detect_precision, engines_unavailable, graphs_to_build,
                                      plan_accuracy)
 from resnet_deploy.trt.layers import dtype_of, load_layer_info, onnx_nodes_of, parse_layer_info
 from resnet_deploy.errors import MissingDependency, UserError
@@ -446,7 +446,7 @@ def test_plan_accuracy_checks_every_profile_batch(r18_bundle):
     """The accuracy helper with real runners (ONNX Runtime standing in for a plan): min, opt and max batch."""
     from resnet_deploy.backends.onnxruntime import OnnxRuntimeRunner
     from resnet_deploy.preprocess import Preprocessing
-    from resnet_deploy.reference import build_reference
+    from resnet_deploy.stages.reference import build_reference
 
     profile = BatchProfile.parse("1:3:5")
     pre = Preprocessing.from_dict(bundle_mod.read_manifest(r18_bundle)["preprocessing"])
@@ -606,6 +606,6 @@ def test_onnxruntime_gpu_runner_fails_clearly_without_gpu_build(tmp_path):
 def test_modules_import_without_gpu_libraries():
     import importlib
 
-    for mod in ("resnet_deploy.trt.stage", "resnet_deploy.trt.layers", "resnet_deploy.backends.tensorrt",
+    for mod in ("resnet_deploy.engines.stage", "resnet_deploy.trt.layers", "resnet_deploy.backends.tensorrt",
                 "resnet_deploy.backends.onnxruntime_gpu", "resnet_deploy.cli.build_cmd", "resnet_deploy.cli.inspect_cmd"):
         importlib.import_module(mod)

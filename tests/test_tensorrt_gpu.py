@@ -14,7 +14,7 @@ import pytest
 
 from .conftest import SMALL, run_cli
 from resnet_deploy import bundle as bundle_mod
-from resnet_deploy.trt.stage import BuildOptions, build_bundle, engines_unavailable
+from resnet_deploy.engines.stage import BuildOptions, build_bundle, engines_unavailable
 from resnet_deploy.errors import UserError
 
 
@@ -193,7 +193,7 @@ def test_export_engine_auto_builds_plans(tmp_path):
 
 
 def test_build_lone_onnx_file(r18_bundle, tmp_path):
-    from resnet_deploy.trt.stage import build_onnx_file
+    from resnet_deploy.engines.stage import build_onnx_file
 
     onnx_path = tmp_path / "model.onnx"
     shutil.copy(r18_bundle / "model.onnx", onnx_path)

@@ -23,9 +23,9 @@ from resnet_deploy.backends import tensorrt as trt_backend
 from resnet_deploy.backends.onnxruntime import OnnxRuntimeRunner
 from resnet_deploy.errors import UserError
 from resnet_deploy.precision import reduced_convert as reduced
-from resnet_deploy.trt import stage
-from resnet_deploy.trt.reference_graph import FP32_TWIN, fp32_twin
-from resnet_deploy.trt.stage import BuildOptions, build_onnx_file, detect_precision
+from resnet_deploy.engines import stage
+from resnet_deploy.engines.reference_graph import FP32_TWIN, fp32_twin
+from resnet_deploy.engines.stage import BuildOptions, build_onnx_file, detect_precision
 
 LAYERS_JSON = (DATA / "tensorrt" / "layers_trt11_handwritten.json").read_text()
 

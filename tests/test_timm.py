@@ -191,7 +191,7 @@ def test_list_archs_and_unknown_timm_name(tmp_path):
 def test_timm_names_are_its_batchnorm_resnets_in_its_order():
     """Every block family of timm's ``resnet`` and ``resnetv2`` modules; not GroupNorm / BiT / FRN / EvoNorm, not
     timm's unit-test model, not ResNet look-alikes of other modules (SK, ResNeSt, CSP, BYOB, ViT)."""
-    from resnet_deploy.timm_models import names
+    from resnet_deploy.models.timm_models import names
 
     got = names()
     for name in ("resnet18", "resnet10t", "resnet50d", "resnetaa50d", "resnetblur50", "resnext50_32x4d",

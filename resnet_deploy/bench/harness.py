@@ -80,7 +80,7 @@ def accuracy_inputs(manifest: dict, cfg: BenchConfig) -> tuple[np.ndarray, np.nd
     images (labels from an ImageFolder layout), or seeded standard-normal tensors (at least the largest batch,
     so every batch size runs full batches)."""
     from ..preprocess import Preprocessing
-    from ..reference import make_inputs
+    from ..stages.reference import make_inputs
 
     pre = Preprocessing.from_dict(manifest["preprocessing"])
     n = cfg.samples or max(DEFAULT_RANDOM_SAMPLES, max(cfg.batches))

@@ -34,7 +34,7 @@ def engine_options(f):
 
 
 def make_options(batch, workspace, timing_cache, opt_level, hardware_compat, version_compat, tf32, precision=None):
-    from ..trt.stage import BuildOptions
+    from ..engines.stage import BuildOptions
 
     return BuildOptions(batch=batch, workspace_mib=workspace, timing_cache=Path(timing_cache) if timing_cache else None,
                         opt_level=opt_level, hardware_compat=hardware_compat, version_compat=version_compat, tf32=tf32,
@@ -83,7 +83,7 @@ def plans_json(result) -> dict:
 def build(source, precision, batch, workspace, timing_cache, opt_level, hardware_compat, version_compat, tf32,
           images, out_dir, force, as_json, verbose) -> None:
     """Build TensorRT plans (strongly typed, from each graph's own precision), check them vs eager, record them."""
-    from ..trt.stage import build_bundle, build_onnx_file
+    from ..engines.stage import build_bundle, build_onnx_file
     from ..errors import UserError
     from .common import setup
 

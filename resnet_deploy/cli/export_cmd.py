@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .. import layout, registry
-from ..onnx_export import DEFAULT_OPSET
+from .. import layout
+from ..models import registry
+from ..exporter.onnx_export import DEFAULT_OPSET
 from .build_cmd import engine_options, make_options, print_plans
 from .common import (bundle_json, emit_json, fmt_parity, force_option, json_option, out, split_names, verbose_option,
                      warn)
@@ -68,7 +69,7 @@ def export(arch, model_spec, weights, num_classes, input_size, resize, mean, std
            hardware_compat, version_compat, tf32, force, as_json, verbose, **precision) -> None:
     """Export a ResNet (--arch) or your own module (--model) to ONNX, validate it against eager PyTorch, and write a
     deploy bundle."""
-    from ..api import export_arch, export_model
+    from ..pipeline.api import export_arch, export_model
     from ..errors import CheckFailed, UserError
     from ..types import EngineMode
     from .common import setup

@@ -43,7 +43,7 @@ def _sizes(ctx, param, value):
 def triton(bundle, repo, name, backends, precision, max_batch_size, dynamic_batching, preferred_batch_sizes,
            max_queue_delay_us, instances, device, force, verbose) -> None:
     """Write a Triton model repository (ONNX Runtime, TensorRT and/or OpenVINO models) for a bundle."""
-    from ..triton import write_triton_repo
+    from ..deploy.triton import write_triton_repo
     from .common import setup
 
     setup(verbose)

@@ -105,7 +105,7 @@ def save_onnx(model, path: "str | Path", external: bool | None = None, check: bo
     schema-checked)."""
     import onnx
 
-    from ..onnx_export import EXTERNAL_DATA_THRESHOLD, save_model
+    from ..onnx_graph import EXTERNAL_DATA_THRESHOLD, save_model
 
     path = Path(path)
     if external is None:

@@ -13,7 +13,7 @@ from ..bundle import BundleUpdate, find_artifacts, locate
 from ..errors import UserError
 from ..layout import Kind
 from ..progress import step
-from ..reference import PARITY_BATCHES, Reference
+from ..stages.reference import PARITY_BATCHES, Reference
 from ..types import Target
 from .core import FuseResult, fuse_model, load_onnx, passes_for, save_onnx
 from .report import target_report
@@ -122,7 +122,7 @@ def fuse_bundle(bundle_dir: "str | Path", skip=(), force: bool = False) -> tuple
     against its own eager reference on seeded inputs. Returns the stage result and the new manifest."""
     from ..bundle import load_eager
     from ..preprocess import Preprocessing
-    from ..reference import build_reference
+    from ..stages.reference import build_reference
 
     with BundleUpdate(bundle_dir, force=force) as bundle:
         pre = Preprocessing.from_dict(bundle.manifest["preprocessing"])

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import validate
+from ..backends.onnxruntime import graph_outputs
 from ..onnx_graph import FLOAT, Graph, expose_outputs, name_nodes, tensor_types
 from ..validate import Bar, Parity
 from .reduced_convert import LAYOUT_OPS, Format, ReducedGraph, compute_nodes, convert
@@ -131,8 +132,8 @@ def analyze(fp32_model, reduced: ReducedGraph, data: np.ndarray) -> Analysis:
     ref = expose_outputs(fp32_model, tensors)
     red = expose_outputs(reduced.model, [reduced.tensor(t) for t in tensors])
     stats = {t: ReducedTensorStats() for t in tensors}
-    for ref_out, red_out in zip(validate.graph_outputs(ref, data, ANALYSIS_BATCH),
-                                validate.graph_outputs(red, data, ANALYSIS_BATCH)):
+    for ref_out, red_out in zip(graph_outputs(ref, data, ANALYSIS_BATCH),
+                                graph_outputs(red, data, ANALYSIS_BATCH)):
         for t in tensors:
             stats[t].add_reference(ref_out[t], fmt)
             # an input reaches the reduced graph's nodes rounded at the edge: that is its error

@@ -18,7 +18,8 @@ import numpy as np
 
 from ..errors import UserError
 from ..onnx_graph import FLOAT, Graph, expose_outputs, toposort
-from ..validate import GRAPH_BATCH, nonfinite_summary, run_graph, topk_accuracy
+from ..backends.onnxruntime import GRAPH_BATCH, run_graph
+from ..validate import nonfinite_summary, topk_accuracy
 from .quantize_common import (QuantizedGraph, asymmetric_uint8, dequantized_initializer, qdq_pair,
                               quantize_weight_per_channel, symmetric_scale)
 

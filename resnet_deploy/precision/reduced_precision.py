@@ -22,8 +22,8 @@ from ..bundle import locate
 from ..errors import UserError
 from ..layout import Kind
 from ..progress import step
-from ..reference import Reference
-from ..validate import run_graph
+from ..stages.reference import Reference
+from ..backends.onnxruntime import run_graph
 from . import fp32_fallback, int8_budget, reduced_convert
 from .reduced_convert import BF16, FP16, Format
 
@@ -124,7 +124,7 @@ def run_native(graph: reduced_convert.ReducedGraph, data: np.ndarray, eager: np.
 def add_openvino_bf16(bundle, reference: Reference, required: bool) -> dict:
     """OpenVINO's bf16 run of the fp32 graph: checked and recorded, or skipped with a note on CPUs without bf16.
     ``required`` (``--bf16`` given): a miss raises ``PrecisionFailed``; else it is recorded and warned about."""
-    from .. import openvino_stage
+    from ..openvino_ir import stage as openvino_stage
 
     note = openvino_stage.bf16_unsupported()
     if note:

@@ -15,9 +15,9 @@ from ..errors import CheckFailed, PrecisionFailed, UserError
 from ..files import write_json_atomic
 from ..layout import Kind
 from ..progress import step
-from ..reference import Reference
+from ..stages.reference import Reference
 from ..types import CalibMethod, Target
-from ..validate import run_graph
+from ..backends.onnxruntime import run_graph
 from . import int8_budget, quantize_ort, quantize_trt, reduced_precision
 from . import calibrate as cal
 from .calibration_data import DataSet, check_path, load_calibration, load_dataset
@@ -287,7 +287,7 @@ def run(bundle, reference: Reference, plan: PrecisionPlan) -> PrecisionResult:
         result.files += [n for n in [layout.CALIBRATION] + [layout.int8_onnx(t) for t in options.int8_targets]
                          if n in bundle.manifest["files"]]
     if options.openvino:
-        from .. import openvino_stage
+        from ..openvino_ir import stage as openvino_stage
 
         result.openvino = openvino_stage.run(bundle, reference, openvino_stage.OpenVinoOptions())
         result.files += result.openvino.files
@@ -319,7 +319,7 @@ def quantize_bundle(bundle_dir: "str | Path", options: PrecisionOptions, force: 
     the bundle's own eager reference. Returns the new manifest and the warnings."""
     from ..bundle import BundleUpdate, load_eager, read_manifest
     from ..preprocess import Preprocessing
-    from ..reference import build_reference
+    from ..stages.reference import build_reference
 
     manifest = read_manifest(bundle_dir)
     pre = Preprocessing.from_dict(manifest["preprocessing"])

@@ -7,7 +7,7 @@ optional timm extra is installed (``timm_models`` says which names and why).
 from __future__ import annotations
 
 from . import timm_models
-from .errors import UserError, choices, unknown
+from ..errors import UserError, choices, unknown
 
 # Built by torchvision (``torchvision.models.get_model``), which knows their blocks and widths.
 ARCHS: tuple[str, ...] = (

@@ -16,7 +16,7 @@ import difflib
 import logging
 from pathlib import Path
 
-from .errors import MissingDependency, UserError
+from ..errors import MissingDependency, UserError
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def preprocessing(arch: str, input_size=None, resize=None, mean=None, std=None, 
     A timm config's filter other than bilinear / bicubic, or a crop mode other than ``center``, is refused here
     rather than silently replaced: the bundle must say what was really done.
     """
-    from .preprocess import make_preprocessing
+    from ..preprocess import make_preprocessing
 
     cfg = data_config(arch, tag)
     interp = interpolation or cfg["interpolation"]
@@ -153,7 +153,7 @@ def load_pretrained(arch: str, tag: str | None, num_classes: int) -> tuple[objec
     """timm's pretrained weights (``tag`` None: its default), from the hub cache or downloaded; an unreachable
     hub is one line saying what to do."""
     timm = require()
-    from .files import sha256_file
+    from ..files import sha256_file
 
     name = check_arch(arch)
     cfg = _pretrained_cfg(name, tag)

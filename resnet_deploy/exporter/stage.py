@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import layout, validate
-from .layout import Kind
+from .. import layout, validate
+from ..layout import Kind
 from .onnx_export import DEFAULT_OPSET, ExportResult, export_onnx, save_exported_program
-from .progress import step
-from .reference import PARITY_BATCHES, Reference
+from ..progress import step
+from ..stages.reference import PARITY_BATCHES, Reference
 
 
 @dataclass
 class ExportOptions:
     """How to export: crop size, opset, external weights (None: automatic past 2 GB), ONNX metadata props, and
-    whether Conv+BN is folded in PyTorch first (``fuse.torch_fold``)."""
+    whether Conv+BN is folded in PyTorch first (``exporter.torch_fold``)."""
 
     input_size: tuple[int, int]
     opset: int = DEFAULT_OPSET
@@ -40,7 +40,7 @@ def run(bundle, reference: Reference, options: ExportOptions) -> ExportStageResu
     model = reference.eager
     folded = None
     if options.fold_bn:
-        from .fuse.torch_fold import fold_conv_bn
+        from .torch_fold import fold_conv_bn
 
         with step("Folding Conv+BatchNorm in PyTorch"):
             folded = fold_conv_bn(model)
@@ -49,7 +49,7 @@ def run(bundle, reference: Reference, options: ExportOptions) -> ExportStageResu
         result = export_onnx(folded.model if folded else model, path, options.input_size, options.opset,
                              options.external_data, metadata=options.metadata)
     with step("Validating ONNX Runtime vs eager"):
-        from .backends.onnxruntime import OnnxRuntimeRunner
+        from ..backends.onnxruntime import OnnxRuntimeRunner
 
         with OnnxRuntimeRunner(path) as ort:
             parity = reference.parity(ort)

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import registry, timm_models
-from .errors import UserError
-from .files import sha256_file
+from ..errors import UserError
+from ..files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ def preprocessing_for(arch: str, weights: str = RANDOM, input_size=None, resize=
                       interpolation=None):
     """The preprocessing of ``arch``: torchvision's ImageNet defaults, or timm's pretrained config (of the tag
     named by ``weights``, else the default one); every given option overrides its field."""
-    from .preprocess import make_preprocessing
+    from ..preprocess import make_preprocessing
 
     if timm_models.is_timm(arch):
         registry.check_arch(arch)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import validate
-from .validate import BARS, Bar
+from .. import validate
+from ..validate import BARS, Bar
 
 REFERENCE_SAMPLES = 64  # at most this many real images are loaded
 RANDOM_SAMPLES = 16  # seeded random inputs when no images are given
@@ -29,7 +29,7 @@ def make_inputs(pre, images: "str | Path | None" = None, *, limit: int | None = 
     else ``random_samples`` seeded standard-normal inputs (no labels). The one input builder of every stage and
     of the benchmark."""
     if images is not None:
-        from .preprocess import load_images
+        from ..preprocess import load_images
 
         imgs = load_images(images, pre, limit=limit, what=what)
         return imgs.data, imgs.labels, imgs.describe(images)
@@ -66,8 +66,8 @@ class Reference:
     def runner(self):
         """A runner for the reference model: ``eager`` itself when it is a ``Runner`` (e.g. ONNX Runtime on a lone
         graph that has no eager model), else a ``TorchRunner`` over it."""
-        from .backends.base import Runner
-        from .backends.torch_eager import TorchRunner
+        from ..backends.base import Runner
+        from ..backends.torch_eager import TorchRunner
 
         return self.eager if isinstance(self.eager, Runner) else TorchRunner(self.eager)
 
@@ -96,11 +96,11 @@ class Reference:
     def locate_nonfinite(self, graph=None, n: int = PARITY_SAMPLES) -> str | None:
         """The first module of the eager model with a NaN/Inf output, else the first such node of ``graph`` (an
         ONNX ``ModelProto`` or path): called only when a comparison found non-finite values."""
-        from .backends.base import Runner
+        from ..backends.base import Runner
 
-        found = None if isinstance(self.eager, Runner) else validate.first_nonfinite_module(self.eager, self.inputs(n))
+        found = None if isinstance(self.eager, Runner) else first_nonfinite_module(self.eager, self.inputs(n))
         if found is None and graph is not None:
-            found = validate.first_nonfinite_node(graph, self.inputs(n))
+            found = first_nonfinite_node(graph, self.inputs(n))
         return found
 
 
@@ -119,3 +119,56 @@ def build_reference(eager, pre, images: "str | Path | None" = None, seed: int = 
     else:
         data, labels, desc = make_inputs(pre, images, seed=seed)
     return Reference(eager, data, desc, labels)
+
+
+FLOAT_ELEM_TYPES = (1, 10, 11, 16)  # ONNX FLOAT, FLOAT16, DOUBLE, BFLOAT16
+
+
+def first_nonfinite_module(model, data: np.ndarray, max_samples: int = 8) -> str | None:
+    """The first leaf module (in execution order) whose output holds NaN/Inf, over up to ``max_samples``
+    samples one at a time; None when no leaf module's output is non-finite (e.g. a functional op at the end)."""
+    import torch
+
+    found: list[str] = []
+
+    def hook(name):
+        def fn(module, args, out):
+            if not found and isinstance(out, torch.Tensor) and out.is_floating_point() \
+                    and not bool(torch.isfinite(out).all()):
+                found.append(f"module {name!r} ({type(module).__name__})")
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n and not any(m.children())]
+    try:
+        with torch.inference_mode():
+            for i in range(min(len(data), max_samples)):
+                model(torch.from_numpy(np.ascontiguousarray(data[i:i + 1], dtype=np.float32)))
+                if found:
+                    break
+    finally:
+        for h in handles:
+            h.remove()
+    return found[0] if found else None
+
+
+def first_nonfinite_node(model, data: np.ndarray, max_samples: int = 8) -> str | None:
+    """The first ONNX node (in graph order) with a NaN/Inf float output, running ``model`` (a ``ModelProto``
+    or a path) in ONNX Runtime with every typed intermediate tensor exposed; None when none is found."""
+    import onnx
+
+    from ..backends.onnxruntime import graph_outputs
+    from ..onnx_graph import expose_outputs, tensor_types
+
+    loaded = not hasattr(model, "graph")
+    proto = onnx.load(str(model)) if loaded else model
+    try:
+        types = tensor_types(proto)
+    except Exception:  # noqa: BLE001 - a diagnosis aid: without types there is nothing to expose
+        return None
+    floats = [o for n in proto.graph.node for o in n.output if o and types.get(o) in FLOAT_ELEM_TYPES]
+    proto = expose_outputs(proto, floats, types, in_place=loaded)
+    for values in graph_outputs(proto, data[:max_samples], batch=1, graph_level="disable"):
+        for node in proto.graph.node:
+            if any(o in values and not np.isfinite(values[o]).all() for o in node.output):
+                return f"ONNX node {node.name!r} ({node.op_type})"
+    return None

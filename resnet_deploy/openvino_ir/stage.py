@@ -17,13 +17,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import layout, validate
-from .bundle import find_artifacts, locate
-from .errors import UserError
-from .layout import Kind
-from .progress import step
-from .reference import Reference
-from .types import Target
+from .. import layout, validate
+from ..bundle import find_artifacts, locate
+from ..errors import UserError
+from ..layout import Kind
+from ..progress import step
+from ..stages.reference import Reference
+from ..types import Target
 
 # Which ONNX graph each IR is converted from: (precision, kind, targets in order of preference).
 SOURCES = (("fp32", (Target.PORTABLE,)), ("int8", (Target.ONNXRUNTIME, Target.TENSORRT)))
@@ -67,7 +67,7 @@ def bf16_artifact(manifest: dict) -> str | None:
 
 def bf16_unsupported() -> str | None:
     """Why OpenVINO cannot run bf16 on this CPU (a note for the manifest), None when it can."""
-    from .backends.openvino import bf16_supported, cpu_capabilities
+    from ..backends.openvino import bf16_supported, cpu_capabilities
 
     if bf16_supported():
         return None
@@ -79,7 +79,7 @@ def check_bf16(bundle, reference: Reference) -> tuple[dict, validate.Parity]:
     """Run the bundle's fp32 IR (or graph) in OpenVINO with bf16 inference precision against eager; record it and,
     when it meets the bf16 bar, list bf16 in the artifact's ``inference_precisions``. Returns the record and the
     parity; the caller decides what a miss means."""
-    from .backends.openvino import OpenVinoRunner
+    from ..backends.openvino import OpenVinoRunner
 
     artifact = bf16_artifact(bundle.manifest)
     if artifact is None:
@@ -101,7 +101,7 @@ def check_bf16(bundle, reference: Reference) -> tuple[dict, validate.Parity]:
 def run(bundle, reference: Reference, options: OpenVinoOptions) -> OpenVinoStageResult:
     """Write and check the IRs on a ``BundleWriter`` / ``BundleUpdate``. fp32 IRs meet the fp32 bar (OpenVINO with
     f32 inference precision); INT8 IRs the int8 bar. Raises ``CheckFailed`` (nothing written) otherwise."""
-    from .backends.openvino import OpenVinoRunner, write_ir
+    from ..backends.openvino import OpenVinoRunner, write_ir
 
     todo = sources(bundle.manifest, options.precisions)
     if not todo:

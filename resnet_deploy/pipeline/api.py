@@ -10,14 +10,14 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import validate
-from .bundle import BundleWriter, check_out_dir
-from .models import LoadedModel, check_finite_weights, load_model, model_info, preprocessing_for
-from .onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_opset
-from .preprocess import Preprocessing, make_preprocessing
-from .progress import step
-from .reference import make_inputs
-from .version import __version__
+from .. import validate
+from ..bundle import BundleWriter, check_out_dir
+from ..models import LoadedModel, check_finite_weights, load_model, model_info, preprocessing_for
+from ..exporter.onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_opset
+from ..preprocess import Preprocessing, make_preprocessing
+from ..progress import step
+from ..stages.reference import make_inputs
+from ..version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +83,13 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
     """
     import torch
 
-    from . import export_stage
-    from .reference import build_reference
-    from .types import EngineMode
+    from ..exporter import stage as export_stage
+    from ..stages.reference import build_reference
+    from ..types import EngineMode
 
     mode = EngineMode.parse(engine, "--engine")
     if mode is EngineMode.ALWAYS:
-        from .backends import tensorrt as trt_backend
+        from ..backends import tensorrt as trt_backend
 
         trt_backend.require()  # the same one-line error the build stage would give, before minutes of export
     pre = preprocessing or make_preprocessing(input_size)
@@ -102,12 +102,12 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
         with torch.no_grad():
             num_classes = int(model(torch.zeros(1, 3, *pre.input_size)).shape[-1])
     if fuse:
-        from .fuse import passes_for
+        from ..fuse import passes_for
 
         passes_for("onnxruntime", fuse_skip)  # a bad pass name fails before any work
     plan = None
     if precision is not None:
-        from .precision.stage import prepare
+        from ..precision.stage import prepare
 
         plan = prepare(precision, pre)  # bad calibration data fails here, before any export work
     reference = build_reference(model, pre, images if images is not None else (plan.options.images if plan else None),
@@ -125,17 +125,17 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
             pre.input_size, opset, external_data, model_metadata(arch, weights, pre, num_classes), fold_bn))
         result.parity = result.export.parity
         if fuse:
-            from .fuse import stage as fuse_stage
+            from ..fuse import stage as fuse_stage
 
             result.fusion = fuse_stage.run(bundle, reference, fuse_stage.FuseOptions(
                 skip=tuple(fuse_skip), torch_fold=result.export.torch_fold))
         if plan is not None:
-            from .precision import stage as precision_stage
+            from ..precision import stage as precision_stage
 
             result.precision = precision_stage.run(bundle, reference, plan)
             warnings.extend(result.precision.warnings)
             result.failures = list(result.precision.failures)
-        from .trt import stage as trt_stage
+        from ..engines import stage as trt_stage
 
         result.engines = trt_stage.export_engines(bundle, reference, mode, engine_options)
         warnings.extend(result.engines.warnings)
@@ -162,7 +162,7 @@ def _check_early(out_dir, pre, seed: int, kwargs: dict) -> None:
     check_opset(kwargs.get("opset", DEFAULT_OPSET))
     check_out_dir(out_dir, kwargs.get("force", False))
     if kwargs.get("precision") is not None:
-        from .precision.stage import prepare
+        from ..precision.stage import prepare
 
         kwargs["precision"] = prepare(kwargs["precision"], pre)
     if kwargs.get("images") is not None and kwargs.get("inputs") is None:
@@ -177,14 +177,14 @@ def export_model(spec: str, out_dir: "str | Path", *, weights: str = "DEFAULT", 
     ``weights``: ``DEFAULT`` keeps the weights FUNCTION gave the module, ``random`` re-initialises them (seeded,
     randomised BatchNorm), a PATH loads a checkpoint (same formats and key checks as ``--arch``).
     """
-    from . import model_spec
-    from .files import sha256_file
-    from .models import RANDOM, _read_checkpoint, load_state_dict_checked, randomize_batchnorm
+    from ..models import model_spec
+    from ..files import sha256_file
+    from ..models import RANDOM, _read_checkpoint, load_state_dict_checked, randomize_batchnorm
 
     pre = make_preprocessing(input_size, resize, mean, std, interpolation or "bilinear")
     ms = model_spec.parse(spec)
     if num_classes is not None and num_classes < 1:
-        from .errors import UserError
+        from ..errors import UserError
 
         raise UserError(f"--num-classes {num_classes} must be >= 1")
     _check_early(out_dir, pre, seed, kwargs)

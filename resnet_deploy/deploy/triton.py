@@ -18,13 +18,13 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .backends import table
-from .bundle import find_artifacts, read_manifest, verified
-from .errors import UserError, unknown
-from .files import StagedDir, check_output
-from .layout import Kind
-from .trt.plan import normalize_cc  # noqa: F401  (re-exported: the form cc_model_filenames keys take)
-from .types import Precision
+from ..backends import table
+from ..bundle import find_artifacts, read_manifest, verified
+from ..errors import UserError, unknown
+from ..files import StagedDir, check_output
+from ..layout import Kind
+from ..trt.plan import normalize_cc  # noqa: F401  (re-exported: the form cc_model_filenames keys take)
+from ..types import Precision
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from ..errors import CheckFailed, UserError
 from ..files import StagedFiles, write_bytes_atomic, write_json_atomic
 from ..layout import Kind
 from ..progress import step
-from ..reference import Reference
+from ..stages.reference import Reference
 from ..types import HardwareCompat, Precision, Target
-from .layers import parse_layer_info
-from .profile import DEFAULT_BATCH, BatchProfile, onnx_input
+from ..trt.layers import parse_layer_info
+from ..trt.profile import DEFAULT_BATCH, BatchProfile, onnx_input
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ def build_bundle(bundle_dir: "str | Path", options: BuildOptions, images=None, f
     against the bundle's eager reference on ``images`` (else seeded inputs)."""
     from ..bundle import load_eager
     from ..preprocess import Preprocessing
-    from ..reference import build_reference
+    from ..stages.reference import build_reference
 
     read_manifest(bundle_dir)
     with BundleUpdate(bundle_dir, force=force) as b:

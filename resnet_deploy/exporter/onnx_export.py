@@ -10,7 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
+from ..onnx_graph import EXTERNAL_DATA_THRESHOLD, save_model
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,6 @@ OUTPUT_NAME = "logits"
 DEFAULT_OPSET = 18
 MIN_OPSET = 18  # the dynamo exporter's floor: asking for less silently yields 18
 MAX_OPSET = 23
-EXTERNAL_DATA_THRESHOLD = 2 * 1024**3  # protobuf's hard limit for one file
 
 
 @dataclass
@@ -92,13 +92,6 @@ def save_exported_program(model, path: "str | Path", input_size: tuple[int, int]
     torch.export.save(program, str(path))
 
 
-def load_exported_program(path: "str | Path"):
-    """Load a ``.pt2`` saved by ``save_exported_program``; returns a callable ``nn.Module``."""
-    import torch
-
-    return torch.export.load(str(path)).module()
-
-
 def set_metadata(proto, metadata: dict) -> None:
     """Replace the model's metadata props; non-string values are stored as JSON."""
     keep = {p.key: p.value for p in proto.metadata_props if p.key not in metadata}
@@ -107,17 +100,6 @@ def set_metadata(proto, metadata: dict) -> None:
         entry = proto.metadata_props.add()
         entry.key = key
         entry.value = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-
-
-def save_model(proto, path: "str | Path", external_data: bool = False) -> None:
-    import onnx
-
-    path = Path(path)
-    if external_data:
-        onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name + ".data", size_threshold=1024)
-    else:
-        onnx.save_model(proto, str(path))
 
 
 def check_model(path: "str | Path") -> None:

@@ -1,0 +1,1 @@
+"""Using a bundle outside this tool: the Triton model repository."""

@@ -1,0 +1,1 @@
+"""The export pipeline: one request, one Reference, the stages in order."""

@@ -1,0 +1,1 @@
+"""The stage contract every stage shares: the Reference and the stage plumbing."""
