@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
+import hashlib
 import json
 import logging
 import os
@@ -45,13 +46,65 @@ def check_out_dir(out: "str | Path", force: bool) -> Path:
     return check_output(out, force, "--out")
 
 
-def file_entry(path: Path, **info) -> dict:
-    """A manifest file entry: size, sha256 and tags (kind, precision, target ...; enums stored as their value)."""
+def file_entry(path: Path, digest: "tuple[int, str] | None" = None, **info) -> dict:
+    """A manifest file entry: size, sha256 and tags (kind, precision, target ...; enums stored as their value).
+    ``digest``: (size, sha256) of the bytes just written, so the file is not read back to hash it."""
     tags = {k: str(v) if isinstance(v, enum.Enum) else v for k, v in info.items() if v is not None}
-    return {"size": path.stat().st_size, "sha256": sha256_file(path), **tags}
+    size, sha = digest if digest is not None else (path.stat().st_size, sha256_file(path))
+    return {"size": size, "sha256": sha, **tags}
 
 
-class BundleWriter(StagedDir):
+class GraphHandover:
+    """The ONNX graphs a run wrote, kept in memory for the stages that follow: a stage writes its graph with
+    ``add_graph`` (serialised once; size and sha256 come from the bytes written) and a later stage asks
+    ``graph(name)`` instead of parsing the file again. ``drop_graphs`` releases them once no stage needs them.
+    Mixed into ``BundleWriter`` and ``BundleUpdate``, which provide ``path``, ``manifest`` and ``add_file``."""
+
+    def _graphs(self) -> dict:
+        if not hasattr(self, "_graph_protos"):
+            self._graph_protos = {}
+        return self._graph_protos
+
+    def add_graph(self, name: str, proto, *, external: bool | None = None, keep: bool = True, **info) -> dict:
+        """Write ``proto`` as bundle file ``name`` and record it; its weights go to ``<name>.data`` when
+        ``external`` (None: past protobuf's limit), recorded as their own entry. With ``keep`` the proto is kept
+        for later stages (the caller must not change it afterwards); without, a kept older one is forgotten."""
+        from .layout import Kind, external_data
+        from .onnx_graph import EXTERNAL_DATA_THRESHOLD, save_model
+
+        path = self.path / name
+        if external is None:
+            external = proto.ByteSize() > EXTERNAL_DATA_THRESHOLD * 0.9
+        if external:
+            save_model(proto, path, external_data=True)
+            entry = self.add_file(name, **info)
+            self.add_file(external_data(name), kind=Kind.ONNX_DATA, precision=info.get("precision"))
+        else:
+            data = proto.SerializeToString()  # the bytes onnx.save writes
+            path.write_bytes(data)
+            entry = self.add_file(name, digest=(len(data), hashlib.sha256(data).hexdigest()), **info)
+            del data
+        if keep:
+            self._graphs()[name] = proto
+        else:
+            self._graphs().pop(name, None)
+        return entry
+
+    def graph(self, name: str):
+        """The ``ModelProto`` of bundle graph ``name``: the one this run wrote (not a copy: do not change it), else
+        parsed from the bundle after verification."""
+        if name in self._graphs():
+            return self._graphs()[name]
+        import onnx
+
+        return onnx.load(str(locate(self, name)))
+
+    def drop_graphs(self) -> None:
+        """Forget the graphs kept in memory (the stages that read them are done)."""
+        self._graphs().clear()
+
+
+class BundleWriter(GraphHandover, StagedDir):
     """Builds a new bundle atomically. Use as a context manager; ``path`` is the temporary folder to write into.
 
     The manifest is written last and the folder renamed into place; an ``--out`` that appeared meanwhile (a
@@ -72,9 +125,9 @@ class BundleWriter(StagedDir):
             "files": {},
         }
 
-    def add_file(self, name: str, **info) -> dict:
+    def add_file(self, name: str, digest: "tuple[int, str] | None" = None, **info) -> dict:
         """Record a file already written under ``path`` (size, sha256 and any info such as kind/precision)."""
-        entry = file_entry(self.path / name, **info)
+        entry = file_entry(self.path / name, digest, **info)
         self.manifest["files"][name] = entry
         return entry
 
@@ -82,7 +135,7 @@ class BundleWriter(StagedDir):
         write_json_atomic(self.path / MANIFEST, self.manifest)
 
 
-class BundleUpdate:
+class BundleUpdate(GraphHandover):
     """Adds files to an existing bundle with the same interface as ``BundleWriter``.
 
     The bundle folder is locked for the whole update (a second resnet-deploy changing the same bundle is
@@ -111,11 +164,11 @@ class BundleUpdate:
             raise
         return self
 
-    def add_file(self, name: str, **info) -> dict:
+    def add_file(self, name: str, digest: "tuple[int, str] | None" = None, **info) -> dict:
         """Record a file written to ``path / name``; it moves into the bundle when the update succeeds."""
         if (self.out / name).exists() and not self.force:
             raise UserError(f"{str(self.out / name)!r} already exists: pass --force to replace it")
-        entry = file_entry(self.path / name, **info)
+        entry = file_entry(self.path / name, digest, **info)
         self.manifest["files"][name] = entry
         self._stage.keep(name)
         return entry

@@ -8,6 +8,7 @@ Plain protobuf, no copies of weights: callers look nodes up by name, mutate them
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 from collections import defaultdict, deque
@@ -378,3 +379,30 @@ def save_model(proto, path: "str | Path", external_data: bool = False) -> None:
                         location=path.name + ".data", size_threshold=1024)
     else:
         onnx.save_model(proto, str(path))
+
+
+@contextlib.contextmanager
+def appended(model):
+    """Change ``model`` in place for the block and undo it on exit: nodes, initializers and value_info appended
+    inside the block are removed and the graph outputs restored. For graphs too big to copy, edited only by
+    appending (a statistics graph serialised for one session); an edit of an existing entry would not be undone."""
+    g = model.graph
+    sizes = len(g.node), len(g.initializer), len(g.value_info)
+    outputs = [copy.deepcopy(o) for o in g.output]
+    try:
+        yield model
+    finally:
+        del g.node[sizes[0]:]
+        del g.initializer[sizes[1]:]
+        del g.value_info[sizes[2]:]
+        del g.output[:]
+        g.output.extend(outputs)
+
+
+def copy_model(model):
+    """A copy of ``model`` to rewrite (the passes change a ``ModelProto`` in place)."""
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out

@@ -122,19 +122,21 @@ def _triton(b, name):
 
 
 def _fuse(b, name):
-    from resnet_deploy.fuse.stage import fuse_bundle
+    from resnet_deploy.pipeline.update import fuse_bundle
 
     return fuse_bundle(b, force=True)
 
 
 def _quantize(b, name):
-    from resnet_deploy.precision.stage import PrecisionOptions, quantize_bundle
+    from resnet_deploy.pipeline.update import quantize_bundle
+    from resnet_deploy.precision.stage import PrecisionOptions
 
     return quantize_bundle(b, PrecisionOptions(fp16=True), force=True)
 
 
 def _build(b, name):
-    from resnet_deploy.engines.stage import BuildOptions, build_bundle
+    from resnet_deploy.engines.stage import BuildOptions
+    from resnet_deploy.pipeline.update import build_bundle
 
     return build_bundle(b, BuildOptions(), force=True)
 

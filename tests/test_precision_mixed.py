@@ -91,7 +91,8 @@ def tiny_graph(tmp_path_factory):
 def test_converted_graph_is_typed_and_checked(tiny_graph, tmp_path, fmt):
     model, g = tiny_graph
     out = reduced_convert.convert(g, fmt)
-    reduced_convert.save(out, tmp_path / "m.onnx")  # full checker: strict types everywhere
+    onnx.save(out.model, str(tmp_path / "m.onnx"))
+    reduced_convert.check_written(tmp_path / "m.onnx")  # full checker: strict types everywhere
     m = onnx.load(str(tmp_path / "m.onnx"))
     assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # fp32 I/O, Casts at the edges
     assert m.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
@@ -369,7 +370,7 @@ def test_bf16_skipped_with_a_note_on_a_cpu_without_bf16(bf16_bundle, r18_bundle_
     from resnet_deploy.bench import BenchConfig, run_bench
     from resnet_deploy.bundle import read_manifest
     from resnet_deploy.precision import PrecisionOptions
-    from resnet_deploy.precision.stage import quantize_bundle
+    from resnet_deploy.pipeline.update import quantize_bundle
 
     monkeypatch.setattr(openvino, "bf16_supported", lambda ov_core=None: False)
     b, _ = bf16_bundle

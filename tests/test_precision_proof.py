@@ -27,7 +27,7 @@ from . import digits
 from resnet_deploy.errors import CheckFailed
 from resnet_deploy.precision import PrecisionOptions
 from resnet_deploy.backends.onnxruntime import run_graph
-from resnet_deploy.precision.stage import quantize_bundle
+from resnet_deploy.pipeline.update import quantize_bundle
 from .tolerances import FP16, INT8
 
 pytestmark = pytest.mark.proof

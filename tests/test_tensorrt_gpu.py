@@ -14,7 +14,8 @@ import pytest
 
 from .conftest import SMALL, run_cli
 from resnet_deploy import bundle as bundle_mod
-from resnet_deploy.engines.stage import BuildOptions, build_bundle, engines_unavailable
+from resnet_deploy.engines.stage import BuildOptions, engines_unavailable
+from resnet_deploy.pipeline.update import build_bundle
 from resnet_deploy.errors import UserError
 
 

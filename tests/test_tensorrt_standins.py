@@ -26,6 +26,7 @@ from resnet_deploy.precision import reduced_convert as reduced
 from resnet_deploy.engines import stage
 from resnet_deploy.engines.reference_graph import FP32_TWIN, fp32_twin
 from resnet_deploy.engines.stage import BuildOptions, build_onnx_file, detect_precision
+from resnet_deploy.pipeline.update import build_bundle
 
 LAYERS_JSON = (DATA / "tensorrt" / "layers_trt11_handwritten.json").read_text()
 
@@ -55,7 +56,7 @@ def _classifier(seed: int = 0):
 def bf16_graph(tmp_path):
     """The project's own bf16 conversion of the classifier (opset 22, fp32 I/O through Casts)."""
     path = tmp_path / "lone.onnx"
-    reduced.save(reduced.convert(_classifier(), reduced.BF16), path)
+    onnx.save(reduced.convert(_classifier(), reduced.BF16).model, str(path))
     assert str(detect_precision(path)) == "bf16"
     return path
 
@@ -159,7 +160,7 @@ def test_ampere_plus_on_an_older_gpu_leaves_the_bundle_unchanged(r18_bundle_copy
     fake = _FakeRequire(monkeypatch, bf16=False, capability=(7, 5))
     manifest = (r18_bundle_copy / "manifest.json").read_text()
     with pytest.raises(UserError, match="--hardware-compat ampere\\+ needs an Ampere"):
-        stage.build_bundle(r18_bundle_copy, BuildOptions(batch="1:2:4", hardware_compat="ampere+"))
+        build_bundle(r18_bundle_copy, BuildOptions(batch="1:2:4", hardware_compat="ampere+"))
     assert fake.built == [] and (r18_bundle_copy / "manifest.json").read_text() == manifest
     assert not list(r18_bundle_copy.glob("*.plan"))
     bundle_mod.read_manifest(r18_bundle_copy)

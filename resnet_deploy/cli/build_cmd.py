@@ -83,7 +83,8 @@ def plans_json(result) -> dict:
 def build(source, precision, batch, workspace, timing_cache, opt_level, hardware_compat, version_compat, tf32,
           images, out_dir, force, as_json, verbose) -> None:
     """Build TensorRT plans (strongly typed, from each graph's own precision), check them vs eager, record them."""
-    from ..engines.stage import build_bundle, build_onnx_file
+    from ..engines.stage import build_onnx_file
+    from ..pipeline.update import build_bundle
     from ..errors import UserError
     from .common import setup
 

@@ -71,7 +71,6 @@ def export(arch, model_spec, weights, num_classes, input_size, resize, mean, std
     deploy bundle."""
     from ..pipeline.api import export_arch, export_model
     from ..errors import CheckFailed, UserError
-    from ..types import EngineMode
     from .common import setup
     from .precision_options import build, print_summary
 
@@ -83,13 +82,8 @@ def export(arch, model_spec, weights, num_classes, input_size, resize, mean, std
         registry.check_arch(arch)  # before anything else is looked at
     name = arch.replace("/", "-") if arch else model_spec.rpartition(":")[2]
     out_dir = out_dir or f"{name}-bundle"
-    EngineMode.parse(engine, "--engine")
     plan_options = make_options(batch, workspace, timing_cache, opt_level, hardware_compat, version_compat, tf32)
     fuse_skip = split_names(fuse_skip)
-    if fuse_skip:
-        from ..fuse import passes_for
-
-        passes_for("onnxruntime", fuse_skip)
     options = build(**precision)  # every option not named above is a precision option
     common = dict(weights=weights, input_size=input_size, resize=resize, mean=mean, std=std,
                   interpolation=interpolation, opset=opset, external_data=external_data or None, images=images,

@@ -76,7 +76,7 @@ def fuse(source, out_file, target, skip, list_, report, quiet, force, as_json, v
     if source is None:
         raise UserError("missing SOURCE: give an .onnx file (with -o) or a bundle folder (or --list)")
     if Path(source).is_dir():
-        from ..fuse.stage import fuse_bundle
+        from ..pipeline.update import fuse_bundle
 
         if out_file:
             raise UserError("-o is for an .onnx SOURCE; a bundle is fused in place")

@@ -19,7 +19,7 @@ from .precision_options import precision_options
 def quantize(bundle, images, force, as_json, verbose, **precision) -> None:
     """Add model.fp16.onnx / model.bf16.onnx (mixed precision) and/or model.int8.<target>.onnx to BUNDLE (validated
     against its eager reference)."""
-    from ..precision.stage import quantize_bundle
+    from ..pipeline.update import quantize_bundle
     from .common import setup
     from .precision_options import build, print_summary
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from .. import layout, validate
-from ..bundle import BundleUpdate, file_entry, find_artifacts, locate, read_manifest
+from ..bundle import file_entry, find_artifacts, locate
 from ..errors import CheckFailed, UserError
 from ..files import StagedFiles, write_bytes_atomic, write_json_atomic
 from ..layout import Kind
 from ..progress import step
 from ..stages.reference import Reference
-from ..types import HardwareCompat, Precision, Target
+from ..types import EngineMode, HardwareCompat, Precision, Target
 from ..trt.layers import parse_layer_info
 from ..trt.profile import DEFAULT_BATCH, BatchProfile, onnx_input
 
@@ -28,9 +28,12 @@ log = logging.getLogger(__name__)
 HARD_FAIL = ("fp32", "fp16", "bf16")  # an int8 plan below its sanity bar is recorded and warned about, not refused
 
 
-@dataclass
+NAME = "engines"
+
+
+@dataclass(frozen=True)
 class BuildOptions:
-    """Builder settings (the ``build`` command's options)."""
+    """Builder settings (the ``build`` command's options), checked and parsed once, when made."""
 
     batch: BatchProfile = field(default_factory=lambda: BatchProfile.parse(DEFAULT_BATCH))
     workspace_mib: int | None = None
@@ -42,27 +45,37 @@ class BuildOptions:
     precisions: list[Precision] | None = None
 
     def __post_init__(self) -> None:
-        self.batch = BatchProfile.parse(self.batch)
-        self.hardware_compat = HardwareCompat.parse(self.hardware_compat, "--hardware-compat")
+        parsed = {"batch": BatchProfile.parse(self.batch),
+                  "hardware_compat": HardwareCompat.parse(self.hardware_compat, "--hardware-compat")}
         if not 0 <= int(self.opt_level) <= 5:
             raise UserError(f"--opt-level {self.opt_level} is invalid: choose 0..5 (TensorRT's default is 3)")
         if self.workspace_mib is not None and int(self.workspace_mib) < 1:
             raise UserError(f"--workspace {self.workspace_mib} is invalid: give MiB >= 1")
         if self.timing_cache is not None:
-            self.timing_cache = Path(self.timing_cache).expanduser()
-            if self.timing_cache.is_dir():
-                raise UserError(f"--timing-cache {str(self.timing_cache)!r} is a folder: give a file")
-            if not self.timing_cache.parent.is_dir():
-                raise UserError(f"--timing-cache {str(self.timing_cache)!r}: folder "
-                                f"{str(self.timing_cache.parent)!r} does not exist")
+            cache = parsed["timing_cache"] = Path(self.timing_cache).expanduser()
+            if cache.is_dir():
+                raise UserError(f"--timing-cache {str(cache)!r} is a folder: give a file")
+            if not cache.parent.is_dir():
+                raise UserError(f"--timing-cache {str(cache)!r}: folder {str(cache.parent)!r} does not exist")
         if isinstance(self.precisions, str):
-            self.precisions = Precision.parse_list(self.precisions, "precision")
+            parsed["precisions"] = Precision.parse_list(self.precisions, "precision")
+        for key, value in parsed.items():  # frozen: the parsed values replace what was given, once
+            object.__setattr__(self, key, value)
 
     def to_dict(self) -> dict:
         return {"batch": str(self.batch), "workspace_mib": self.workspace_mib, "opt_level": self.opt_level,
                 "hardware_compat": str(self.hardware_compat), "version_compat": self.version_compat,
                 "tf32": self.tf32, "timing_cache": str(self.timing_cache) if self.timing_cache else None,
                 "profiling_verbosity": "detailed", "strongly_typed": True}
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """The engine stage's options: ``mode`` (``export --engine``: auto builds when TensorRT and a GPU are here and
+    says why not otherwise, always fails without them, never skips) and the builder settings."""
+
+    mode: EngineMode = EngineMode.AUTO
+    build: BuildOptions = field(default_factory=BuildOptions)
 
 
 @dataclass
@@ -177,7 +190,7 @@ def _check_accuracy(name: str, precision: str, acc: dict, warnings: list[str]) -
     warnings.append(msg)
 
 
-def run(bundle, reference: Reference, options: BuildOptions) -> EngineBuildResult:
+def build_plans(bundle, reference: Reference, options: BuildOptions) -> EngineBuildResult:
     """The build stage on a ``BundleWriter`` / ``BundleUpdate``: one plan per buildable graph, checked against the
     reference at the profile's batch sizes. Writes ``model.<precision>.plan`` and its layer JSON and records
     them in ``manifest["engines"]["plans"]`` and ``manifest["validation"]``."""
@@ -221,24 +234,6 @@ def skip_engines(manifest: dict, reason: str) -> EngineBuildResult:
     """Record plainly that plans were not built (``export --engine auto`` without a GPU / TensorRT)."""
     manifest["engines"] = {"status": "skipped", "reason": reason, "plans": {}}
     return EngineBuildResult(skipped=reason)
-
-
-def build_bundle(bundle_dir: "str | Path", options: BuildOptions, images=None, force: bool = False,
-                 seed: int = 0) -> EngineBuildResult:
-    """``resnet-deploy build BUNDLE``: add plans to an existing bundle (atomically: all or nothing), checked
-    against the bundle's eager reference on ``images`` (else seeded inputs)."""
-    from ..bundle import load_eager
-    from ..preprocess import Preprocessing
-    from ..stages.reference import build_reference
-
-    read_manifest(bundle_dir)
-    with BundleUpdate(bundle_dir, force=force) as b:
-        graphs_to_build(b.manifest, options.precisions)  # bad --precision before loading anything
-        pre = Preprocessing.from_dict(b.manifest["preprocessing"])
-        reference = build_reference(load_eager(b), pre, images, seed)  # the eager program is verified first
-        result = run(b, reference, options)
-        b.manifest["warnings"] = list(dict.fromkeys([*b.manifest.get("warnings", []), *result.warnings]))
-    return result
 
 
 def build_onnx_file(onnx_path: "str | Path", out_dir: "str | Path | None", options: BuildOptions,
@@ -295,16 +290,14 @@ def engines_unavailable() -> str | None:
     return None
 
 
-def export_engines(bundle, reference: Reference, mode, options: BuildOptions | None = None) -> EngineBuildResult:
-    """The ``export --engine auto|always|never`` step: build plans, or record plainly why they were skipped."""
-    from ..types import EngineMode
-
-    mode = EngineMode.parse(mode, "--engine")
-    if mode is EngineMode.NEVER:
+def run(bundle, reference: Reference, options: EngineOptions) -> EngineBuildResult:
+    """The engine stage: build the plans (``build_plans``), or, in auto mode without TensorRT or a GPU and in
+    never mode, record plainly why they were skipped."""
+    if options.mode is EngineMode.NEVER:
         return skip_engines(bundle.manifest, "--engine never")
-    if mode is EngineMode.AUTO:
+    if options.mode is EngineMode.AUTO:
         reason = engines_unavailable()
         if reason:
             log.info("TensorRT plans skipped: %s", reason)
             return skip_engines(bundle.manifest, reason)
-    return run(bundle, reference, options or BuildOptions())
+    return build_plans(bundle, reference, options.build)

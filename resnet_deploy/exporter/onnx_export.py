@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class ExportResult:
     external_data: bool
     node_count: int
     op_counts: dict
+    proto: object = None  # the graph as written (weights included), for the next stage; None with external data
 
 
 def check_opset(opset: int) -> int:
@@ -44,17 +46,20 @@ def param_bytes(model) -> int:
 
 
 def export_onnx(model, path: "str | Path", input_size: tuple[int, int], opset: int = DEFAULT_OPSET,
-                external_data: bool | None = None, metadata: dict | None = None) -> ExportResult:
+                external_data: bool | None = None, metadata: dict | None = None,
+                save: "Callable[[object], None] | None" = None) -> ExportResult:
     """Export ``model`` to ``path`` with input ``input`` (N,3,H,W float32, dynamic N) and output ``logits``.
 
     Weights go into the one ``.onnx`` file unless they pass 2 GB or ``external_data`` is True. The result
-    passes the full ONNX checker and strict shape inference; ``metadata`` becomes ONNX metadata props.
+    passes the full ONNX checker and strict shape inference; ``metadata`` becomes ONNX metadata props. ``save``
+    writes the graph to ``path`` instead of ``onnx.save`` (a bundle records it as it writes); the graph is built in
+    memory and written once (with external data, the exporter writes it and its weights file itself).
     """
     import onnx
     import torch
 
-    opset = check_opset(opset)
-    path = Path(path)
+    path = Path(path)  # opset: checked by the caller (check_opset; the export request does it once)
+    opset = int(opset)
     if external_data is None:
         external_data = param_bytes(model) > EXTERNAL_DATA_THRESHOLD * 0.9
     model = model.eval()
@@ -63,21 +68,31 @@ def export_onnx(model, path: "str | Path", input_size: tuple[int, int], opset: i
     batch = torch.export.Dim("batch", min=1, max=65536)
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
-        torch.onnx.export(
-            model, (example,), str(path), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_shapes=({0: batch},), opset_version=opset, external_data=external_data, verbose=False,
+        program = torch.onnx.export(
+            model, (example,), str(path) if external_data else None, dynamo=True, input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},), opset_version=opset,
+            external_data=external_data, verbose=False,
         )
     seconds = time.perf_counter() - start
-    proto = onnx.load(str(path), load_external_data=False)
-    if metadata:
-        set_metadata(proto, metadata)
-        save_model(proto, path, external_data)
+    if external_data:  # the exporter wrote the graph and its weights file; the graph gets the metadata
+        del program
+        proto = onnx.load(str(path), load_external_data=False)
+        if metadata:
+            set_metadata(proto, metadata)
+            save_model(proto, path, external_data)
+    else:  # the same bytes the exporter would write (model_proto is what it serialises)
+        proto = program.model_proto
+        del program
+        if metadata:
+            set_metadata(proto, metadata)
+        (save or (lambda p: save_model(p, path)))(proto)
     check_model(path)
     ops: dict[str, int] = {}
     for node in proto.graph.node:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
     log.info("exported %s in %.1f s (%d nodes)", path.name, seconds, len(proto.graph.node))
-    return ExportResult(path, opset, seconds, external_data, len(proto.graph.node), ops)
+    return ExportResult(path, opset, seconds, external_data, len(proto.graph.node), ops,
+                        None if external_data else proto)
 
 
 def save_exported_program(model, path: "str | Path", input_size: tuple[int, int]) -> None:

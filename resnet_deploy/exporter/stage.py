@@ -12,7 +12,10 @@ from ..progress import step
 from ..stages.reference import PARITY_BATCHES, Reference
 
 
-@dataclass
+NAME = "export"
+
+
+@dataclass(frozen=True)
 class ExportOptions:
     """How to export: crop size, opset, external weights (None: automatic past 2 GB), ONNX metadata props, and
     whether Conv+BN is folded in PyTorch first (``exporter.torch_fold``)."""
@@ -45,9 +48,11 @@ def run(bundle, reference: Reference, options: ExportOptions) -> ExportStageResu
         with step("Folding Conv+BatchNorm in PyTorch"):
             folded = fold_conv_bn(model)
     path = bundle.path / layout.FP32_ONNX
-    with step("Exporting to ONNX"):
+    tags = {"kind": Kind.ONNX, "precision": "fp32", "target": "portable", "opset": options.opset}
+    with step("Exporting to ONNX"):  # the graph is recorded as it is written and handed to the next stage
         result = export_onnx(folded.model if folded else model, path, options.input_size, options.opset,
-                             options.external_data, metadata=options.metadata)
+                             options.external_data, metadata=options.metadata,
+                             save=lambda proto: bundle.add_graph(layout.FP32_ONNX, proto, external=False, **tags))
     with step("Validating ONNX Runtime vs eager"):
         from ..backends.onnxruntime import OnnxRuntimeRunner
 
@@ -60,7 +65,8 @@ def run(bundle, reference: Reference, options: ExportOptions) -> ExportStageResu
     validate.require_parity("fp32 ONNX graph vs eager", overall, bar, where=lambda: reference.locate_nonfinite(path))
     with step("Saving the eager reference (torch.export)"):
         save_exported_program(model, bundle.path / layout.EAGER_PROGRAM, options.input_size)
-    bundle.add_file(layout.FP32_ONNX, kind=Kind.ONNX, precision="fp32", target="portable", opset=result.opset)
+    if result.external_data:  # written by the exporter itself
+        bundle.add_file(layout.FP32_ONNX, **tags)
     bundle.add_file(layout.EAGER_PROGRAM, kind=Kind.EAGER, precision="fp32")
     if result.external_data:
         bundle.add_file(layout.external_data(layout.FP32_ONNX), kind=Kind.ONNX_DATA, precision="fp32")

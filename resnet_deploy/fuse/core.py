@@ -103,8 +103,6 @@ def load_onnx(path: "str | Path", what: str = "input"):
 def save_onnx(model, path: "str | Path", external: bool | None = None, check: bool = True) -> None:
     """Save (external data when asked, or past 1.8 GB) and run the ONNX checker (com.microsoft nodes are not
     schema-checked)."""
-    import onnx
-
     from ..onnx_graph import EXTERNAL_DATA_THRESHOLD, save_model
 
     path = Path(path)
@@ -112,7 +110,14 @@ def save_onnx(model, path: "str | Path", external: bool | None = None, check: bo
         external = model.ByteSize() > EXTERNAL_DATA_THRESHOLD * 0.9
     save_model(model, path, external)
     if check:
-        onnx.checker.check_model(str(path))
+        check_graph_file(path)
+
+
+def check_graph_file(path: "str | Path") -> None:
+    """The ONNX checker on a fused graph just written (com.microsoft nodes are not schema-checked)."""
+    import onnx
+
+    onnx.checker.check_model(str(path))
 
 
 def fuse_file(src: "str | Path", dst: "str | Path", target: "Target | str" = Target.ONNXRUNTIME, skip=(),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from .. import layout, validate
 from ..bundle import BundleUpdate, find_artifacts, locate
@@ -15,22 +14,29 @@ from ..layout import Kind
 from ..progress import step
 from ..stages.reference import PARITY_BATCHES, Reference
 from ..types import Target
-from .core import FuseResult, fuse_model, load_onnx, passes_for, save_onnx
+from ..onnx_graph import copy_model
+from .core import FuseResult, check_graph_file, fuse_model, passes_for
 from .report import target_report
 
 log = logging.getLogger(__name__)
 
+NAME = "fuse"
 TARGETS = {Target.PORTABLE: layout.FP32_ONNX, Target.ONNXRUNTIME: layout.ORT_ONNX}
 
 
-@dataclass
+@dataclass(frozen=True)
 class FuseOptions:
-    """Passes to skip (by name), what export's PyTorch-level fold did (kept in the report), and whether the
-    bundle's existing fused files may be replaced."""
+    """Passes to skip (by name; an unknown one is a one-line error when the options are made), what export's
+    PyTorch-level fold did (kept in the report), and whether the bundle's existing fused files may be replaced."""
 
     skip: tuple = ()
     torch_fold: dict | None = None
     force: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "skip", tuple(self.skip))
+        for t in TARGETS:
+            passes_for(t, self.skip)
 
 
 @dataclass
@@ -64,9 +70,8 @@ def _previous_torch_fold(bundle) -> dict | None:
 def run(bundle, reference: Reference, options: FuseOptions) -> FuseStageResult:
     """Run the portable and onnxruntime fusions on a bundle being written (``BundleWriter``) or updated
     (``BundleUpdate``), validate both graphs against the reference and record them in the manifest's ``fusion``
-    section. Raises ``CheckFailed`` when a fused graph breaks parity (nothing is written)."""
-    for t in TARGETS:
-        passes_for(t, options.skip)
+    section. Raises ``CheckFailed`` when a fused graph breaks parity (nothing is written). The graph comes from the
+    export stage in memory; the fused graphs go on to the precision stage the same way."""
     names = find_artifacts(bundle.manifest, kind=Kind.ONNX, precision="fp32", target="portable")
     if not names:
         raise UserError(f"bundle {str(bundle.out)!r} has no fp32 portable ONNX graph to fuse")
@@ -76,25 +81,26 @@ def run(bundle, reference: Reference, options: FuseOptions) -> FuseStageResult:
             raise UserError(f"{str(bundle.out / name)!r} already exists: pass --force to replace it")
     torch_fold = options.torch_fold if options.torch_fold is not None else _previous_torch_fold(bundle)
     src = locate(bundle, names[0])
+    source = bundle.graph(names[0])
+    external = True if layout.external_data(names[0]) in bundle.manifest["files"] else None
     results, parity, reports, paths = {}, {}, {}, {}
     for target in TARGETS:
         name = names[0] if target is Target.PORTABLE else TARGETS[target]
         with step(f"Fusing {name} ({target}) and checking it vs eager"):
-            res = fuse_model(load_onnx(src), target, options.skip)
+            # the passes rewrite a copy; onnxruntime's start from the portable result (what model.onnx holds now)
+            res = fuse_model(copy_model(source), target, options.skip)
             changed = target is not Target.PORTABLE or res.rewrites
             path = bundle.path / name if changed else src
-            if changed:
-                external = layout.external_data(names[0]) in bundle.manifest["files"]
-                save_onnx(res.model, path, external=True if external else None)
             t = str(target)
+            if changed:
+                old = bundle.manifest["files"].get(name, {})
+                tags = {k: v for k, v in old.items() if k not in ("size", "sha256")}
+                tags.update(kind=Kind.ONNX, precision="fp32", target=t, fused=True)
+                bundle.add_graph(name, res.model, external=external, keep=target is Target.PORTABLE, **tags)
+                check_graph_file(path)
+                if target is Target.PORTABLE:
+                    source = res.model
             parity[t], paths[t], results[t], reports[t] = _parity(reference, path), path, res, target_report(res)
-        if changed:
-            old = bundle.manifest["files"].get(name, {})
-            tags = {k: v for k, v in old.items() if k not in ("size", "sha256")}
-            tags.update(kind=Kind.ONNX, precision="fp32", target=t, fused=True)
-            bundle.add_file(name, **tags)
-            if Path(layout.external_data(str(path))).exists():
-                bundle.add_file(layout.external_data(name), kind=Kind.ONNX_DATA, precision="fp32")
     report = {"targets": reports, "torch_fold": torch_fold, "parity": {t: p.to_dict() for t, p in parity.items()}}
     (bundle.path / layout.FUSION_REPORT).write_text(json.dumps(report, indent=2) + "\n")
     bundle.add_file(layout.FUSION_REPORT, kind=Kind.REPORT)
@@ -115,17 +121,3 @@ def run(bundle, reference: Reference, options: FuseOptions) -> FuseStageResult:
         validate.require_parity(f"fused {t} graph vs eager", p, bar,
                                 where=lambda: reference.locate_nonfinite(paths[t]))
     return FuseStageResult(results, parity, report)
-
-
-def fuse_bundle(bundle_dir: "str | Path", skip=(), force: bool = False) -> tuple[FuseStageResult, dict]:
-    """``resnet-deploy fuse BUNDLE``: re-run the fusion stage on an existing bundle (atomically: all or nothing),
-    against its own eager reference on seeded inputs. Returns the stage result and the new manifest."""
-    from ..bundle import load_eager
-    from ..preprocess import Preprocessing
-    from ..stages.reference import build_reference
-
-    with BundleUpdate(bundle_dir, force=force) as bundle:
-        pre = Preprocessing.from_dict(bundle.manifest["preprocessing"])
-        reference = build_reference(load_eager(bundle), pre)
-        result = run(bundle, reference, FuseOptions(skip=tuple(skip), force=force))
-    return result, bundle.manifest

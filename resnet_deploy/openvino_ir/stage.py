@@ -15,25 +15,35 @@ skipped with a note.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from .. import layout, validate
 from ..bundle import find_artifacts, locate
-from ..errors import UserError
+from ..errors import PrecisionFailed, UserError
 from ..layout import Kind
 from ..progress import step
+from ..stages.base import record_failure
 from ..stages.reference import Reference
 from ..types import Target
 
 # Which ONNX graph each IR is converted from: (precision, kind, targets in order of preference).
 SOURCES = (("fp32", (Target.PORTABLE,)), ("int8", (Target.ONNXRUNTIME, Target.TENSORRT)))
 VALIDATION_BATCH = 8
+NAME = "openvino"
+
+log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class OpenVinoOptions:
-    """Which precisions to convert (those the bundle has a graph for)."""
+    """``write_ir``: IR of the precisions the bundle has a graph for (``--target openvino``); ``check_bf16``:
+    OpenVINO's bf16 run of the fp32 IR or graph (``--bf16`` or ``--target openvino``), a failure when
+    ``bf16_required`` (``--bf16``), else a warning."""
 
+    write_ir: bool = True
+    check_bf16: bool = False
+    bf16_required: bool = False
     precisions: tuple = ("fp32", "int8")
 
 
@@ -41,6 +51,9 @@ class OpenVinoOptions:
 class OpenVinoStageResult:
     files: list[str] = field(default_factory=list)
     validation: dict = field(default_factory=dict)  # IR name -> validation record
+    bf16: dict | None = None  # OpenVINO's bf16 run, or why it was skipped
+    warnings: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
 
 
 def sources(manifest: dict, precisions) -> list[tuple[str, str]]:
@@ -63,16 +76,6 @@ def bf16_artifact(manifest: dict) -> str | None:
         if names:
             return names[0]
     return None
-
-
-def bf16_unsupported() -> str | None:
-    """Why OpenVINO cannot run bf16 on this CPU (a note for the manifest), None when it can."""
-    from ..backends.openvino import bf16_supported, cpu_capabilities
-
-    if bf16_supported():
-        return None
-    return (f"this CPU has no bf16 support (OpenVINO offers {', '.join(cpu_capabilities())}; bf16 needs AVX-512 BF16 "
-            "or AMX)")
 
 
 def check_bf16(bundle, reference: Reference) -> tuple[dict, validate.Parity]:
@@ -99,14 +102,55 @@ def check_bf16(bundle, reference: Reference) -> tuple[dict, validate.Parity]:
 
 
 def run(bundle, reference: Reference, options: OpenVinoOptions) -> OpenVinoStageResult:
-    """Write and check the IRs on a ``BundleWriter`` / ``BundleUpdate``. fp32 IRs meet the fp32 bar (OpenVINO with
-    f32 inference precision); INT8 IRs the int8 bar. Raises ``CheckFailed`` (nothing written) otherwise."""
+    """The OpenVINO stage on a ``BundleWriter`` / ``BundleUpdate``: the IRs (fp32 IRs meet the fp32 bar in OpenVINO
+    with f32 inference precision, INT8 IRs the int8 bar; else ``CheckFailed``, nothing written), then OpenVINO's bf16
+    run (``check_bf16_run``; a required one that misses its bar is recorded as a failure, like any precision)."""
+    result = OpenVinoStageResult()
+    if options.write_ir:
+        write_irs(bundle, reference, options, result)
+    if options.check_bf16:
+        try:
+            ov = check_bf16_run(bundle, reference, required=options.bf16_required)
+        except PrecisionFailed as e:
+            result.failures.append(record_failure(bundle.manifest, e))
+            ov = e.record["openvino"]
+        bundle.manifest.setdefault("precision", {}).setdefault("bf16", {})["openvino"] = result.bf16 = ov
+        if ov.get("passed") is False:
+            result.warnings.append(f"OpenVINO's bf16 run of {ov['artifact']} misses the bf16 bar (top-1 agreement "
+                                   f"{ov['top1_agreement']:.1%}, spread error {ov['spread_error']}): run it with "
+                                   "f32 inference precision")
+    return result
+
+
+def check_bf16_run(bundle, reference: Reference, required: bool) -> dict:
+    """OpenVINO's bf16 run of the fp32 graph: checked and recorded, or skipped with a note where OpenVINO is missing
+    or the CPU has no bf16. ``required`` (``--bf16`` given): a miss raises ``PrecisionFailed``."""
+    from ..backends import table
+
+    spec = table.get("openvino")
+    if not spec.is_available():
+        return {"skipped": "openvino is not installed (pip install 'resnet-deploy[openvino]')"}
+    note = spec.cannot_run("bf16")
+    if note:
+        log.info("OpenVINO bf16 skipped: %s", note)
+        return {"skipped": note}
+    record, parity = check_bf16(bundle, reference)
+    out = {"artifact": record["artifact"], "inference_precision": "bf16", "passed": record["passed"],
+           "validation": layout.inference_validation(record["artifact"], "bf16"),
+           "top1_agreement": parity.top1_agreement, "spread_error": parity.spread_error, "cosine": parity.cosine}
+    if not record["passed"] and required:
+        raise PrecisionFailed("bf16", validate.failure_message(f"OpenVINO bf16 run of {record['artifact']} vs eager",
+                                                               parity, reference.bar("bf16")), {"openvino": out})
+    return out
+
+
+def write_irs(bundle, reference: Reference, options: OpenVinoOptions, result: OpenVinoStageResult) -> None:
+    """Convert and check the IR of each precision the bundle has a graph for."""
     from ..backends.openvino import OpenVinoRunner, write_ir
 
     todo = sources(bundle.manifest, options.precisions)
     if not todo:
         raise UserError(f"bundle {str(bundle.out)!r} has no ONNX graph to convert to OpenVINO IR")
-    result = OpenVinoStageResult()
     for precision, onnx_name in todo:
         xml = layout.openvino_ir(precision)
         with step(f"Writing OpenVINO IR {xml} from {onnx_name} and checking it vs eager"):
@@ -126,4 +170,3 @@ def run(bundle, reference: Reference, options: OpenVinoOptions) -> OpenVinoStage
         bundle.add_file(layout.ir_weights(xml), kind=Kind.OPENVINO_WEIGHTS, precision=precision)
         result.files += [xml, layout.ir_weights(xml)]
         result.validation[xml] = record
-    return result

@@ -1,6 +1,7 @@
-"""The export pipeline: one ``Reference``, then the stages (export, fuse, precision, TensorRT) on one bundle.
+"""The export pipeline: one checked request, one ``Reference``, then the stage list (export, fuse, precision,
+OpenVINO, TensorRT) on one bundle through one loop.
 
-Each stage is ``run(bundle, reference, options) -> Result`` in its own module; ``export`` chains them and
+Each stage is ``run(bundle, reference, options) -> Result`` in its own package; ``export`` runs them in order and
 returns every result. See docs/architecture.md.
 """
 
@@ -11,13 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import validate
-from ..bundle import BundleWriter, check_out_dir
+from ..bundle import BundleWriter
+from ..engines import stage as engines_stage
+from ..exporter import stage as exporter_stage
+from ..exporter.onnx_export import INPUT_NAME, OUTPUT_NAME
+from ..fuse import stage as fuse_stage
 from ..models import LoadedModel, check_finite_weights, load_model, model_info, preprocessing_for
-from ..exporter.onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_opset
+from ..openvino_ir import stage as openvino_stage
+from ..precision import stage as precision_stage
 from ..preprocess import Preprocessing, make_preprocessing
 from ..progress import step
-from ..stages.reference import make_inputs
 from ..version import __version__
+from .request import ExportRequest
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +39,11 @@ class BundleResult:
     manifest: dict
     parity: validate.Parity
     warnings: list[str] = field(default_factory=list)
-    export: object = None  # export_stage.ExportStageResult
+    export: object = None  # exporter.stage.ExportStageResult
     fusion: object = None  # fuse.stage.FuseStageResult
     precision: object = None  # precision.stage.PrecisionResult
-    engines: object = None  # trt.stage.EngineBuildResult
+    openvino: object = None  # openvino_ir.stage.OpenVinoStageResult
+    engines: object = None  # engines.stage.EngineBuildResult
     failures: list[str] = field(default_factory=list)  # optional precisions left out (PrecisionFailed), one line each
 
     @property
@@ -49,6 +56,14 @@ class BundleResult:
         """One line for a run whose bundle was written without some precision."""
         return (f"{'; '.join(self.failures)}: bundle {str(self.path)!r} written without it (everything in it is "
                 "validated; the manifest's precision section records the failure)")
+
+
+# The stages of ``export``, in order: (result field, stage module). Each is ``run(bundle, reference, options)``.
+STAGES = (("export", exporter_stage), ("fusion", fuse_stage), ("precision", precision_stage),
+          ("openvino", openvino_stage), ("engines", engines_stage))
+# The last stage that reads a graph in memory: after it, the bundle lets the graphs go (the later stages hand
+# files to their runtimes).
+LAST_GRAPH_READER = "precision"
 
 
 def model_metadata(arch: str, weights: dict, pre: Preprocessing, num_classes: int) -> dict:
@@ -64,56 +79,37 @@ def model_metadata(arch: str, weights: dict, pre: Preprocessing, num_classes: in
 
 def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None = None, input_size="224",
            arch: str = "custom", weights: dict | None = None, num_classes: int | None = None,
-           opset: int = DEFAULT_OPSET, external_data: bool | None = None, images: "str | Path | None" = None,
-           force: bool = False, seed: int = 0, inputs: tuple | None = None, fuse: bool = True, fuse_skip=(),
-           fold_bn: bool = True, precision=None, engine: str = "auto", engine_options=None,
-           source: dict | None = None) -> BundleResult:
+           source: dict | None = None, request: ExportRequest | None = None, **options) -> BundleResult:
     """Export any residual network (``nn.Module`` returning (N, C) logits) to a validated deploy bundle.
 
-    The stages run in order on one ``Reference`` (the inputs, from ``images`` or seeded, and the eager logits):
-    export (``model.onnx`` + ``model.pt2``, fp32 parity), fusion (``fuse``; passes in ``fuse_skip`` skipped;
-    ``fold_bn`` folds Conv+BN in PyTorch first), precision (``precision``: a ``precision.PrecisionOptions`` or an
-    already prepared ``precision.PrecisionPlan``) and TensorRT plans (``engine`` auto|always|never,
-    ``engine_options`` a ``trt.stage.BuildOptions``). The bundle is written atomically: a failed check raises
-    ``CheckFailed`` and leaves nothing, except an optional precision (fp16, bf16, an INT8 target) that misses its
-    bar or budget even after falling back: it is left out, the rest is written, and ``failures`` (``ok`` False)
-    and the manifest say what failed. ``inputs`` are reference inputs already loaded (``reference.make_inputs``).
-    ``source`` (where the model came from: a timm name, a ``--model`` spec and its file's sha256) goes into the
-    manifest as ``model``.
+    ``options`` are ``ExportRequest.create``'s (``opset``, ``external_data``, ``images``, ``force``, ``seed``,
+    ``inputs``, ``fuse``, ``fuse_skip``, ``fold_bn``, ``precision`` (a ``precision.PrecisionOptions``),
+    ``engine`` auto|always|never, ``engine_options`` a ``engines.stage.BuildOptions``), checked once; or pass a
+    ``request`` already made. The stages run in order on one ``Reference`` (the inputs, from ``images`` or seeded,
+    and the eager logits): export (``model.onnx`` + ``model.pt2``, fp32 parity), fusion, precision, OpenVINO and
+    TensorRT plans, each handing the next the graphs it wrote in memory. The bundle is written atomically: a failed
+    check raises ``CheckFailed`` and leaves nothing, except an optional precision (fp16, bf16, an INT8 target) that
+    misses its bar or budget even after falling back: it is left out, the rest is written, and ``failures`` (``ok``
+    False) and the manifest say what failed. ``source`` (where the model came from: a timm name, a ``--model`` spec
+    and its file's sha256) goes into the manifest as ``model``.
     """
     import torch
 
-    from ..exporter import stage as export_stage
     from ..stages.reference import build_reference
-    from ..types import EngineMode
 
-    mode = EngineMode.parse(engine, "--engine")
-    if mode is EngineMode.ALWAYS:
-        from ..backends import tensorrt as trt_backend
-
-        trt_backend.require()  # the same one-line error the build stage would give, before minutes of export
-    pre = preprocessing or make_preprocessing(input_size)
-    check_opset(opset)
-    check_out_dir(out_dir, force)
+    pre = preprocessing or (request.preprocessing if request else make_preprocessing(input_size))
+    request = request or ExportRequest.create(out_dir, pre, **options)
     weights = weights or {"source": "user-module", "sha256": None}
     model = model.eval()
     check_finite_weights(model.state_dict(), f"model {arch!r}")
     if num_classes is None:
         with torch.no_grad():
             num_classes = int(model(torch.zeros(1, 3, *pre.input_size)).shape[-1])
-    if fuse:
-        from ..fuse import passes_for
-
-        passes_for("onnxruntime", fuse_skip)  # a bad pass name fails before any work
-    plan = None
-    if precision is not None:
-        from ..precision.stage import prepare
-
-        plan = prepare(precision, pre)  # bad calibration data fails here, before any export work
-    reference = build_reference(model, pre, images if images is not None else (plan.options.images if plan else None),
-                                seed, fallback=plan.fallback_inputs() if plan else None, inputs=inputs)
+    images, fallback = request.reference_data()
+    reference = build_reference(model, pre, images, request.seed, fallback=fallback, inputs=request.inputs)
+    del model  # the Reference holds it for as long as a stage needs eager outputs
     warnings = [RANDOM_WEIGHTS] if weights.get("source") == "random" else []
-    with BundleWriter(out_dir, force=force) as bundle:
+    with BundleWriter(request.out, force=request.force) as bundle:
         bundle.manifest.update({
             "arch": arch, "weights": weights, "num_classes": num_classes,
             "input": {"name": INPUT_NAME, "shape": [-1, 3, *pre.input_size], "dtype": "float32", "layout": "NCHW",
@@ -121,26 +117,30 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
             "outputs": [{"name": OUTPUT_NAME, "shape": [-1, num_classes], "dtype": "float32"}],
             "preprocessing": pre.to_dict(), "warnings": warnings, **({"model": source} if source else {})})
         result = BundleResult(bundle.out, bundle.manifest, None, warnings)
-        result.export = export_stage.run(bundle, reference, export_stage.ExportOptions(
-            pre.input_size, opset, external_data, model_metadata(arch, weights, pre, num_classes), fold_bn))
+        for field_name, stage in STAGES:
+            options = _stage_options(field_name, request, result, model_metadata(arch, weights, pre, num_classes))
+            if options is not None:
+                setattr(result, field_name, stage.run(bundle, reference, options))
+                warnings.extend(getattr(getattr(result, field_name), "warnings", []))
+                result.failures.extend(getattr(getattr(result, field_name), "failures", []))
+            if field_name == LAST_GRAPH_READER:
+                bundle.drop_graphs()
         result.parity = result.export.parity
-        if fuse:
-            from ..fuse import stage as fuse_stage
-
-            result.fusion = fuse_stage.run(bundle, reference, fuse_stage.FuseOptions(
-                skip=tuple(fuse_skip), torch_fold=result.export.torch_fold))
-        if plan is not None:
-            from ..precision import stage as precision_stage
-
-            result.precision = precision_stage.run(bundle, reference, plan)
-            warnings.extend(result.precision.warnings)
-            result.failures = list(result.precision.failures)
-        from ..engines import stage as trt_stage
-
-        result.engines = trt_stage.export_engines(bundle, reference, mode, engine_options)
-        warnings.extend(result.engines.warnings)
         bundle.manifest["warnings"] = result.warnings = list(dict.fromkeys(warnings))
     return result
+
+
+def _stage_options(name: str, request: ExportRequest, result: BundleResult, metadata: dict):
+    """Each stage's options from the request (None: it does not run); fusion keeps what the export folded."""
+    if name == "export":
+        return request.export_options(metadata)
+    if name == "fusion":
+        return request.fuse_options(result.export.torch_fold)
+    if name == "precision":
+        return request.precision
+    if name == "openvino":
+        return request.openvino
+    return request.engines
 
 
 def export_arch(arch: str, out_dir: "str | Path", *, weights: str = "random", num_classes: int = 1000,
@@ -150,23 +150,11 @@ def export_arch(arch: str, out_dir: "str | Path", *, weights: str = "random", nu
     ``timm/<name>`` (``timm_models.names()``, with timm's pretrained-config preprocessing as the default)."""
     # Everything that can be checked cheaply is checked (and the data loaded) before the model is loaded.
     pre = preprocessing_for(arch, weights, input_size, resize, mean, std, interpolation)
-    _check_early(out_dir, pre, seed, kwargs)
+    request = ExportRequest.create(out_dir, pre, seed=seed, **kwargs)  # bad input fails before the model loads
     with step(f"Loading {arch} ({weights} weights)"):
         loaded: LoadedModel = load_model(arch, weights, num_classes, seed)
-    return export(loaded.model, out_dir, preprocessing=pre, arch=arch, weights=loaded.weights,
-                  num_classes=loaded.num_classes, seed=seed, source=model_info(arch), **kwargs)
-
-
-def _check_early(out_dir, pre, seed: int, kwargs: dict) -> None:
-    """Options, output folder and data, checked and loaded before any model is built (bad input fails fast)."""
-    check_opset(kwargs.get("opset", DEFAULT_OPSET))
-    check_out_dir(out_dir, kwargs.get("force", False))
-    if kwargs.get("precision") is not None:
-        from ..precision.stage import prepare
-
-        kwargs["precision"] = prepare(kwargs["precision"], pre)
-    if kwargs.get("images") is not None and kwargs.get("inputs") is None:
-        kwargs["inputs"] = make_inputs(pre, kwargs["images"], seed=seed)
+    return export(loaded.model, out_dir, arch=arch, weights=loaded.weights, num_classes=loaded.num_classes,
+                  source=model_info(arch), request=request)
 
 
 def export_model(spec: str, out_dir: "str | Path", *, weights: str = "DEFAULT", num_classes: int | None = None,
@@ -187,7 +175,7 @@ def export_model(spec: str, out_dir: "str | Path", *, weights: str = "DEFAULT", 
         from ..errors import UserError
 
         raise UserError(f"--num-classes {num_classes} must be >= 1")
-    _check_early(out_dir, pre, seed, kwargs)
+    request = ExportRequest.create(out_dir, pre, seed=seed, **kwargs)  # bad input fails before the model is built
     with step(f"Building {spec} ({weights} weights)"):
         model, classes, passed = model_spec.build(ms, num_classes, pre.input_size, seed, reinit=weights == RANDOM)
         if weights == RANDOM:
@@ -202,5 +190,5 @@ def export_model(spec: str, out_dir: "str | Path", *, weights: str = "DEFAULT", 
             load_state_dict_checked(model, state, repr(str(path)), f"the module {ms.function}() returns")
             info = {"source": "checkpoint", "path": str(path), "sha256": sha256_file(path)}
     source = {**ms.describe(), "num_classes_argument": passed}
-    return export(model.eval(), out_dir, preprocessing=pre, arch=spec, weights=info, num_classes=classes,
-                  seed=seed, source=source, **kwargs)
+    return export(model.eval(), out_dir, arch=spec, weights=info, num_classes=classes, source=source,
+                  request=request)

@@ -297,30 +297,38 @@ def samples_per_image(hist_values: int | None, images: int) -> int | None:
     return None if hist_values is None else max(1, -(-int(hist_values) // max(images, 1)))
 
 
-def collect_stats(model_path: "str | Path", tensors: list[str], data: np.ndarray, histograms: bool = True,
+def _model(model):
+    """A ``ModelProto`` as given, or the graph of an ONNX file (with its weights)."""
+    import onnx
+
+    return model if hasattr(model, "graph") else onnx.load(str(model))
+
+
+def collect_stats(model, tensors: list[str], data: np.ndarray, histograms: bool = True,
                   batch: int = CALIB_BATCH, hist_values: int | None = HIST_VALUES,
                   on_batch: Callable[[int, int], None] | None = None) -> dict[str, CalibrationStats]:
     """One pass of ``data`` through the fp32 graph: with ``histograms``, the histogram of |x| of each tensor over a
     fixed sample of about ``hist_values`` of its values (None: every value) and the extremes of those values;
-    without, the exact min/max of each tensor."""
-    import onnx
-
+    without, the exact min/max of each tensor. ``model``: a ``ModelProto`` (left as it was: the statistics outputs
+    are added for the session and taken out again) or an ONNX file."""
     from ..backends.onnxruntime import OnnxRuntimeRunner
+    from ..onnx_graph import appended
 
     clock = {"setup": time.perf_counter(), "run": 0.0, "numpy": 0.0}
     per_image = samples_per_image(hist_values, len(data))
-    model = onnx.load(str(model_path))
-    graph, probes = stats_graph(model, tensors, data.shape, per_image, values=histograms, copy=False)
-    del model
-    probed = {n for p in probes for n in p.outputs()}
-    logits = [o.name for o in graph.graph.output if o.name not in probed]  # minmax only: checked for NaN
     # ORT's optimizer never fuses away a tensor another node still reads, so each probe sees the graph's values.
     # No memory pattern: its one block for all intermediates grew with the probes, at no gain in speed.
     # Spinning threads: the probes add ~200 small ops per batch, and waking idle threads for each cost a noticeable
     # share of the pass on 2 cores (spinning only distorts runtimes measured beside it, and calibration runs alone).
-    runner = OnnxRuntimeRunner(graph.SerializeToString(), graph_level="all", spinning=True, mem_pattern=False,
+    with appended(_model(model)) as m:  # no copy of the weights: the probes are appended, serialised, taken out
+        graph, probes = stats_graph(m, tensors, data.shape, per_image, values=histograms, copy=False)
+        probed = {n for p in probes for n in p.outputs()}
+        logits = [o.name for o in graph.graph.output if o.name not in probed]  # minmax only: checked for NaN
+        serialized = graph.SerializeToString()
+        del graph
+    runner = OnnxRuntimeRunner(serialized, graph_level="all", spinning=True, mem_pattern=False,
                                single_use=True).activate()
-    del graph
+    del serialized
     clock["setup"] = time.perf_counter() - clock["setup"]
     names = [n for p in probes for n in p.outputs()]
     names += logits
@@ -396,15 +404,24 @@ def read_cache(path: Path, method: CalibMethod, percentile: float, model_sha: st
     return {t: tuple(c["tensors"][t]["range"]) for t in tensors}
 
 
-def calibrate(model_path: "str | Path", tensors: list[str], data: np.ndarray, data_sha256: str,
+def calibrate(model, tensors: list[str], data: np.ndarray, data_sha256: str,
               method: CalibMethod, percentile: float = 99.99, caches: "list[Path] | tuple" = (),
               hist_values: int | None = HIST_VALUES,
-              on_batch: Callable[[int, int], None] | None = None) -> Calibration:
+              on_batch: Callable[[int, int], None] | None = None, model_sha256: str | None = None) -> Calibration:
     """Ranges of ``tensors`` over ``data`` with ``method``; reuses the first of ``caches`` whose method, model
-    and data hashes match. ``on_batch(done, total)`` is called after each batch (progress)."""
+    and data hashes match. ``model``: the fp32 ``ModelProto`` (not changed) with ``model_sha256``, the sha256 of
+    its file (a bundle's manifest has it; else it is computed from the serialised model), or an ONNX file.
+    ``on_batch(done, total)`` is called after each batch (progress)."""
+    import hashlib
+
     method = CalibMethod.parse(method, "--calib-method")
     percentile = check_percentile(percentile)
-    model_sha = sha256_file(Path(model_path))
+    if model_sha256 is not None:
+        model_sha = model_sha256
+    elif hasattr(model, "graph"):
+        model_sha = hashlib.sha256(model.SerializeToString()).hexdigest()
+    else:
+        model_sha = sha256_file(Path(model))
     start = time.perf_counter()
     for cache in caches:
         if Path(cache).is_file():
@@ -413,7 +430,7 @@ def calibrate(model_path: "str | Path", tensors: list[str], data: np.ndarray, da
                 log.info("reused calibration cache %s", cache)
                 return Calibration(ranges, method, percentile, len(data), model_sha, data_sha256,
                                    time.perf_counter() - start, reused=True)
-    stats = collect_stats(model_path, tensors, data, histograms=method != CalibMethod.MINMAX,
+    stats = collect_stats(model, tensors, data, histograms=method != CalibMethod.MINMAX,
                           hist_values=hist_values, on_batch=on_batch)
     ranges = ranges_from_stats(stats, method, percentile)
     return Calibration(ranges, method, percentile, len(data), model_sha, data_sha256, time.perf_counter() - start,

@@ -1,5 +1,5 @@
 """The fp16 / bf16 part of the precision stage: convert with the mixed-precision fallback, check against eager,
-write the graph and record what stayed in fp32 and why; and OpenVINO's bf16 run of the fp32 graph.
+write the graph and record what stayed in fp32 and why.
 
 How each graph is checked on this CPU (recorded as ``validated_by``): by its *emulation*
 (``reduced_convert.convert(emulate=True)``), the same decisions in an fp32 graph in which every tensor the reduced graph
@@ -18,14 +18,13 @@ import logging
 import numpy as np
 
 from .. import layout, validate
-from ..bundle import locate
 from ..errors import UserError
 from ..layout import Kind
 from ..progress import step
 from ..stages.reference import Reference
 from ..backends.onnxruntime import run_graph
 from . import fp32_fallback, int8_budget, reduced_convert
-from .reduced_convert import BF16, FP16, Format
+from .reduced_convert import BF16, FP16, Format, check_written
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +41,11 @@ def user_keep(names) -> dict[str, dict]:
     return {n: {"reason": "user", "detail": "--keep-fp32"} for n in names}
 
 
-def check_keep_fp32(model_path, names) -> None:
-    """One line (exit 2) for an unknown ``--keep-fp32`` node, naming a few valid ones."""
-    import onnx
-
+def check_keep_fp32(model, names) -> None:
+    """One line (exit 2) for an unknown ``--keep-fp32`` node of ``model`` (the fp32 ``ModelProto``), naming a few
+    valid ones."""
     if names:
-        reduced_convert.check_keep(onnx.load(str(model_path)), names, graph_name=layout.FP32_ONNX)
+        reduced_convert.check_keep(model, names, graph_name=layout.FP32_ONNX)
 
 
 def check_graph(model, data: np.ndarray, emulated: bool) -> np.ndarray:
@@ -60,9 +58,7 @@ def add_reduced(bundle, fmt: Format, reference: Reference, held_out: Reference |
     """Write ``model.<fmt>.onnx`` (fallback nodes in fp32) when it meets ``reference.bar(fmt)``; returns the manifest
     section. A graph that misses the bar even after the fallback raises ``PrecisionFailed`` (nothing written for
     it) with the attempts, the kept nodes and the last parity."""
-    import onnx
-
-    model = onnx.load(str(locate(bundle, layout.FP32_ONNX)))
+    model = bundle.graph(layout.FP32_ONNX)  # the fused graph the fusion stage handed over (read, never changed)
     keep = user_keep(keep_fp32)
     if keep_fp32:
         reduced_convert.check_keep(model, keep_fp32, graph_name=layout.FP32_ONNX)
@@ -105,9 +101,9 @@ def add_reduced(bundle, fmt: Format, reference: Reference, held_out: Reference |
         acc = int8_budget.accuracy(check_graph(res.checked.model, held_out.inputs(), True), ref, held_out.labels)
         out.update({"fp32": fp32.to_dict(), str(fmt): acc.to_dict(),
                     "drop_points": round(int8_budget.drop(fp32, acc), 3)})
-    reduced_convert.save(res.graph, bundle.path / name)
-    bundle.add_file(name, kind=Kind.ONNX, precision=str(fmt), target=TARGETS[str(fmt)],
-                    io=str(fmt) if low_io else "fp32", kept_fp32=len(res.kept))
+    bundle.add_graph(name, res.graph.model, external=False, kind=Kind.ONNX, precision=str(fmt),
+                     target=TARGETS[str(fmt)], io=str(fmt) if low_io else "fp32", kept_fp32=len(res.kept))
+    check_written(bundle.path / name)
     return out
 
 
@@ -119,27 +115,6 @@ def run_native(graph: reduced_convert.ReducedGraph, data: np.ndarray, eager: np.
     except Exception as e:  # noqa: BLE001 - NOT_IMPLEMENTED and the like: recorded, the emulation stands
         return "ONNX Runtime cannot run it: " + str(e).strip().splitlines()[0][:200]
     return validate.compare(eager, logits, candidate_name=f"{graph.format} graph in ONNX Runtime")
-
-
-def add_openvino_bf16(bundle, reference: Reference, required: bool) -> dict:
-    """OpenVINO's bf16 run of the fp32 graph: checked and recorded, or skipped with a note on CPUs without bf16.
-    ``required`` (``--bf16`` given): a miss raises ``PrecisionFailed``; else it is recorded and warned about."""
-    from ..openvino_ir import stage as openvino_stage
-
-    note = openvino_stage.bf16_unsupported()
-    if note:
-        log.info("OpenVINO bf16 skipped: %s", note)
-        return {"skipped": note}
-    record, parity = openvino_stage.check_bf16(bundle, reference)
-    out = {"artifact": record["artifact"], "inference_precision": "bf16", "passed": record["passed"],
-           "validation": layout.inference_validation(record["artifact"], "bf16"),
-           "top1_agreement": parity.top1_agreement, "spread_error": parity.spread_error, "cosine": parity.cosine}
-    if not record["passed"] and required:
-        from ..errors import PrecisionFailed
-
-        raise PrecisionFailed("bf16", validate.failure_message(f"OpenVINO bf16 run of {record['artifact']} vs eager",
-                                                               parity, reference.bar("bf16")), {"openvino": out})
-    return out
 
 
 def check_formats(fp16: bool, bf16: bool, fp16_io: bool, keep_fp32) -> None:
