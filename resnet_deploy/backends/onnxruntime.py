@@ -141,7 +141,7 @@ GRAPH_BATCH = 16  # inputs per run when an in-memory graph is checked in ONNX Ru
 def run_graph(model, data: np.ndarray, batch: int = GRAPH_BATCH, graph_level: str = "all") -> np.ndarray:
     """Logits (the first output) of an in-memory ONNX model over ``data`` in ONNX Runtime (CPU), ``batch`` at a
     time, at graph optimization level ``graph_level``."""
-    with OnnxRuntimeRunner(model.SerializeToString(), graph_level=graph_level) as runner:
+    with OnnxRuntimeRunner(model.SerializeToString(), graph_level=graph_level, single_use=True) as runner:
         return np.concatenate([runner.infer(data[i:i + batch]) for i in range(0, len(data), batch)])
 
 
@@ -149,7 +149,7 @@ def graph_outputs(model, data: np.ndarray, batch: int, graph_level: str = "basic
     """Yield ``{output name: array}`` per ``batch`` inputs of ``data``: every output of an in-memory ONNX model
     (one with intermediate tensors exposed, ``onnx_graph.expose_outputs``) in ONNX Runtime (CPU)."""
     names = [o.name for o in model.graph.output]
-    with OnnxRuntimeRunner(model.SerializeToString(), graph_level=graph_level) as runner:
+    with OnnxRuntimeRunner(model.SerializeToString(), graph_level=graph_level, single_use=True) as runner:
         for i in range(0, len(data), batch):
             yield dict(zip(names, runner.run_all(data[i:i + batch])))
 

@@ -65,6 +65,7 @@ def run(bundle, reference: Reference, options: ExportOptions) -> ExportStageResu
     validate.require_parity("fp32 ONNX graph vs eager", overall, bar, where=lambda: reference.locate_nonfinite(path))
     with step("Saving the eager reference (torch.export)"):
         save_exported_program(model, bundle.path / layout.EAGER_PROGRAM, options.input_size)
+    result.proto = None  # the bundle holds the graph for the next stage: no second reference to 100s of MB
     if result.external_data:  # written by the exporter itself
         bundle.add_file(layout.FP32_ONNX, **tags)
     bundle.add_file(layout.EAGER_PROGRAM, kind=Kind.EAGER, precision="fp32")

@@ -100,7 +100,9 @@ def run(bundle, reference: Reference, options: FuseOptions) -> FuseStageResult:
                 check_graph_file(path)
                 if target is Target.PORTABLE:
                     source = res.model
-            parity[t], paths[t], results[t], reports[t] = _parity(reference, path), path, res, target_report(res)
+            reports[t] = target_report(res)
+            res.model = None  # the report is made: the bundle keeps the graph the next stage reads
+            parity[t], paths[t], results[t] = _parity(reference, path), path, res
     report = {"targets": reports, "torch_fold": torch_fold, "parity": {t: p.to_dict() for t, p in parity.items()}}
     (bundle.path / layout.FUSION_REPORT).write_text(json.dumps(report, indent=2) + "\n")
     bundle.add_file(layout.FUSION_REPORT, kind=Kind.REPORT)

@@ -23,6 +23,7 @@ from ..precision import stage as precision_stage
 from ..preprocess import Preprocessing, make_preprocessing
 from ..progress import step
 from ..version import __version__
+from ..stages.base import give_memory_back
 from .request import ExportRequest
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
                 result.failures.extend(getattr(getattr(result, field_name), "failures", []))
             if field_name == LAST_GRAPH_READER:
                 bundle.drop_graphs()
+            give_memory_back()
         result.parity = result.export.parity
         bundle.manifest["warnings"] = result.warnings = list(dict.fromkeys(warnings))
     return result

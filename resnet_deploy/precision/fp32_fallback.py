@@ -26,6 +26,7 @@ model's intermediates fit in memory.
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
 from collections.abc import Callable
@@ -35,7 +36,7 @@ import numpy as np
 
 from .. import validate
 from ..backends.onnxruntime import graph_outputs
-from ..onnx_graph import FLOAT, Graph, expose_outputs, name_nodes, tensor_types
+from ..onnx_graph import FLOAT, Graph, appended, expose_outputs, name_nodes, tensor_types
 from ..validate import Bar, Parity
 from .reduced_convert import LAYOUT_OPS, Format, ReducedGraph, compute_nodes, convert
 
@@ -129,11 +130,14 @@ def analyze(fp32_model, reduced: ReducedGraph, data: np.ndarray) -> Analysis:
     nodes = compute_nodes(fp32_model, types)
     inputs = [i.name for i in fp32_model.graph.input if types.get(i.name) == FLOAT]
     tensors = list(dict.fromkeys([*inputs, *(o for n in nodes for o in n.output if types.get(o) == FLOAT)]))
-    ref = expose_outputs(fp32_model, tensors)
-    red = expose_outputs(reduced.model, [reduced.tensor(t) for t in tensors])
     stats = {t: ReducedTensorStats() for t in tensors}
-    for ref_out, red_out in zip(graph_outputs(ref, data, ANALYSIS_BATCH),
-                                graph_outputs(red, data, ANALYSIS_BATCH)):
+    # both graphs get their tensors exposed in place for their sessions and back as they were (no weight copies)
+    with appended(fp32_model) as ref, appended(reduced.model) as red:
+        expose_outputs(ref, tensors, in_place=True)
+        expose_outputs(red, [reduced.tensor(t) for t in tensors], in_place=True)
+        batches = zip(graph_outputs(ref, data, ANALYSIS_BATCH), graph_outputs(red, data, ANALYSIS_BATCH))
+        first = next(batches, None)  # both sessions exist now: the graphs can be given back
+    for ref_out, red_out in itertools.chain([first] if first is not None else [], batches):
         for t in tensors:
             stats[t].add_reference(ref_out[t], fmt)
             # an input reaches the reduced graph's nodes rounded at the edge: that is its error
@@ -278,8 +282,11 @@ def convert_within_bar(model, fmt: Format, bar: Bar, data: np.ndarray, reference
     keep more nodes in fp32 (module docstring). ``run(model) -> logits`` runs a checked graph; ``emulate`` checks
     the emulation graph (``reduced_convert.convert(emulate=True)``) instead of the graph written. ``keep``: node ->
     reason record (the user's ``--keep-fp32``)."""
-    model = copy.deepcopy(model)
-    name_nodes(model)
+    names = [n.name for n in model.graph.node]
+    if not all(names) or len(set(names)) != len(names):  # nodes are addressed by name: name a copy
+        model = copy.deepcopy(model)
+        name_nodes(model)
+    # else ``model`` is only read (a bundle's graph is shared with later stages; every conversion copies it)
     kept = dict(keep or {})
     attempts: list[dict] = []
 

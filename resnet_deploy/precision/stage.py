@@ -14,7 +14,7 @@ from ..errors import PrecisionFailed, UserError
 from ..files import write_json_atomic
 from ..layout import Kind
 from ..progress import step
-from ..stages.base import record_failure
+from ..stages.base import give_memory_back, record_failure
 from ..stages.reference import Reference
 from ..types import CalibMethod, Target
 from ..backends.onnxruntime import run_graph
@@ -24,6 +24,8 @@ from .reduced_convert import check_written
 from .calibration_data import DataSet, check_path, load_calibration, load_dataset
 
 log = logging.getLogger(__name__)
+
+NAME = "precision"
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,7 @@ def add_int8(bundle, plan: PrecisionPlan, reference: Reference, held_out: Refere
     options = plan.options
     model = bundle.graph(layout.FP32_ONNX)  # the fused graph the fusion stage handed over (read, never changed)
     calibration = run_calibration(bundle, plan, model)
+    give_memory_back()  # the statistics session is gone
     write_json_atomic(bundle.path / layout.CALIBRATION, calibration.to_json())
     bundle.add_file(layout.CALIBRATION, kind=Kind.CALIBRATION, precision="int8")
     if options.calib_cache is not None:
@@ -219,6 +222,7 @@ def add_int8(bundle, plan: PrecisionPlan, reference: Reference, held_out: Refere
         with step(f"Quantizing INT8 for {target} and checking accuracy"):
             res = int8_budget.quantize_within_budget(model, calibration.ranges, writer.quantize, writer.symmetric,
                                                 gate.inputs(), gate.logits(), labels, options.max_drop)
+        give_memory_back()
         name = layout.int8_onnx(target)
         # a gate on the reference inputs has run the final graph on them already
         logits = res.logits if gate is reference else run_graph(res.graph.model, reference.inputs(),
@@ -267,6 +271,7 @@ def run(bundle, reference: Reference, plan: PrecisionPlan) -> PrecisionResult:
         except PrecisionFailed as e:
             result.failures.append(record_failure(bundle.manifest, e))
             continue
+        give_memory_back()
         section[str(fmt)] = {**section.get(str(fmt), {}), **out}
         setattr(result, str(fmt), section[str(fmt)])
         result.files.append(layout.reduced_onnx(fmt))
