@@ -22,9 +22,11 @@ class UserError(ResnetDeployError):
 
 
 class CheckFailed(ResnetDeployError):
-    """The work ran but its result failed a check (parity, accuracy, checksum). Exit code 1."""
+    """The work ran but its result failed a check (parity, accuracy, checksum). Exit code 1. ``warnings``: those
+    of the failed run (e.g. a tiny calibration set), which the CLI shows before the error line."""
 
     exit_code = 1
+    warnings: tuple = ()
 
 
 class PrecisionFailed(CheckFailed):

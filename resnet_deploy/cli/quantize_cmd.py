@@ -19,13 +19,19 @@ from .precision_options import precision_options
 def quantize(bundle, images, force, as_json, verbose, **precision) -> None:
     """Add model.fp16.onnx / model.bf16.onnx (mixed precision) and/or model.int8.<target>.onnx to BUNDLE (validated
     against its eager reference)."""
+    from ..errors import CheckFailed
     from ..precision.stage import quantize_bundle
     from .common import setup
     from .precision_options import build, print_summary
 
     setup(verbose, as_json)
     options = build(**precision, images=images)
-    manifest, warnings = quantize_bundle(bundle, options, force=force)
+    try:
+        manifest, warnings = quantize_bundle(bundle, options, force=force)
+    except CheckFailed as e:
+        for w in e.warnings:  # a failed run's warnings may explain the failure
+            warn(w)
+        raise
     for w in warnings:
         warn(w)
     if as_json:

@@ -240,7 +240,10 @@ def add_int8(bundle, plan: PrecisionPlan, reference: Reference, held_out: Refere
                         calibration=str(calibration.method))
     bundle.manifest.setdefault("precision", {})["int8"] = out
     if failures:
-        raise PrecisionFailed("int8", "INT8 accuracy budget not met: " + "; ".join(failures), out)
+        over_budget = any(not t["passed"] and not t["int8"].get("nonfinite") for t in out["targets"].values())
+        tiny = int8_budget.too_few_to_judge(len(gate.inputs()), options.max_drop) if over_budget else None
+        raise PrecisionFailed("int8", "INT8 accuracy budget not met: " + "; ".join(failures + ([tiny] if tiny else [])),
+                              out)
     return out
 
 
@@ -343,6 +346,8 @@ def quantize_bundle(bundle_dir: "str | Path", options: PrecisionOptions, force: 
         reference = build_reference(load_eager(b), pre, options.images, fallback=plan.fallback_inputs())
         result = run(b, reference, plan)
         if result.failures:  # all or nothing on an existing bundle: leave it exactly as it was
-            raise CheckFailed("; ".join(result.failures) + f"; bundle {str(bundle_dir)!r} left unchanged")
+            failed = CheckFailed("; ".join(result.failures) + f"; bundle {str(bundle_dir)!r} left unchanged")
+            failed.warnings = tuple(result.warnings)
+            raise failed
         b.manifest["warnings"] = list(dict.fromkeys([*b.manifest.get("warnings", []), *result.warnings]))
     return b.manifest, result.warnings
