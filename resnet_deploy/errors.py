@@ -45,8 +45,9 @@ class MissingDependency(UserError):
 
     def __init__(self, package: str, extra: str = "gpu", what: str = ""):
         purpose = f" for {what}" if what else ""
-        super().__init__(f"{package} is not installed{purpose}: install it with pip install 'resnet-deploy[{extra}]'")
         self.package = package
+        self.install = f"install it with pip install 'resnet-deploy[{extra}]'"
+        super().__init__(f"{package} is not installed{purpose}: {self.install}")
 
 
 def choices(values: Iterable[object]) -> str:

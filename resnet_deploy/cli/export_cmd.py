@@ -7,6 +7,7 @@ import click
 from .. import layout, registry
 from ..onnx_export import DEFAULT_OPSET
 from .build_cmd import engine_options, make_options, print_plans
+from .fuse_cmd import node_counts
 from .common import (bundle_json, emit_json, fmt_parity, force_option, json_option, out, split_names, verbose_option,
                      warn)
 from .precision_options import precision_options
@@ -109,9 +110,11 @@ def export(arch, model_spec, weights, num_classes, input_size, resize, mean, std
     v = res.manifest["validation"]["fp32"]
     con.print(f"[bold]bundle[/] {res.path}")
     con.print(f"fp32 parity vs eager ({v['inputs']}, batches {v['batches']}): {fmt_parity(v)}")
-    for target, f in res.manifest.get("fusion", {}).get("targets", {}).items():
-        con.print(f"fused {target}: {f['nodes_before']} -> {f['nodes_after']} nodes, parity vs eager: "
-                  f"{fmt_parity(f['parity'])}")
+    fusion = res.manifest.get("fusion", {})
+    for target, f in fusion.get("targets", {}).items():
+        nodes = node_counts(target, f["nodes_before"], f["nodes_after"], sum(f["rewrites"].values()),
+                            fusion.get("torch_fold"))
+        con.print(f"fused {target}: {nodes}, parity vs eager: {fmt_parity(f['parity'])}")
     found = res.fusion.report["targets"].get("onnxruntime", {}).get("recognized", []) if res.fusion else []
     if found:
         con.print(f"recognised {len(found)} squeeze-excitation / ECA block(s): listed in {layout.FUSION_REPORT}, kept "
