@@ -130,6 +130,16 @@ def test_small_calibration_array_warned_once_as_samples(r18_bundle_copy, tmp_pat
     assert "use more representative samples" in r.stderr and "calibration images" not in r.stderr
 
 
+def test_quantize_prints_only_what_it_added(r18_bundle_copy, images_dir):
+    r = run_cli("quantize", r18_bundle_copy, "--int8", "--calib", images_dir, "--max-drop", "100", "--target",
+                "onnxruntime")
+    assert r.returncode == 0, r.stderr
+    assert "int8 calibration:" in r.stdout and "onnxruntime: model.int8.onnxruntime.onnx" in r.stdout
+    r = run_cli("quantize", r18_bundle_copy, "--fp16")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("fp16 model.fp16.onnx") and "int8" not in r.stdout, r.stdout  # not the bundle's int8
+
+
 def test_export_int8_without_calib_writes_nothing(tmp_path):
     out = tmp_path / "b"
     r = run_cli("export", "--arch", "resnet18", "--weights", "random", "--input-size", SMALL, "--int8",

@@ -60,8 +60,8 @@ def _kept(section: dict) -> str:
     return ", ".join(shown) + (f" and {len(kept) - 6} more" if len(kept) > 6 else "") if shown else "none"
 
 
-def _reduced_lines(con, precision: str, f: dict) -> None:
-    if f.get("file"):
+def _reduced_lines(con, precision: str, f: dict, graph: bool = True) -> None:
+    if graph and f.get("file"):
         tries = len(f.get("attempts", []))
         spread = f"spread error {f['spread_error']:.3g}, " if f.get("spread_error") is not None else ""
         con.print(f"{precision} {f['file']} (io {f['io']}): top-1 agreement {f['top1_agreement']:.1%}, {spread}"
@@ -79,22 +79,33 @@ def _reduced_lines(con, precision: str, f: dict) -> None:
                       + ("" if ov["passed"] else " (below the bar: not used)"))
 
 
-def print_summary(con, manifest: dict) -> None:
-    """A few lines per precision artifact: parity, accuracy, excluded layers; OpenVINO IRs."""
+def added(options) -> set[str]:
+    """What a run of the precision stage with ``options`` (a ``PrecisionOptions``) writes, for ``print_summary``:
+    fp16, bf16, int8, and openvino (the IRs and OpenVINO's bf16 run)."""
+    wanted = {"fp16": options.fp16, "bf16": options.bf16, "int8": options.int8, "openvino": options.openvino}
+    return {name for name, on in wanted.items() if on}
+
+
+def print_summary(con, manifest: dict, only: set[str] | None = None) -> None:
+    """A few lines per precision artifact: parity, accuracy, excluded layers; OpenVINO IRs. ``only``: the parts a
+    run added (``added``), so a bundle's earlier precisions are not shown again; None: everything."""
     from .common import fmt_parity
 
+    def shown(part: str) -> bool:
+        return only is None or part in only
+
     for name, e in manifest.get("files", {}).items():
-        if e.get("kind") == layout.Kind.OPENVINO_IR:
+        if e.get("kind") == layout.Kind.OPENVINO_IR and shown("openvino"):
             con.print(f"openvino {name} ({e['precision']}, from {e.get('source')}): "
                       f"{fmt_parity(manifest['validation'][name])}")
     sec = manifest.get("precision", {})
     for precision, f in sec.items():
-        if isinstance(f, dict) and f.get("failed"):
+        if isinstance(f, dict) and f.get("failed") and shown(precision):
             con.print(f"{precision} FAILED, left out of the bundle: {f['failed']}")
     for precision in ("fp16", "bf16"):
-        if precision in sec:
-            _reduced_lines(con, precision, sec[precision])
-    if "int8" in sec:
+        if precision in sec and (shown(precision) or precision == "bf16" and shown("openvino")):
+            _reduced_lines(con, precision, sec[precision], graph=shown(precision))
+    if "int8" in sec and shown("int8"):
         i = sec["int8"]
         c = i["calibration"]
         con.print(f"int8 calibration: {c['method']} on {c['num_samples']} samples"

@@ -22,7 +22,7 @@ def quantize(bundle, images, force, as_json, verbose, **precision) -> None:
     from ..errors import CheckFailed
     from ..precision.stage import quantize_bundle
     from .common import setup
-    from .precision_options import build, print_summary
+    from .precision_options import added, build, print_summary
 
     setup(verbose, as_json)
     options = build(**precision, images=images)
@@ -37,4 +37,4 @@ def quantize(bundle, images, force, as_json, verbose, **precision) -> None:
     if as_json:
         emit_json(bundle_json(manifest, bundle, warnings))
     else:
-        print_summary(out(), manifest)
+        print_summary(out(), manifest, only=added(options))  # what this run added, not the whole bundle
