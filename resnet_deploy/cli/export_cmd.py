@@ -6,6 +6,8 @@ import click
 
 from .. import layout, registry
 from ..onnx_export import DEFAULT_OPSET
+from ..preprocess import INTERPOLATIONS
+from ..types import EngineMode
 from .build_cmd import engine_options, make_options, print_plans
 from .fuse_cmd import node_counts
 from .common import (bundle_json, emit_json, fmt_parity, force_option, json_option, out, split_names, verbose_option,
@@ -35,29 +37,29 @@ def _list_archs(ctx, param, value) -> None:
                    "NAMEd pretrained tag from the Hugging Face cache, else downloaded; --model: what FUNCTION "
                    "gave), 'random' (seeded, randomised BatchNorm: accuracy means nothing) or a checkpoint PATH "
                    "(state_dict, {'state_dict':...}, {'model':...}, .safetensors; loaded with weights_only=True).")
-@click.option("--num-classes", type=click.IntRange(min=1), default=None,
+@click.option("--num-classes", type=click.IntRange(min=1), default=None, metavar="N",
               help="Classifier size [default: 1000; --model: what FUNCTION returns]; replaces the head of "
                    "published weights.")
 @click.option("--input-size", default=None, metavar="S|HxW",
               help="Crop size (>= 32) [default: 224; timm: its pretrained config].")
-@click.option("--resize", type=click.IntRange(min=1), default=None, help="Shorter side before the crop "
+@click.option("--resize", type=click.IntRange(min=1), default=None, metavar="PIXELS", help="Shorter side before the crop "
               "[default: input size / 0.875; timm: input size / its crop fraction].")
 @click.option("--mean", default=None, metavar="R,G,B", help="Normalisation mean [default: ImageNet; timm: its config].")
 @click.option("--std", default=None, metavar="R,G,B",
               help="Normalisation std, each > 0 [default: ImageNet; timm: its config].")
-@click.option("--interpolation", default=None, metavar="bilinear|bicubic",
+@click.option("--interpolation", default=None, metavar="|".join(INTERPOLATIONS),
               help="Resize filter (PIL's) [default: bilinear; timm: its config, mostly bicubic].")
-@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset (18..23).")
+@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, metavar="N", help="ONNX opset (18..23).")
 @click.option("--external-data", is_flag=True, help=f"Store weights in {layout.external_data(layout.FP32_ONNX)} (automatic past 2 GB).")
-@click.option("--images", type=click.Path(path_type=str), default=None,
+@click.option("--images", type=click.Path(path_type=str), default=None, metavar="DIR",
               help="Folder of real images to validate on [default: seeded random inputs].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for random weights and inputs.")
-@click.option("--out", "out_dir", type=click.Path(path_type=str), default=None,
+@click.option("--seed", type=int, default=0, show_default=True, metavar="N", help="Seed for random weights and inputs.")
+@click.option("--out", "out_dir", type=click.Path(path_type=str), default=None, metavar="DIR",
               help="Bundle folder [default: ./<arch>-bundle].")
 @click.option("--no-fuse", is_flag=True, help=f"Skip the fusion stage (no {layout.ORT_ONNX}, no fusion report).")
 @click.option("--fuse-skip", multiple=True, metavar="NAME[,NAME]",
               help="Fusion pass to skip (repeatable; see resnet-deploy fuse --list).")
-@click.option("--engine", default="auto", show_default=True, metavar="auto|always|never",
+@click.option("--engine", default="auto", show_default=True, metavar="|".join(m.value for m in EngineMode),
               help="Build TensorRT plans: when a GPU and TensorRT are present (says so when skipped), always, never.")
 @engine_options
 @precision_options

@@ -57,12 +57,14 @@ def print_report(report: dict, details: bool = True, torch_fold: dict | None = N
 
 @click.command()
 @click.argument("source", required=False, type=click.Path(path_type=str))
-@click.option("-o", "--out", "out_file", default=None, type=click.Path(path_type=str), help="Output ONNX file (file mode).")
+@click.option("-o", "--out", "out_file", default=None, type=click.Path(path_type=str), metavar="FILE.onnx",
+              help="Output ONNX file (file mode).")
 @click.option("--target", default="onnxruntime", show_default=True, metavar="portable|onnxruntime|tensorrt",
               help="portable: standard ops, BN folded (tensorrt gets this); onnxruntime: com.microsoft FusedConv.")
 @click.option("--skip", multiple=True, metavar="NAME[,NAME]", help="Pass to skip (repeatable; see --list).")
 @click.option("--list", "list_", is_flag=True, help="List the passes in run order and exit.")
-@click.option("--report", default=None, type=click.Path(path_type=str), help="Also write the report as JSON.")
+@click.option("--report", default=None, type=click.Path(path_type=str), metavar="FILE.json",
+              help="Also write the report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but warnings and errors (no tables, no progress).")
 @force_option
 @json_option

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import layout
+from ..types import CalibMethod
 
 OPTIONS = [
     click.option("--fp16", is_flag=True, help=f"Add {layout.FP16_ONNX} (fp16 weights/activations, validated vs eager)."),
@@ -16,21 +17,23 @@ OPTIONS = [
                  help=f"ONNX node of {layout.FP32_ONNX} to keep in fp32 in the fp16/bf16 graphs (repeatable); the "
                       "fallback keeps more where the graph misses its bar."),
     click.option("--int8", is_flag=True, help=f"Add calibrated INT8 graphs {layout.INT8_ONNX_PATTERN} (needs --calib)."),
-    click.option("--calib", type=click.Path(path_type=str), default=None,
+    click.option("--calib", type=click.Path(path_type=str), default=None, metavar="DIR|FILE",
                  help="Calibration data: image folder (recursive) or .npy/.npz of preprocessed NCHW float32."),
-    click.option("--calib-size", type=int, default=512, show_default=True, help="Calibration samples used."),
-    click.option("--calib-method", default="mse", show_default=True, metavar="minmax|percentile|entropy|mse",
+    click.option("--calib-size", type=int, default=512, show_default=True, metavar="N",
+                 help="Calibration samples used."),
+    click.option("--calib-method", default="mse", show_default=True, metavar="|".join(m.value for m in CalibMethod),
                  help="How activation ranges are chosen."),
-    click.option("--percentile", default="99.99", show_default=True, help="For --calib-method percentile: (0, 100]."),
-    click.option("--calib-cache", type=click.Path(path_type=str), default=None,
+    click.option("--percentile", default="99.99", show_default=True, metavar="PCT",
+                 help="For --calib-method percentile: the percentile of |x| kept, in (0, 100]."),
+    click.option("--calib-cache", type=click.Path(path_type=str), default=None, metavar="FILE",
                  help=f"{layout.CALIBRATION} to reuse (when model and data hashes match) and to keep."),
     click.option("--target", "targets", default="tensorrt,onnxruntime", show_default=True,
                  metavar="tensorrt,onnxruntime,openvino",
                  help="INT8 graphs to write (tensorrt: symmetric Q/DQ; onnxruntime: U8S8); openvino adds OpenVINO IR "
                       "(.xml/.bin) of the fp32 graph and of the INT8 graph (converted from the onnxruntime one)."),
-    click.option("--val", type=click.Path(path_type=str), default=None,
+    click.option("--val", type=click.Path(path_type=str), default=None, metavar="DIR|FILE",
                  help="Held-out images for the accuracy gate (ImageFolder layout: top-1/top-5; flat: agreement)."),
-    click.option("--max-drop", default="1.0", show_default=True,
+    click.option("--max-drop", default="1.0", show_default=True, metavar="POINTS",
                  help="Allowed top-1 (or agreement) drop in percentage points before layers fall back to fp32."),
 ]
 

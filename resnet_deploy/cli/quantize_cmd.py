@@ -11,7 +11,7 @@ from .precision_options import precision_options
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=str))
 @precision_options
-@click.option("--images", type=click.Path(path_type=str), default=None,
+@click.option("--images", type=click.Path(path_type=str), default=None, metavar="DIR",
               help="Real images for the parity check vs eager [default: --val, else --calib samples].")
 @force_option
 @json_option

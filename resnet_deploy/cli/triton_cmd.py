@@ -38,7 +38,8 @@ def _sizes(ctx, param, value):
 
 @click.command(cls=_TritonCommand)
 @click.argument("bundle", type=click.Path(file_okay=False, path_type=str))
-@click.option("--repo", required=True, type=click.Path(path_type=str), help="Model repository folder to write.")
+@click.option("--repo", required=True, type=click.Path(path_type=str), metavar="DIR",
+              help="Model repository folder to write.")
 @click.option("--name", default=None, metavar="NAME", help="Model name prefix [default: the bundle's arch]; models are "
               f"<name>_<suffix>: {', '.join(f'_{s.triton.suffix} ({s.name})' for s in table.triton_backends())}.")
 @click.option("--backend", "backends", default=None, metavar="BACKEND[,BACKEND]",
