@@ -16,7 +16,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "       scripts/setup_cpp.sh installs them all on Debian/Ubuntu" >&2
   exit 2
 fi
-python=${PYTHON:-$(command -v python3 || true)}
+# The Python whose onnxruntime wheel provides the library: $PYTHON, else the project's venv (<repo>/.venv, where the
+# README installs it, whether or not it is activated), else python3 on PATH.
+venv_python=$(cd "$here/.." && pwd)/.venv/bin/python
+if [ -n "${PYTHON:-}" ]; then
+  python=$PYTHON; from="PYTHON"
+elif [ -x "$venv_python" ]; then
+  python=$venv_python; from="the project's .venv"
+else
+  python=$(command -v python3 || true); from="python3 on PATH; set PYTHON=<python with onnxruntime> to choose"
+fi
+echo "using Python ${python:-(none found)} ($from)"
 cmake -S "$here" -B "$build" -DCMAKE_BUILD_TYPE=Release ${python:+-DPython3_EXECUTABLE="$python"} "$@"
 cmake --build "$build" -j "$(nproc 2>/dev/null || echo 2)"
 echo "built $build/resnet_deploy_infer"

@@ -22,9 +22,11 @@ class UserError(ResnetDeployError):
 
 
 class CheckFailed(ResnetDeployError):
-    """The work ran but its result failed a check (parity, accuracy, checksum). Exit code 1."""
+    """The work ran but its result failed a check (parity, accuracy, checksum). Exit code 1. ``warnings``: those
+    of the failed run (e.g. a tiny calibration set), which the CLI shows before the error line."""
 
     exit_code = 1
+    warnings: tuple = ()
 
 
 class PrecisionFailed(CheckFailed):
@@ -43,8 +45,9 @@ class MissingDependency(UserError):
 
     def __init__(self, package: str, extra: str = "gpu", what: str = ""):
         purpose = f" for {what}" if what else ""
-        super().__init__(f"{package} is not installed{purpose}: install it with pip install 'resnet-deploy[{extra}]'")
         self.package = package
+        self.install = f"install it with pip install 'resnet-deploy[{extra}]'"
+        super().__init__(f"{package} is not installed{purpose}: {self.install}")
 
 
 def choices(values: Iterable[object]) -> str:

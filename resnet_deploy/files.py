@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -139,6 +140,22 @@ def check_output(out: "str | Path", force: bool, what: str = "--out") -> Path:
     return out
 
 
+def _make_staging_dir(parent: "str | Path", prefix: str) -> Path:
+    """A new, uniquely named folder in ``parent`` with the mode ``mkdir`` gives (0o777 less the umask, plus any
+    default ACL), not ``mkdtemp``'s private 0o700: a staged folder is renamed into place as it is, and a Triton
+    server or a service running as another user must be able to read a bundle or repository. The kernel applies
+    the umask, so it is never read (reading it means setting it, which races with other threads)."""
+    parent = Path(parent)
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(6)}"
+        try:
+            os.mkdir(path, 0o777)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(errno.EEXIST, "no unused temporary folder name", str(parent))
+
+
 class StagedDir:
     """A hidden temporary folder beside ``out``: write into ``path``; on success it is moved to ``out``
     (``move_into_place``), on failure or Ctrl-C it is removed and nothing is left behind."""
@@ -151,7 +168,7 @@ class StagedDir:
     def __enter__(self) -> "StagedDir":
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
-            self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
+            self.path = _make_staging_dir(self.out.parent, f".{self.out.name}.tmp-")
         except OSError as e:
             raise UserError(f"{self.what} {str(self.out)!r} is not writable: {e.strerror or e}") from None
         return self
@@ -193,7 +210,7 @@ class StagedFiles:
         self._keep: list[str] = []
 
     def __enter__(self) -> "StagedFiles":
-        self.path = Path(tempfile.mkdtemp(prefix=".stage-", dir=self.folder))
+        self.path = _make_staging_dir(self.folder, ".stage-")
         return self
 
     def keep(self, *names: str) -> None:

@@ -192,6 +192,41 @@ def test_build_script_names_missing_prerequisites(tmp_path):
     assert not (tmp_path / "build").exists()
 
 
+def test_build_script_finds_the_projects_venv(tmp_path):
+    """From a fresh shell (the venv not on PATH, no PYTHON), build.sh hands CMake <repo>/.venv/bin/python, whose
+    onnxruntime wheel has the library, not a python3 without it; it says which Python and why. PYTHON still wins,
+    and without a .venv it falls back to python3 on PATH. (cmake, the compiler and make are stand-ins that log.)"""
+    repo = tmp_path / "repo"
+    shutil.copytree(CPP, repo / "cpp", ignore=shutil.ignore_patterns("build", ".deps"))
+    venv_python = repo / ".venv" / "bin" / "python"
+    venv_python.parent.mkdir(parents=True)
+    venv_python.symlink_to(sys.executable)
+    bin_dir, log = tmp_path / "bin", tmp_path / "cmake.log"
+    bin_dir.mkdir()
+    for tool, script in (("cmake", f'echo "$@" >> "{log}"'), ("c++", "exit 0"), ("make", "exit 0")):
+        (bin_dir / tool).write_text(f"#!/bin/sh\n{script}\n")
+        (bin_dir / tool).chmod(0o755)
+    path = f"{bin_dir}:{os.defpath}"  # no venv on it
+
+    def build(**env):
+        log.unlink(missing_ok=True)
+        res = subprocess.run(["bash", str(repo / "cpp" / "build.sh"), str(tmp_path / "build")], capture_output=True,
+                             text=True, env={"PATH": path, "HOME": str(tmp_path), **env}, timeout=60)
+        assert res.returncode == 0, res.stderr
+        configure = log.read_text().splitlines()[0]
+        return res.stdout, re.search(r"-DPython3_EXECUTABLE=(\S+)", configure)
+
+    out, used = build()
+    assert used and used.group(1) == str(venv_python)
+    assert f"using Python {venv_python} (the project's .venv)" in out
+    out, used = build(PYTHON="/opt/some/python")
+    assert used.group(1) == "/opt/some/python" and "using Python /opt/some/python (PYTHON)" in out
+    venv_python.unlink()
+    out, used = build()
+    python3 = shutil.which("python3", path=path)
+    assert (used.group(1) if used else None) == python3 and "(python3 on PATH; set PYTHON=" in out
+
+
 # ---------------------------------------------------------------- plan build records (TensorRT host code)
 
 @pytest.fixture(scope="session")

@@ -66,7 +66,7 @@ def test_onnx_model_config_parses_and_matches_graph(r18_bundle, tmp_path):
 
 
 def test_fixed_batch_without_dynamic_batching(r18_bundle, tmp_path):
-    res = write_triton_repo(r18_bundle, tmp_path / "repo", name="clf", max_batch_size=1)
+    res = write_triton_repo(r18_bundle, tmp_path / "repo", name="clf", max_batch_size=1, device="gpu")
     cfg = parse_config(res.models[0].config)
     assert cfg.name == "clf_onnx" and cfg.max_batch_size == 1 and not cfg.HasField("dynamic_batching")
     check_against_graph(cfg, onnx.load(str(r18_bundle / "model.onnx"), load_external_data=False).graph)
@@ -79,7 +79,7 @@ def test_plans_for_several_gpus_get_cc_model_filenames(r18_bundle_copy, tmp_path
     with BundleUpdate(r18_bundle_copy) as b:
         (b.path / "model.fp16.onnx").write_bytes((r18_bundle_copy / "model.onnx").read_bytes())
         b.add_file("model.fp16.onnx", kind="onnx", precision="fp16", target="portable")
-    res = write_triton_repo(r18_bundle_copy, tmp_path / "repo", precision="fp16", dynamic_batching=True)
+    res = write_triton_repo(r18_bundle_copy, tmp_path / "repo", precision="fp16", dynamic_batching=True, device="gpu")
     names = {m.name: m for m in res.models}
     assert set(names) == {"resnet18_onnx", "resnet18_trt"}
     trt = parse_config(names["resnet18_trt"].config)
@@ -122,6 +122,93 @@ def test_cli_writes_repo_and_refuses_existing(r18_bundle, tmp_path):
     res = run_cli("triton", r18_bundle, "--repo", repo, "--instances", "4", "--force")
     assert res.returncode == 0, res.stderr
     assert parse_config(repo / "resnet18_onnx" / "config.pbtxt").instance_group[0].count == 4
+
+
+def test_cli_documented_dynamic_batching_form(r18_bundle, tmp_path):
+    """The README's form works; sizes given to the flag itself get a usage error that names the right option."""
+    repo = tmp_path / "repo"
+    res = run_cli("triton", r18_bundle, "--repo", repo, "--dynamic-batching", "4,8", "--instances", "2")
+    assert res.returncode == 2 and not repo.exists()
+    (line,) = res.stderr.strip().splitlines()
+    assert "--dynamic-batching is a flag" in line and "--preferred-batch-sizes 4,8" in line
+    res = run_cli("triton", r18_bundle, "--repo", repo, "--dynamic-batching=4,8")
+    assert res.returncode == 2 and "--preferred-batch-sizes 4,8" in res.stderr
+    res = run_cli("triton", r18_bundle, "--repo", repo, "--dynamic-batching", "--preferred-batch-sizes", "4,8",
+                  "--instances", "2")
+    assert res.returncode == 0, res.stderr
+    cfg = parse_config(repo / "resnet18_onnx" / "config.pbtxt")
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [4, 8] and cfg.instance_group[0].count == 2
+
+
+@pytest.mark.parametrize("gpu, kind", [(False, "KIND_CPU"), (True, "KIND_GPU")])
+def test_device_defaults_to_what_this_machine_has(r18_bundle, tmp_path, monkeypatch, gpu, kind):
+    from resnet_deploy.backends import table
+
+    monkeypatch.setattr(table, "cuda_available", lambda: gpu)
+    res = write_triton_repo(r18_bundle, tmp_path / "repo")
+    assert res.device == ("gpu" if gpu else "cpu") and res.device_note
+    assert mc.ModelInstanceGroup.Kind.Name(parse_config(res.models[0].config).instance_group[0].kind) == kind
+
+
+def test_device_default_follows_a_gpu_only_model(r18_bundle_copy, tmp_path, monkeypatch):
+    """Asking for TensorRT models means a GPU server, whatever this machine has."""
+    from resnet_deploy.backends import table
+
+    monkeypatch.setattr(table, "cuda_available", lambda: False)
+    add_plans(r18_bundle_copy, {"model.fp32.plan": "8.9"}, precision="fp32")
+    res = write_triton_repo(r18_bundle_copy, tmp_path / "repo", backends=["onnxruntime", "tensorrt"])
+    assert res.device == "gpu" and "TensorRT models run on GPUs only" in res.device_note
+    assert {parse_config(m.config).instance_group[0].kind for m in res.models} == {mc.ModelInstanceGroup.KIND_GPU}
+
+
+def test_cli_says_which_device_it_chose(r18_bundle_copy, tmp_path):
+    """On this machine: gpu only when torch sees one; a bundle recommended for the CPU is served on the CPU."""
+    import json
+
+    import torch
+
+    manifest = json.loads((r18_bundle_copy / "manifest.json").read_text())
+    manifest["recommended"] = {"cpu": {"cpu": "test", "throughput": {
+        "backend": "onnxruntime", "precision": "fp32", "artifact": "model.onnxruntime.onnx", "batch": 8}}}
+    (r18_bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    res = run_cli("triton", r18_bundle_copy, "--repo", tmp_path / "repo")
+    assert res.returncode == 0, res.stderr
+    device = "gpu" if torch.cuda.is_available() else "cpu"
+    assert [line for line in res.stderr.splitlines() if "--device" in line] == \
+        [line for line in res.stderr.splitlines() if line.startswith(f"note: --device {device} (")]
+    assert f"note: --device {device} (" in res.stderr
+    cfg = parse_config(tmp_path / "repo" / "resnet18_onnx" / "config.pbtxt")
+    assert mc.ModelInstanceGroup.Kind.Name(cfg.instance_group[0].kind) == f"KIND_{device.upper()}"
+    if device == "cpu":
+        assert "recommended for cpu by bench" in res.stdout
+
+
+def test_openvino_pick_measured_on_an_onnx_graph_is_served_as_that_graph(r18_bundle_copy, tmp_path):
+    """bench measures OpenVINO on the INT8 ONNX graph when the bundle has no IR; Triton's openvino backend reads that
+    graph too (default_model_filename), so the recommendation is served as measured instead of refused."""
+    import json
+
+    with BundleUpdate(r18_bundle_copy) as b:  # an INT8 graph stand-in: its bytes are never run here
+        (b.path / "model.int8.onnxruntime.onnx").write_bytes((r18_bundle_copy / "model.onnx").read_bytes())
+        b.add_file("model.int8.onnxruntime.onnx", kind="onnx", precision="int8", target="onnxruntime")
+    manifest = json.loads((r18_bundle_copy / "manifest.json").read_text())
+    assert not [n for n, e in manifest["files"].items() if e["kind"] == "openvino-ir"]
+    manifest["recommended"] = {"cpu": {"cpu": "test", "throughput": {
+        "backend": "openvino", "precision": "int8", "artifact": "model.int8.onnxruntime.onnx", "batch": 8}}}
+    (r18_bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    repo = tmp_path / "repo"
+    res = run_cli("triton", r18_bundle_copy, "--repo", repo, "--device", "cpu", "--dynamic-batching")
+    assert res.returncode == 0, res.stderr
+    assert "resnet18_ov  openvino  from model.int8.onnxruntime.onnx" in res.stdout
+    cfg = parse_config(repo / "resnet18_ov" / "config.pbtxt")
+    assert cfg.backend == "openvino" and cfg.default_model_filename == "model.onnx"
+    assert cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert cfg.parameters["PERFORMANCE_HINT"].string_value == "THROUGHPUT"
+    check_against_graph(cfg, onnx.load(str(r18_bundle_copy / "model.onnx"), load_external_data=False).graph)
+    assert sorted(p.name for p in (repo / "resnet18_ov" / "1").iterdir()) == ["model.onnx"]
+    assert (repo / "resnet18_ov" / "1" / "model.onnx").read_bytes() == \
+        (r18_bundle_copy / "model.int8.onnxruntime.onnx").read_bytes()
+    assert json.loads((repo / "resnet_deploy.json").read_text())["precision"] == "int8"
 
 
 @pytest.mark.parametrize("args,expect", [

@@ -67,3 +67,45 @@ def test_openvino_backend_without_openvino_names_the_extra():
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["openvino is not installed for OpenVINO inference: install it with pip install "
                                      "'resnet-deploy[openvino]'"] * 2
+
+
+GENERIC_METAVARS = {"TEXT", "INTEGER", "INTEGER RANGE", "FLOAT", "FLOAT RANGE", "BOOLEAN"}  # click's type names
+
+
+def _option_metavars(skip=("bench",)) -> dict[str, str]:
+    """``command --option`` -> the metavar its --help shows, for every option that takes a value."""
+    import click
+
+    from resnet_deploy.cli.main import cli
+
+    shown = {}
+    for name, cmd in cli.commands.items():
+        if name in skip:  # bench's help belongs to the bench work
+            continue
+        ctx = click.Context(cmd, info_name=name, parent=click.Context(cli))
+        for p in cmd.params:
+            if isinstance(p, click.Option) and not p.is_flag and not p.count and not p.hidden:
+                shown[f"{name} {p.opts[-1]}"] = p.make_metavar(ctx)
+    return shown
+
+
+def test_every_option_says_what_it_takes():
+    """No TEXT / INTEGER in --help: each option's metavar names what it takes (POINTS, PCT, N,N, DIR ...)."""
+    generic = {opt: m for opt, m in _option_metavars().items() if m.strip("[]") in GENERIC_METAVARS}
+    assert generic == {}
+
+
+def test_choice_metavars_list_every_choice():
+    from resnet_deploy.preprocess import INTERPOLATIONS
+    from resnet_deploy.types import CalibMethod, EngineMode, HardwareCompat, Precision
+
+    def values(enum):
+        return [m.value for m in enum]
+
+    shown = _option_metavars()
+    expected = {"export --calib-method": values(CalibMethod), "quantize --calib-method": values(CalibMethod),
+                "export --engine": values(EngineMode), "export --hardware-compat": values(HardwareCompat),
+                "build --hardware-compat": values(HardwareCompat), "triton --precision": values(Precision),
+                "export --interpolation": list(INTERPOLATIONS), "fuse --target": ["portable", "onnxruntime", "tensorrt"],
+                "triton --device": ["gpu", "cpu"]}
+    assert {opt: shown[opt].strip("[]").split("|") for opt in expected} == expected

@@ -105,6 +105,41 @@ def test_bad_input_one_line_exit_2_nothing_written(case, extra, message, r18_bun
     assert _snapshot(r18_bundle) == before
 
 
+def test_int8_budget_on_five_images_says_too_few_to_judge(r18_bundle_copy, images_dir):
+    """On 5 images one changed prediction is 20 points: a missed 0.5-point budget says the set is too small to judge
+    and names both ways out; the small-calibration-set warning is shown once, and the bundle is unchanged."""
+    before = _snapshot(r18_bundle_copy)
+    r = run_cli("quantize", r18_bundle_copy, "--int8", "--calib", images_dir, "--calib-method", "percentile",
+                "--percentile", "1", "--max-drop", "0.5", "--target", "onnxruntime")
+    assert r.returncode == 1, r.stderr
+    error = r.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: INT8 accuracy budget not met: onnxruntime: top-1 drop"), r.stderr
+    assert "only 5 samples, so one changed prediction is 20.00 points: too few to judge a 0.5-point budget" in error
+    assert "at least 200 held-out images with --val DIR, or raise --max-drop" in error
+    assert r.stderr.count("only 5 calibration images (fewer than 100)") == 1, r.stderr
+    assert _snapshot(r18_bundle_copy) == before
+
+
+def test_small_calibration_array_warned_once_as_samples(r18_bundle_copy, tmp_path):
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(0).standard_normal((5, 3, SMALL, SMALL), dtype=np.float32))
+    r = run_cli("quantize", r18_bundle_copy, "--int8", "--calib", calib, "--max-drop", "100", "--target",
+                "onnxruntime")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("calibration samples (fewer than 100)") == 1, r.stderr
+    assert "use more representative samples" in r.stderr and "calibration images" not in r.stderr
+
+
+def test_quantize_prints_only_what_it_added(r18_bundle_copy, images_dir):
+    r = run_cli("quantize", r18_bundle_copy, "--int8", "--calib", images_dir, "--max-drop", "100", "--target",
+                "onnxruntime")
+    assert r.returncode == 0, r.stderr
+    assert "int8 calibration:" in r.stdout and "onnxruntime: model.int8.onnxruntime.onnx" in r.stdout
+    r = run_cli("quantize", r18_bundle_copy, "--fp16")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("fp16 model.fp16.onnx") and "int8" not in r.stdout, r.stdout  # not the bundle's int8
+
+
 def test_export_int8_without_calib_writes_nothing(tmp_path):
     out = tmp_path / "b"
     r = run_cli("export", "--arch", "resnet18", "--weights", "random", "--input-size", SMALL, "--int8",

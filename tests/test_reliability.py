@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -257,6 +258,70 @@ def test_final_rename_refuses_a_target_that_appeared_meanwhile(tmp_path):
     with StagedDir(out, force=True) as third:
         (third.path / "c").write_text("third")
     assert [p.name for p in out.iterdir()] == ["c"]
+
+
+@pytest.fixture
+def umask_set():
+    """Set the process umask for one test (the tests run in one thread); restored afterwards."""
+    old = []
+
+    def set_to(mask: int) -> None:
+        old.append(os.umask(mask))
+
+    yield set_to
+    if old:
+        os.umask(old[0])
+
+
+def _modes(root):
+    """{path relative to root: permission bits} of root and everything under it."""
+    return {str(p.relative_to(root)): p.stat().st_mode & 0o777 for p in [root, *root.rglob("*")]}
+
+
+@pytest.mark.parametrize("umask, folder, file", [(0o022, 0o755, 0o644), (0o077, 0o700, None)])
+def test_new_folders_get_the_mode_mkdir_gives(r18_bundle, tmp_path, umask_set, umask, folder, file):
+    """A bundle, a Triton repository and a bench --out folder are written into a staging folder renamed into place:
+    they get the umask's ordinary mode, as mkdir gives (a server running as another user reads them), not a
+    temporary folder's private 0700; under a private umask they stay private (files copied from a bundle keep
+    their mode there, behind a folder nobody else can enter)."""
+    from resnet_deploy.bundle import BundleWriter
+    from resnet_deploy.deploy.triton import write_triton_repo
+
+    umask_set(umask)
+    with BundleWriter(tmp_path / "bundle") as b:
+        (b.path / "model.onnx").write_bytes(b"stand-in")
+        b.add_file("model.onnx", kind="onnx", precision="fp32")
+    write_triton_repo(r18_bundle, tmp_path / "repo", device="cpu")
+    with StagedDir(tmp_path / "bench", what="--out") as staged:  # what bench --out does
+        (staged.path / "report.json").write_text("{}")
+    for root in ("bundle", "repo", "bench"):
+        modes = _modes(tmp_path / root)
+        assert {n: m for n, m in modes.items() if (tmp_path / root / n).is_dir()} == \
+            {n: folder for n in modes if (tmp_path / root / n).is_dir()}, root
+        if file is not None:
+            assert {n: m for n, m in modes.items() if (tmp_path / root / n).is_file()} == \
+                {n: file for n in modes if (tmp_path / root / n).is_file()}, root
+
+
+def test_commands_write_folders_other_users_can_read(r18_bundle, r18_bundle_copy, tmp_path):
+    """The commands themselves under umask 022: triton and bench folders are 0755, their files 0644; every file
+    of an exported bundle has the mode a plain write gives."""
+    def cli(*args):
+        return subprocess.run(["bash", "-c", 'umask 022 && exec "$0" -m resnet_deploy "$@"', sys.executable,
+                               *map(str, args)], capture_output=True, text=True, timeout=600)
+
+    r = cli("triton", r18_bundle, "--repo", tmp_path / "repo", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    r = cli("bench", r18_bundle_copy, "--backend", "onnxruntime", "--precision", "fp32", "--batch", "1", "--warmup",
+            "1", "--iters", "2", "--samples", "2", "--no-plot", "--out", tmp_path / "bench")
+    assert r.returncode == 0, r.stderr
+    for root in (tmp_path / "repo", tmp_path / "bench"):
+        assert set(_modes(root).values()) == {0o755, 0o644}, _modes(root)
+    mask = os.umask(0)  # the session's umask, under which the fixture exported the bundle
+    os.umask(mask)
+    modes = _modes(r18_bundle)
+    assert modes.pop(".") == 0o777 & ~mask
+    assert set(modes.values()) == {0o666 & ~mask}, modes
 
 
 def test_two_concurrent_exports_one_wins(tmp_path):

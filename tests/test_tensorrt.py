@@ -422,7 +422,12 @@ def test_cli_export_says_plainly_that_plans_were_skipped(tmp_path):
     assert r.returncode == 0, r.stderr
     said = " ".join(r.stderr.split())  # rich wraps long lines
     assert "TensorRT plans skipped: tensorrt is not installed" in said and GPU_EXTRA in said
+    assert "for TensorRT plans" not in said  # said once, by the heading
     assert not list(out.glob("*.plan"))
+    # BatchNorm was folded before export: the portable graph's unchanged node count says so
+    assert ("fused portable: 49 nodes (20 BatchNorm folded into their Conv in PyTorch before export; 2 rewrites "
+            "here), parity vs eager:") in r.stdout
+    assert "fused onnxruntime: 49 -> 24 nodes, parity vs eager:" in r.stdout
 
 
 @no_trt

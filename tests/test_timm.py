@@ -181,9 +181,12 @@ def test_offline_timm_weights_say_what_to_do(tmp_path):
 def test_list_archs_and_unknown_timm_name(tmp_path):
     r = run_cli("export", "--list-archs")
     assert r.returncode == 0
-    lines = r.stdout.splitlines()
-    assert lines[0].startswith("torchvision: resnet18") and "timm/seresnext26d_32x4d" in lines[1]
-    assert "timm/resnetv2_50 " not in lines[1] and "timm/resnetv2_50x1_bit" not in lines[1]  # GroupNorm: refused
+    lines = r.stdout.splitlines()  # a heading per family, then one name per line
+    assert lines[:2] == ["torchvision (10):", "  resnet18"] and "  timm/seresnext26d_32x4d" in lines
+    timm_names = lines[lines.index(next(line for line in lines if line.startswith("timm ("))) + 1:]
+    assert all(line.startswith("  timm/") and " " not in line.strip() for line in timm_names)
+    assert lines[11] == f"timm ({len(timm_names)}):"
+    assert "  timm/resnetv2_50x1_bit" not in lines  # GroupNorm: refused
     r = run_cli("export", "--arch", "timm/resnet50_gn", "--weights", "random", "--out", tmp_path / "o")
     assert r.returncode == 2 and "unknown arch 'timm/resnet50_gn'" in r.stderr and "timm/resnet50" in r.stderr
 

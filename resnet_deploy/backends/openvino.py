@@ -299,27 +299,37 @@ def _runner(bundle, artifact: str, precision, options) -> OpenVinoRunner:
                           precision=INFERENCE_PRECISION.get(str(precision)), threads=options.threads)
 
 
-def _triton_irs(manifest: dict, precision) -> list[str]:
-    from ..bundle import find_artifacts
-
-    return find_artifacts(manifest, "openvino-ir", str(precision))
+def _triton_artifacts(manifest: dict, precision) -> list[str]:
+    """What Triton's openvino model serves at ``precision``: the file this backend runs (and ``bench`` measures), its
+    IR when the bundle has one, else the ONNX graph it converts on load."""
+    name = _artifact(manifest, precision)
+    return [name] if name else []
 
 
 def _triton_stage(bundle, manifest: dict, precision, concurrent: bool):
-    """Triton's openvino backend reads ``model.xml`` + ``model.bin``, on CPUs."""
+    """Triton's openvino backend reads ``model.xml`` + ``model.bin``, or an ONNX file named by
+    ``default_model_filename`` (no IR in the bundle: the graph ``bench`` ran in OpenVINO is served as it is), on CPUs."""
     from .. import layout
     from .table import TritonFiles
 
-    irs = _triton_irs(manifest, precision)
-    if not irs:
+    names = _triton_artifacts(manifest, precision)
+    if not names:
         from ..bundle import find_artifacts
 
-        have = ", ".join(find_artifacts(manifest, "openvino-ir")) or "none"
-        raise UserError(f"bundle {str(bundle)!r} has no {precision} OpenVINO IR (it has: {have}): write it with "
-                        "resnet-deploy quantize BUNDLE --target openvino")
-    weights = layout.ir_weights(irs[0])
-    return TritonFiles({irs[0]: layout.TRITON_IR, weights: layout.TRITON_IR_WEIGHTS}, [irs[0], weights],
-                       parameters={"PERFORMANCE_HINT": "THROUGHPUT" if concurrent else "LATENCY"})
+        have = ", ".join(find_artifacts(manifest, "openvino-ir") + find_artifacts(manifest, "onnx")) or "none"
+        raise UserError(f"bundle {str(bundle)!r} has no {precision} OpenVINO IR or graph OpenVINO runs (it runs "
+                        f"{', '.join(ARTIFACTS)}; the bundle has: {have})")
+    parameters = {"PERFORMANCE_HINT": "THROUGHPUT" if concurrent else "LATENCY"}
+    name = names[0]
+    if name.endswith(".xml"):
+        weights = layout.ir_weights(name)
+        return TritonFiles({name: layout.TRITON_IR, weights: layout.TRITON_IR_WEIGHTS}, [name, weights],
+                           parameters=parameters)
+    copies = {name: layout.TRITON_ONNX}
+    data = layout.external_data(name)
+    if data in manifest["files"]:
+        copies[data] = data  # the graph names its weights file: keep the name
+    return TritonFiles(copies, list(copies), parameters=parameters, model_filename=layout.TRITON_ONNX)
 
 
 def _serve_precision(precision: str) -> tuple[str, str | None]:
@@ -335,7 +345,7 @@ def _backends():
 
     return (BackendSpec("openvino", "cpu", "OpenVINO, CPU", artifact=_artifact, runner=_runner, available=_available,
                         cannot_run=_cannot_run, rank=25,
-                        triton=TritonServing("openvino", "ov", label="OpenVINO", artifacts=_triton_irs,
+                        triton=TritonServing("openvino", "ov", label="OpenVINO", artifacts=_triton_artifacts,
                                              stage=_triton_stage, kind="KIND_CPU", as_backend=True,
                                              serve_precision=_serve_precision)),)
 

@@ -51,12 +51,14 @@ class RunnerOptions:
 @dataclass(frozen=True)
 class TritonFiles:
     """What a Triton model's version folder holds: ``copies`` (bundle file -> name in the folder), the bundle
-    files it came from, and config additions (``cc_model_filenames``, ``parameters``)."""
+    files it came from, and config additions (``cc_model_filenames``, ``parameters``, and ``model_filename``: the
+    file Triton loads when it is not the backend's default name, ``default_model_filename``)."""
 
     copies: dict[str, str]
     sources: list[str]
     cc_files: dict[str, str] = field(default_factory=dict)
     parameters: dict[str, str] = field(default_factory=dict)
+    model_filename: str | None = None
 
 
 @dataclass(frozen=True)

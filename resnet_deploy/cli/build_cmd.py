@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..trt.profile import DEFAULT_BATCH
+from ..types import HardwareCompat, Precision
 from .common import console, emit_json, fmt_parity, force_option, json_option, out, verbose_option, warn
 
 
@@ -20,8 +21,10 @@ def engine_options(f):
                      help="Builder workspace limit in MiB [default: TensorRT's, the GPU's memory]."),
         click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=str), default=None, metavar="FILE",
                      help="Timing cache: read when it exists, created or updated after the build."),
-        click.option("--opt-level", type=int, default=3, show_default=True, help="Builder optimization level 0-5."),
-        click.option("--hardware-compat", default="none", show_default=True, metavar="none|ampere+|same-cc",
+        click.option("--opt-level", type=int, default=3, show_default=True, metavar="0-5",
+                     help="Builder optimization level 0-5."),
+        click.option("--hardware-compat", default="none", show_default=True,
+                     metavar="|".join(h.value for h in HardwareCompat),
                      help="GPUs the plan may run on: the build GPU model, any Ampere+, or the same compute capability."),
         click.option("--version-compat", is_flag=True,
                      help="Plan also runs on later TensorRT: a later release of its major version, or the next "
@@ -70,12 +73,13 @@ def plans_json(result) -> dict:
 
 @click.command()
 @click.argument("source", type=click.Path(path_type=str))
-@click.option("--precision", default=None, metavar="LIST",
-              help="Which graphs to build, e.g. fp32,int8 [default: every fp32/fp16/bf16/int8 graph TensorRT can use].")
+@click.option("--precision", default=None, metavar="PRECISION[,PRECISION]",
+              help=f"Which graphs to build: {', '.join(p.value for p in Precision)}, e.g. fp32,int8 [default: every "
+                   "graph TensorRT can use].")
 @engine_options
-@click.option("--images", type=click.Path(path_type=str), default=None,
+@click.option("--images", type=click.Path(path_type=str), default=None, metavar="DIR",
               help="Real images for the accuracy check vs eager [default: seeded random inputs].")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=str), default=None,
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=str), default=None, metavar="DIR",
               help="Folder for the plan when SOURCE is an .onnx file [default: beside it].")
 @force_option
 @json_option

@@ -5,9 +5,12 @@ from __future__ import annotations
 import click
 
 from .. import layout
-from ..models import registry
 from ..exporter.onnx_export import DEFAULT_OPSET
+from ..models import registry
+from ..preprocess import INTERPOLATIONS
+from ..types import EngineMode
 from .build_cmd import engine_options, make_options, print_plans
+from .fuse_cmd import node_counts
 from .common import (bundle_json, emit_json, fmt_parity, force_option, json_option, out, split_names, verbose_option,
                      warn)
 from .precision_options import precision_options
@@ -35,29 +38,29 @@ def _list_archs(ctx, param, value) -> None:
                    "NAMEd pretrained tag from the Hugging Face cache, else downloaded; --model: what FUNCTION "
                    "gave), 'random' (seeded, randomised BatchNorm: accuracy means nothing) or a checkpoint PATH "
                    "(state_dict, {'state_dict':...}, {'model':...}, .safetensors; loaded with weights_only=True).")
-@click.option("--num-classes", type=click.IntRange(min=1), default=None,
+@click.option("--num-classes", type=click.IntRange(min=1), default=None, metavar="N",
               help="Classifier size [default: 1000; --model: what FUNCTION returns]; replaces the head of "
                    "published weights.")
 @click.option("--input-size", default=None, metavar="S|HxW",
               help="Crop size (>= 32) [default: 224; timm: its pretrained config].")
-@click.option("--resize", type=click.IntRange(min=1), default=None, help="Shorter side before the crop "
+@click.option("--resize", type=click.IntRange(min=1), default=None, metavar="PIXELS", help="Shorter side before the crop "
               "[default: input size / 0.875; timm: input size / its crop fraction].")
 @click.option("--mean", default=None, metavar="R,G,B", help="Normalisation mean [default: ImageNet; timm: its config].")
 @click.option("--std", default=None, metavar="R,G,B",
               help="Normalisation std, each > 0 [default: ImageNet; timm: its config].")
-@click.option("--interpolation", default=None, metavar="bilinear|bicubic",
+@click.option("--interpolation", default=None, metavar="|".join(INTERPOLATIONS),
               help="Resize filter (PIL's) [default: bilinear; timm: its config, mostly bicubic].")
-@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset (18..23).")
+@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, metavar="N", help="ONNX opset (18..23).")
 @click.option("--external-data", is_flag=True, help=f"Store weights in {layout.external_data(layout.FP32_ONNX)} (automatic past 2 GB).")
-@click.option("--images", type=click.Path(path_type=str), default=None,
+@click.option("--images", type=click.Path(path_type=str), default=None, metavar="DIR",
               help="Folder of real images to validate on [default: seeded random inputs].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for random weights and inputs.")
-@click.option("--out", "out_dir", type=click.Path(path_type=str), default=None,
+@click.option("--seed", type=int, default=0, show_default=True, metavar="N", help="Seed for random weights and inputs.")
+@click.option("--out", "out_dir", type=click.Path(path_type=str), default=None, metavar="DIR",
               help="Bundle folder [default: ./<arch>-bundle].")
 @click.option("--no-fuse", is_flag=True, help=f"Skip the fusion stage (no {layout.ORT_ONNX}, no fusion report).")
 @click.option("--fuse-skip", multiple=True, metavar="NAME[,NAME]",
               help="Fusion pass to skip (repeatable; see resnet-deploy fuse --list).")
-@click.option("--engine", default="auto", show_default=True, metavar="auto|always|never",
+@click.option("--engine", default="auto", show_default=True, metavar="|".join(m.value for m in EngineMode),
               help="Build TensorRT plans: when a GPU and TensorRT are present (says so when skipped), always, never.")
 @engine_options
 @precision_options
@@ -104,9 +107,11 @@ def export(arch, model_spec, weights, num_classes, input_size, resize, mean, std
     v = res.manifest["validation"]["fp32"]
     con.print(f"[bold]bundle[/] {res.path}")
     con.print(f"fp32 parity vs eager ({v['inputs']}, batches {v['batches']}): {fmt_parity(v)}")
-    for target, f in res.manifest.get("fusion", {}).get("targets", {}).items():
-        con.print(f"fused {target}: {f['nodes_before']} -> {f['nodes_after']} nodes, parity vs eager: "
-                  f"{fmt_parity(f['parity'])}")
+    fusion = res.manifest.get("fusion", {})
+    for target, f in fusion.get("targets", {}).items():
+        nodes = node_counts(target, f["nodes_before"], f["nodes_after"], sum(f["rewrites"].values()),
+                            fusion.get("torch_fold"))
+        con.print(f"fused {target}: {nodes}, parity vs eager: {fmt_parity(f['parity'])}")
     found = res.fusion.report["targets"].get("onnxruntime", {}).get("recognized", []) if res.fusion else []
     if found:
         con.print(f"recognised {len(found)} squeeze-excitation / ECA block(s): listed in {layout.FUSION_REPORT}, kept "

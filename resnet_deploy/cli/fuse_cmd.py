@@ -15,7 +15,19 @@ def print_passes() -> None:
         click.echo(f"{name:<22} {targets:<22} {p.summary}")
 
 
-def print_report(report: dict, details: bool = True) -> None:
+def node_counts(target: str, before: int, after: int, rewrites: int, torch_fold: dict | None = None) -> str:
+    """``49 -> 24 nodes``; an unchanged count says why, so it does not read as "fusion did nothing": BatchNorm was
+    folded into its Conv in PyTorch before export (``torch_fold``: the export's record, lists or counts)."""
+    folded = (torch_fold or {}).get("folded") or 0
+    folded = folded if isinstance(folded, int) else len(folded)
+    text = f"{before} -> {after} nodes" if before != after else f"{after} nodes"
+    here = f"{rewrites} rewrite{'s' if rewrites != 1 else ''} here" if rewrites else f"nothing left to fuse for {target}"
+    if target == "portable" and folded:
+        return f"{text} ({folded} BatchNorm folded into their Conv in PyTorch before export; {here})"
+    return text if before != after else f"{text} ({here})"
+
+
+def print_report(report: dict, details: bool = True, torch_fold: dict | None = None) -> None:
     """The report of one target as two rich tables: fused nodes per block, and op counts before / after."""
     from rich.table import Table
 
@@ -29,7 +41,9 @@ def print_report(report: dict, details: bool = True) -> None:
         for row in block_rows(report):
             t.add_row(*row)
         con.print(t)
-    t = Table(title=f"node counts ({report['target']}): {report['nodes_before']} -> {report['nodes_after']}",
+    rewrites = sum(p["rewrites"] for p in report["passes"])
+    t = Table(title=f"node counts ({report['target']}): "
+                    f"{node_counts(report['target'], report['nodes_before'], report['nodes_after'], rewrites, torch_fold)}",
               title_justify="left")
     t.add_column("op")
     t.add_column("before", justify="right")
@@ -43,13 +57,15 @@ def print_report(report: dict, details: bool = True) -> None:
 
 @click.command()
 @click.argument("source", required=False, type=click.Path(path_type=str))
-@click.option("-o", "--out", "out_file", default=None, type=click.Path(path_type=str), help="Output ONNX file (file mode).")
+@click.option("-o", "--out", "out_file", default=None, type=click.Path(path_type=str), metavar="FILE.onnx",
+              help="Output ONNX file (file mode).")
 @click.option("--target", default="onnxruntime", show_default=True, metavar="portable|onnxruntime|tensorrt",
               help="portable: standard ops, BN folded (tensorrt gets this); onnxruntime: com.microsoft FusedConv.")
 @click.option("--skip", multiple=True, metavar="NAME[,NAME]", help="Pass to skip (repeatable; see --list).")
 @click.option("--list", "list_", is_flag=True, help="List the passes in run order and exit.")
-@click.option("--report", default=None, type=click.Path(path_type=str), help="Also write the report as JSON.")
-@click.option("-q", "--quiet", is_flag=True, help="Only the node counts, not the per-block table.")
+@click.option("--report", default=None, type=click.Path(path_type=str), metavar="FILE.json",
+              help="Also write the report as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but warnings and errors (no tables, no progress).")
 @force_option
 @json_option
 @verbose_option
@@ -72,6 +88,10 @@ def fuse(source, out_file, target, skip, list_, report, quiet, force, as_json, v
         print_passes()
         return
     setup(verbose, as_json)
+    if quiet:
+        from .. import progress
+
+        progress.set_reporter(None)  # no "done ..." lines either
     skip = split_names(skip)
     if source is None:
         raise UserError("missing SOURCE: give an .onnx file (with -o) or a bundle folder (or --list)")
@@ -84,8 +104,10 @@ def fuse(source, out_file, target, skip, list_, report, quiet, force, as_json, v
         if as_json:
             emit_json(bundle_json(manifest, Path(source).absolute()))
             return
+        if quiet:
+            return
         for t, rep in res.report["targets"].items():
-            print_report(rep, details=not quiet and t == "onnxruntime")
+            print_report(rep, details=t == "onnxruntime", torch_fold=res.report.get("torch_fold"))
             out().print(f"{t} parity vs eager: {fmt_parity(res.report['parity'][t])}")
         return
     from ..fuse import fuse_file
@@ -104,5 +126,7 @@ def fuse(source, out_file, target, skip, list_, report, quiet, force, as_json, v
     if as_json:
         emit_json({"ok": True, "output": str(out_file), "report": rep})
         return
-    print_report(rep, details=not quiet)
+    if quiet:
+        return
+    print_report(rep)
     out().print(f"[bold]wrote[/] {out_file} ({rep['target']}, {len(res.rewrites)} rewrites, {res.seconds:.2f} s)")

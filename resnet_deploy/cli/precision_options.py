@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import layout
+from ..types import CalibMethod
 
 OPTIONS = [
     click.option("--fp16", is_flag=True, help=f"Add {layout.FP16_ONNX} (fp16 weights/activations, validated vs eager)."),
@@ -16,21 +17,23 @@ OPTIONS = [
                  help=f"ONNX node of {layout.FP32_ONNX} to keep in fp32 in the fp16/bf16 graphs (repeatable); the "
                       "fallback keeps more where the graph misses its bar."),
     click.option("--int8", is_flag=True, help=f"Add calibrated INT8 graphs {layout.INT8_ONNX_PATTERN} (needs --calib)."),
-    click.option("--calib", type=click.Path(path_type=str), default=None,
+    click.option("--calib", type=click.Path(path_type=str), default=None, metavar="DIR|FILE",
                  help="Calibration data: image folder (recursive) or .npy/.npz of preprocessed NCHW float32."),
-    click.option("--calib-size", type=int, default=512, show_default=True, help="Calibration samples used."),
-    click.option("--calib-method", default="mse", show_default=True, metavar="minmax|percentile|entropy|mse",
+    click.option("--calib-size", type=int, default=512, show_default=True, metavar="N",
+                 help="Calibration samples used."),
+    click.option("--calib-method", default="mse", show_default=True, metavar="|".join(m.value for m in CalibMethod),
                  help="How activation ranges are chosen."),
-    click.option("--percentile", default="99.99", show_default=True, help="For --calib-method percentile: (0, 100]."),
-    click.option("--calib-cache", type=click.Path(path_type=str), default=None,
+    click.option("--percentile", default="99.99", show_default=True, metavar="PCT",
+                 help="For --calib-method percentile: the percentile of |x| kept, in (0, 100]."),
+    click.option("--calib-cache", type=click.Path(path_type=str), default=None, metavar="FILE",
                  help=f"{layout.CALIBRATION} to reuse (when model and data hashes match) and to keep."),
     click.option("--target", "targets", default="tensorrt,onnxruntime", show_default=True,
                  metavar="tensorrt,onnxruntime,openvino",
                  help="INT8 graphs to write (tensorrt: symmetric Q/DQ; onnxruntime: U8S8); openvino adds OpenVINO IR "
                       "(.xml/.bin) of the fp32 graph and of the INT8 graph (converted from the onnxruntime one)."),
-    click.option("--val", type=click.Path(path_type=str), default=None,
+    click.option("--val", type=click.Path(path_type=str), default=None, metavar="DIR|FILE",
                  help="Held-out images for the accuracy gate (ImageFolder layout: top-1/top-5; flat: agreement)."),
-    click.option("--max-drop", default="1.0", show_default=True,
+    click.option("--max-drop", default="1.0", show_default=True, metavar="POINTS",
                  help="Allowed top-1 (or agreement) drop in percentage points before layers fall back to fp32."),
 ]
 
@@ -60,8 +63,8 @@ def _kept(section: dict) -> str:
     return ", ".join(shown) + (f" and {len(kept) - 6} more" if len(kept) > 6 else "") if shown else "none"
 
 
-def _reduced_lines(con, precision: str, f: dict) -> None:
-    if f.get("file"):
+def _reduced_lines(con, precision: str, f: dict, graph: bool = True) -> None:
+    if graph and f.get("file"):
         tries = len(f.get("attempts", []))
         spread = f"spread error {f['spread_error']:.3g}, " if f.get("spread_error") is not None else ""
         con.print(f"{precision} {f['file']} (io {f['io']}): top-1 agreement {f['top1_agreement']:.1%}, {spread}"
@@ -79,22 +82,33 @@ def _reduced_lines(con, precision: str, f: dict) -> None:
                       + ("" if ov["passed"] else " (below the bar: not used)"))
 
 
-def print_summary(con, manifest: dict) -> None:
-    """A few lines per precision artifact: parity, accuracy, excluded layers; OpenVINO IRs."""
+def added(options) -> set[str]:
+    """What a run of the precision stage with ``options`` (a ``PrecisionOptions``) writes, for ``print_summary``:
+    fp16, bf16, int8, and openvino (the IRs and OpenVINO's bf16 run)."""
+    wanted = {"fp16": options.fp16, "bf16": options.bf16, "int8": options.int8, "openvino": options.openvino}
+    return {name for name, on in wanted.items() if on}
+
+
+def print_summary(con, manifest: dict, only: set[str] | None = None) -> None:
+    """A few lines per precision artifact: parity, accuracy, excluded layers; OpenVINO IRs. ``only``: the parts a
+    run added (``added``), so a bundle's earlier precisions are not shown again; None: everything."""
     from .common import fmt_parity
 
+    def shown(part: str) -> bool:
+        return only is None or part in only
+
     for name, e in manifest.get("files", {}).items():
-        if e.get("kind") == layout.Kind.OPENVINO_IR:
+        if e.get("kind") == layout.Kind.OPENVINO_IR and shown("openvino"):
             con.print(f"openvino {name} ({e['precision']}, from {e.get('source')}): "
                       f"{fmt_parity(manifest['validation'][name])}")
     sec = manifest.get("precision", {})
     for precision, f in sec.items():
-        if isinstance(f, dict) and f.get("failed"):
+        if isinstance(f, dict) and f.get("failed") and shown(precision):
             con.print(f"{precision} FAILED, left out of the bundle: {f['failed']}")
     for precision in ("fp16", "bf16"):
-        if precision in sec:
-            _reduced_lines(con, precision, sec[precision])
-    if "int8" in sec:
+        if precision in sec and (shown(precision) or precision == "bf16" and shown("openvino")):
+            _reduced_lines(con, precision, sec[precision], graph=shown(precision))
+    if "int8" in sec and shown("int8"):
         i = sec["int8"]
         c = i["calibration"]
         con.print(f"int8 calibration: {c['method']} on {c['num_samples']} samples"

@@ -11,7 +11,7 @@ from .precision_options import precision_options
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=str))
 @precision_options
-@click.option("--images", type=click.Path(path_type=str), default=None,
+@click.option("--images", type=click.Path(path_type=str), default=None, metavar="DIR",
               help="Real images for the parity check vs eager [default: --val, else --calib samples].")
 @force_option
 @json_option
@@ -19,16 +19,22 @@ from .precision_options import precision_options
 def quantize(bundle, images, force, as_json, verbose, **precision) -> None:
     """Add model.fp16.onnx / model.bf16.onnx (mixed precision) and/or model.int8.<target>.onnx to BUNDLE (validated
     against its eager reference)."""
+    from ..errors import CheckFailed
     from ..pipeline.update import quantize_bundle
     from .common import setup
-    from .precision_options import build, print_summary
+    from .precision_options import added, build, print_summary
 
     setup(verbose, as_json)
     options = build(**precision, images=images)
-    manifest, warnings = quantize_bundle(bundle, options, force=force)
+    try:
+        manifest, warnings = quantize_bundle(bundle, options, force=force)
+    except CheckFailed as e:
+        for w in e.warnings:  # a failed run's warnings may explain the failure
+            warn(w)
+        raise
     for w in warnings:
         warn(w)
     if as_json:
         emit_json(bundle_json(manifest, bundle, warnings))
     else:
-        print_summary(out(), manifest)
+        print_summary(out(), manifest, only=added(options))  # what this run added, not the whole bundle

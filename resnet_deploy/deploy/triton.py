@@ -49,6 +49,8 @@ class TritonResult:
     repo: Path
     models: list[TritonModel]
     note: str | None = None  # how the backend and precision were chosen, when the bundle's recommendation did
+    device: str = "gpu"
+    device_note: str | None = None  # why, when the device was not given
 
 
 @dataclass
@@ -94,7 +96,7 @@ def _graph_io(onnx_path: Path, batched: bool) -> tuple[_Tensor, _Tensor]:
 
 def _config_text(name: str, serving: table.TritonServing, max_batch: int, inp: _Tensor, out: _Tensor,
                  instances: int, kind: str, dynamic_batching: bool, preferred: list[int], queue_delay_us: int,
-                 cc_files: dict[str, str], parameters: dict | None = None) -> str:
+                 cc_files: dict[str, str], parameters: dict | None = None, model_filename: str | None = None) -> str:
     q = json.dumps  # a JSON string literal is a valid protobuf text-format string for these names
 
     def tensor_block(t: _Tensor) -> str:
@@ -104,6 +106,8 @@ def _config_text(name: str, serving: table.TritonServing, max_batch: int, inp: _
     lines = [f"name: {q(name)}", declare, f"max_batch_size: {max_batch}",
              f"input [\n{tensor_block(inp)}\n]", f"output [\n{tensor_block(out)}\n]",
              f"instance_group [\n  {{\n    count: {instances}\n    kind: {kind}\n  }}\n]"]
+    if model_filename:
+        lines.append(f"default_model_filename: {q(model_filename)}")
     if dynamic_batching:
         sizes = f"\n  preferred_batch_size: [ {', '.join(map(str, preferred))} ]" if preferred else ""
         lines.append(f"dynamic_batching {{{sizes}\n  max_queue_delay_microseconds: {queue_delay_us}\n}}")
@@ -130,24 +134,40 @@ def recommended_choice(manifest: dict, device: str) -> tuple[list[str], str, str
     return [served_by], precision, why + (f"; {note}" if note else "")
 
 
+def default_device(backends: "list[str] | None") -> tuple[str, str]:
+    """The device when none is given, and why: ``gpu`` when a requested model runs on GPUs only or torch sees a CUDA
+    GPU here, else ``cpu`` (a repository written on a CPU machine serves CPUs unless told otherwise)."""
+    servable = {s.name: s.triton for s in table.triton_backends()}
+    for b in backends or ():
+        serving = servable.get(b)  # an unknown name is refused later, with the choices
+        if serving is not None and "cpu" not in serving.devices:
+            return "gpu", f"{serving.label} models run on GPUs only"
+    if table.cuda_available():
+        return "gpu", "torch sees a CUDA GPU here"
+    return "cpu", "no CUDA GPU is visible here; pass --device gpu for a GPU server"
+
+
 def write_triton_repo(bundle: "str | Path", repo: "str | Path", *, name: str | None = None,
                       backends: "list[str] | None" = None, precision: "str | Precision | None" = None,
                       max_batch_size: int = 8, dynamic_batching: bool = False,
                       preferred_batch_sizes: "list[int] | None" = None, max_queue_delay_us: int = 100,
-                      instances: int = 1, device: str = "gpu", force: bool = False) -> TritonResult:
+                      instances: int = 1, device: str | None = None, force: bool = False) -> TritonResult:
     """Write a Triton model repository for ``bundle`` into ``repo``.
 
     ``backends``: backends of the table with a Triton model (``onnxruntime``, ``tensorrt``, ``openvino`` ...);
     ``precision``: fp32, fp16, int8. With neither given, the bundle's ``recommended`` entry for ``device``
     (written by ``bench``) decides; without one, fp32 on every backend whose Triton model is written by default on
     ``device`` and whose artifact the bundle has (ONNX Runtime, plus TensorRT on GPUs). Models are named
-    ``<name>_<suffix>`` (``_onnx``, ``_trt``, ``_ov``; ``name`` defaults to the bundle's arch). Raises
+    ``<name>_<suffix>`` (``_onnx``, ``_trt``, ``_ov``; ``name`` defaults to the bundle's arch). ``device`` None:
+    ``default_device`` (gpu where a GPU is visible or a requested model needs one, else cpu). Raises
     ``UserError`` for a bundle without the needed artifact, an existing non-empty repo without ``force``, a bad
     name or inconsistent batching options.
     """
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
-    note = None
+    note = device_note = None
+    if device is None:
+        device, device_note = default_device(backends)
     if backends is None and precision is None and device in DEVICES:
         choice = recommended_choice(manifest, device)
         if choice is not None:
@@ -216,7 +236,7 @@ def write_triton_repo(bundle: "str | Path", repo: "str | Path", *, name: str | N
                 shutil.copy2(verified(bundle, manifest, source), version / target)
             kind = serving.kind or ("KIND_GPU" if device == "gpu" else "KIND_CPU")
             config = _config_text(model_name, serving, max_batch_size, inp, out, instances, kind, dynamic_batching,
-                                  preferred, max_queue_delay_us, files.cc_files, files.parameters)
+                                  preferred, max_queue_delay_us, files.cc_files, files.parameters, files.model_filename)
             (tmp / model_name / "config.pbtxt").write_text(config)
             models.append(TritonModel(model_name, serving.platform, repo / model_name / "config.pbtxt",
                                       list(files.sources), sorted(files.cc_files)))
@@ -226,4 +246,4 @@ def write_triton_repo(bundle: "str | Path", repo: "str | Path", *, name: str | N
             "preprocessing": manifest.get("preprocessing"), "num_classes": manifest.get("num_classes"),
         }, indent=2) + "\n")
     log.info("wrote Triton repository %s with %s", repo, ", ".join(m.name for m in models))
-    return TritonResult(repo, models, note)
+    return TritonResult(repo, models, note, device, device_note)

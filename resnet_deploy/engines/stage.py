@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import layout, validate
 from ..bundle import file_entry, find_artifacts, locate
-from ..errors import CheckFailed, UserError
+from ..errors import CheckFailed, MissingDependency, UserError
 from ..files import StagedFiles, write_bytes_atomic, write_json_atomic
 from ..layout import Kind
 from ..progress import step
@@ -285,6 +285,8 @@ def engines_unavailable() -> str | None:
 
     try:
         trt_backend.require()
+    except MissingDependency as e:  # the reason follows "TensorRT plans skipped:", which says what for
+        return f"{e.package} is not installed: {e.install}"
     except UserError as e:
         return str(e)
     return None

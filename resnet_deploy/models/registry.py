@@ -33,11 +33,12 @@ def check_arch(name: str) -> str:
 
 
 def list_archs() -> list[str]:
-    """Lines for ``--list-archs``: both families, or a note when timm is not installed."""
-    lines = [f"torchvision: {', '.join(ARCHS)}"]
+    """Lines for ``--list-archs``: a heading per family, then one architecture per line (easy to read and to grep),
+    or a note when timm is not installed."""
+    lines = [f"torchvision ({len(ARCHS)}):", *(f"  {name}" for name in ARCHS)]
     if timm_models.available():
         timm_names = timm_models.names()
-        lines.append(f"timm ({len(timm_names)}): {', '.join(timm_names)}")
+        lines += [f"timm ({len(timm_names)}):", *(f"  {name}" for name in timm_names)]
     else:
         lines.append("timm: not installed (pip install 'resnet-deploy[timm]' for timm/<name> architectures)")
     return lines

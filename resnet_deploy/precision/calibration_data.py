@@ -111,9 +111,10 @@ def load_calibration(path: "str | Path", pre: Preprocessing, size: int) -> DataS
     """Calibration set with the issue's rules: warn under ``FEW_IMAGES``, list skipped files."""
     ds = load_dataset(path, pre, size, "--calib")
     if len(ds.data) < FEW_IMAGES:
-        msg = (f"only {len(ds.data)} calibration samples (fewer than {FEW_IMAGES}): activation ranges may be "
-               "noisy; use more representative images")
-        log.warning(msg)
+        noun = "samples" if Path(path).suffix.lower() in ARRAY_SUFFIXES else "images"
+        msg = (f"only {len(ds.data)} calibration {noun} (fewer than {FEW_IMAGES}): activation ranges may be "
+               f"noisy; use more representative {noun}")
+        log.info(msg)  # a warning of the result: the caller shows it once (the CLI prints it, the manifest keeps it)
         ds.warnings.append(msg)
     if ds.skipped:
         ds.warnings.append(f"{len(ds.skipped)} unreadable calibration file(s) skipped: {'; '.join(ds.skipped)}")

@@ -39,6 +39,16 @@ def check_max_drop(value) -> float:
     return v
 
 
+def too_few_to_judge(samples: int, max_drop: float) -> str | None:
+    """Why a missed budget says little when the gate set is tiny: one changed prediction moves the drop by
+    100 / ``samples`` points, so below ``100 / max_drop`` samples a single image decides (None otherwise)."""
+    if samples < 1 or max_drop <= 0 or 100.0 / samples <= max_drop:
+        return None
+    return (f"the accuracy gate had only {samples} samples, so one changed prediction is {100.0 / samples:.2f} "
+            f"points: too few to judge a {max_drop:g}-point budget; give at least {math.ceil(100.0 / max_drop)} "
+            "held-out images with --val DIR, or raise --max-drop")
+
+
 @dataclass
 class Accuracy:
     """Fractions, as everywhere else: top-1/top-5 against labels (when there are labels) and top-1 agreement with

@@ -245,7 +245,10 @@ def add_int8(bundle, plan: PrecisionPlan, reference: Reference, held_out: Refere
         check_written(bundle.path / name)
     bundle.manifest.setdefault("precision", {})["int8"] = out
     if failures:
-        raise PrecisionFailed("int8", "INT8 accuracy budget not met: " + "; ".join(failures), out)
+        over_budget = any(not t["passed"] and not t["int8"].get("nonfinite") for t in out["targets"].values())
+        tiny = int8_budget.too_few_to_judge(len(gate.inputs()), options.max_drop) if over_budget else None
+        raise PrecisionFailed("int8", "INT8 accuracy budget not met: " + "; ".join(failures + ([tiny] if tiny else [])),
+                              out)
     return out
 
 

@@ -51,10 +51,11 @@ def update_bundle(bundle_dir: "str | Path", stages: Sequence, *, force: bool = F
         pre = Preprocessing.from_dict(bundle.manifest["preprocessing"])
         reference = build_reference(load_eager(bundle), pre, images, seed, fallback=fallback)
         results = [module.run(bundle, reference, options) for module, options in stages]
-        failures = failures_of(results)
+        failures, warnings = failures_of(results), warnings_of(results)
         if failures:  # all or nothing on an existing bundle: leave it exactly as it was
-            raise CheckFailed("; ".join(failures) + f"; bundle {str(bundle_dir)!r} left unchanged")
-        warnings = warnings_of(results)
+            failed = CheckFailed("; ".join(failures) + f"; bundle {str(bundle_dir)!r} left unchanged")
+            failed.warnings = tuple(warnings)  # the CLI shows them before the error line
+            raise failed
         if warnings:
             bundle.manifest["warnings"] = list(dict.fromkeys([*bundle.manifest.get("warnings", []), *warnings]))
     return results, bundle.manifest
