@@ -22,6 +22,7 @@ def checkpoints(tmp_path_factory):
     (d / "notes.txt").write_text("not a checkpoint\n")
     torch.save({"epoch": 3, "lr": 0.1}, d / "no_state.pth")
     torch.save({"fc.weight": torch.zeros(3, 3)}, d / "wrong_shape.pth")
+    (d / "names3.txt").write_text("cat\ndog\nbird\n\n")
     return d
 
 
@@ -50,6 +51,8 @@ CASES = {
     "unknown weights name": (["--weights", "IMAGENET9K_V9"], ["IMAGENET9K_V9", "IMAGENET1K_V1", "random", "PATH"]),
     "bad opset": (["--opset", "11"], ["--opset 11", "18"]),
     "resize below crop": (["--resize", "40"], ["--resize 40", ">= 64"]),
+    "class names count": (["--class-names", "{d}/names3.txt"], ["names3.txt", "3 class name(s)", "1000 classes"]),
+    "class names missing": (["--class-names", "{d}/nope.txt"], ["--class-names", "nope.txt", "does not exist"]),
 }
 
 

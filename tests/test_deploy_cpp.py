@@ -176,6 +176,29 @@ def test_cpp_bad_input_is_one_line_exit_2(infer_bin, r18_bundle, images_dir, tmp
     assert res.stdout == ""
 
 
+def test_cpp_prints_class_names(infer_bin, images_dir, tmp_path):
+    """A bundle that records class names (a 1000-class torchvision arch: ImageNet's) gets each top-k row's name
+    after the columns the rows always had; a malformed names list is one line, exit 2."""
+    import torchvision
+
+    from resnet_deploy import export_arch
+
+    res = export_arch("resnet18", tmp_path / "named", weights="random", input_size=64, fuse=False, engine="never")
+    names = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
+    out = run_infer(infer_bin, res.path, images_dir / "chelsea.jpg", "--topk", "3", "--warmup", "0", "--runs", "1")
+    assert out.returncode == 0, out.stderr
+    rows = re.findall(r"^  \d\. class (\d+) +prob [\d.]+  logit -?[\d.]+(?:  (.+))?$", out.stdout, re.M)
+    assert len(rows) == 3 and all(label == names[int(c)] for c, label in rows), out.stdout
+
+    manifest = json.loads((res.path / "manifest.json").read_text())
+    manifest["classes"]["names"] = names[:-1]
+    (res.path / "manifest.json").write_text(json.dumps(manifest))
+    out = run_infer(infer_bin, res.path, images_dir / "chelsea.jpg", "--runs", "1")
+    assert out.returncode == 2 and out.stdout == "", (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "classes.names has 999 names but num_classes is 1000" in lines[0], out.stderr
+
+
 def test_build_script_names_missing_prerequisites(tmp_path):
     """Without cmake or a compiler on PATH, build.sh stops with a message naming each and how to install it."""
     bin_dir = tmp_path / "bin"

@@ -51,6 +51,22 @@ void read_plan_records(const json& m, const std::string& manifest_path, Bundle& 
   }
 }
 
+// manifest["classes"]: {"names": [...], "source": "..."}, absent when the bundle has no names (which is no error).
+void read_class_names(const json& m, const std::string& manifest_path, Bundle& b) {
+  if (!m.contains("classes") || m.at("classes").is_null()) return;
+  const std::string where = manifest_path + " classes";
+  const json& names = require(m.at("classes"), "names", where);
+  if (!names.is_array()) throw UserError(where + ".names must be a list of strings");
+  for (const auto& n : names) {
+    if (!n.is_string()) throw UserError(where + ".names holds " + n.dump() + ": must be a list of strings");
+    b.class_names.push_back(n.get<std::string>());
+  }
+  if (b.num_classes > 0 && b.class_names.size() != static_cast<size_t>(b.num_classes)) {
+    throw UserError(where + ".names has " + std::to_string(b.class_names.size()) + " names but num_classes is " +
+                    std::to_string(b.num_classes));
+  }
+}
+
 void read_recommended(const json& m, Bundle& b) {
   // Written by `resnet-deploy bench`; optional, and a loader that cannot read it falls back to fp32.
   if (!m.contains("recommended") || !m.at("recommended").is_object()) return;
@@ -134,6 +150,7 @@ Bundle load_bundle(const std::string& dir) {
       b.files.push_back({name, tag(entry, "kind"), tag(entry, "precision"), tag(entry, "target"),
                          tag(entry, "compute_capability")});
     }
+    read_class_names(m, manifest_path, b);
     read_plan_records(m, manifest_path, b);
     read_recommended(m, b);
     return b;

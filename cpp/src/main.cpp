@@ -21,7 +21,8 @@ const char* kUsage =
     "usage: resnet_deploy_infer BUNDLE IMAGE... [--topk K] [--precision fp32|fp16|int8]\n"
     "                           [--backend onnxruntime|tensorrt] [--threads N] [--warmup N] [--runs N]\n"
     "                           [--dump-input FILE] [--dump-logits FILE]\n"
-    "Classifies the images with the bundle's model (one batch) and prints the top-k classes and the latency.\n"
+    "Classifies the images with the bundle's model (one batch) and prints the top-k classes (with their names\n"
+    "when the bundle records them) and the latency.\n"
     "  --topk K            classes to print per image (default 5)\n"
     "  --precision P       which artifact to run: fp32, fp16, int8 (default: the one `resnet-deploy bench`\n"
     "                      recorded as fastest for this runtime, else fp32)\n"
@@ -212,7 +213,10 @@ int run(const Options& o) {
     std::cout << "image    " << o.images[i] << "\n";
     for (size_t j = 0; j < k; ++j) {
       const size_t c = order[j];
-      std::printf("  %zu. class %-5zu prob %.4f  logit %.4f\n", j + 1, c, std::exp(row[c] - top) / denom, row[c]);
+      // The label, when the bundle has names, goes last so that the columns before it stay where they were.
+      const std::string& label = bundle.class_name(c);
+      std::printf("  %zu. class %-5zu prob %.4f  logit %.4f%s%s\n", j + 1, c, std::exp(row[c] - top) / denom, row[c],
+                  label.empty() ? "" : "  ", label.c_str());
     }
     std::fflush(stdout);
   }

@@ -41,6 +41,10 @@ def _list_archs(ctx, param, value) -> None:
 @click.option("--num-classes", type=click.IntRange(min=1), default=None, metavar="N",
               help="Classifier size [default: 1000; --model: what FUNCTION returns]; replaces the head of "
                    "published weights.")
+@click.option("--class-names", default=None, metavar="FILE",
+              help="Class names, one per line (UTF-8), one line per class, recorded in the bundle [default: "
+                   "torchvision's ImageNet names for 1000 classes; timm's ImageNet names where its class count "
+                   "matches one; else none, and readers show the index].")
 @click.option("--input-size", default=None, metavar="S|HxW",
               help="Crop size (>= 32) [default: 224; timm: its pretrained config].")
 @click.option("--resize", type=click.IntRange(min=1), default=None, metavar="PIXELS", help="Shorter side before the crop "
@@ -67,7 +71,7 @@ def _list_archs(ctx, param, value) -> None:
 @force_option
 @json_option
 @verbose_option
-def export(arch, model_spec, weights, num_classes, input_size, resize, mean, std, interpolation, opset, external_data,
+def export(arch, model_spec, weights, num_classes, class_names, input_size, resize, mean, std, interpolation, opset, external_data,
            images, seed, out_dir, no_fuse, fuse_skip, engine, batch, workspace, timing_cache, opt_level,
            hardware_compat, version_compat, tf32, force, as_json, verbose, **precision) -> None:
     """Export a ResNet (--arch) or your own module (--model) to ONNX, validate it against eager PyTorch, and write a
@@ -91,7 +95,8 @@ def export(arch, model_spec, weights, num_classes, input_size, resize, mean, std
     common = dict(weights=weights, input_size=input_size, resize=resize, mean=mean, std=std,
                   interpolation=interpolation, opset=opset, external_data=external_data or None, images=images,
                   seed=seed, force=force, fuse=not no_fuse, fuse_skip=fuse_skip, engine=engine,
-                  engine_options=plan_options, precision=options if options.wanted else None)
+                  engine_options=plan_options, precision=options if options.wanted else None,
+                  class_names=class_names)
     if arch is not None:
         res = export_arch(arch, out_dir, num_classes=num_classes or 1000, **common)
     else:

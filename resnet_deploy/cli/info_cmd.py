@@ -14,16 +14,20 @@ def info(bundle: str, as_json: bool) -> None:
     """Print a bundle's summary and verify the checksum of every file (exit 1 on a mismatch)."""
     from ..bundle import read_manifest, verify
     from ..errors import CheckFailed
+    from ..models.classes import from_manifest
 
     setup(0, as_json)
     m = read_manifest(bundle)
     problems = verify(bundle)
+    names = from_manifest(m)
     for warning in m.get("warnings", []):
         warn(warning)
     if as_json:
         bad = {p.split(": ", 1)[0]: p.split(": ", 1)[1] for p in problems}
         emit_json({"ok": not problems, "bundle": bundle, "arch": m.get("arch"), "num_classes": m.get("num_classes"),
-                   "weights": m.get("weights"), "input": m.get("input"), "preprocessing": m.get("preprocessing"),
+                   "weights": m.get("weights"),
+                   "classes": {"count": len(names.names), "source": names.source} if names else None,
+                   "input": m.get("input"), "preprocessing": m.get("preprocessing"),
                    "validation": m.get("validation", {}), "warnings": m.get("warnings", []), "problems": problems,
                    "artifacts": {n: {**e, "status": bad.get(n, "ok")} for n, e in m.get("files", {}).items()}})
         if problems:
@@ -36,6 +40,8 @@ def info(bundle: str, as_json: bool) -> None:
     click.echo(f"arch        {m.get('arch')}  ({m.get('num_classes')} classes)")
     click.echo(f"weights     {w.get('source')} {w.get('name') or w.get('path') or ''} "
                f"{('sha256 ' + w['sha256'][:12]) if w.get('sha256') else ''}".rstrip())
+    click.echo(f"classes     {len(names.names)} names from {names.source}" if names
+               else "classes     no names (readers show the class index)")
     click.echo(f"input       {inp.get('name')} {inp.get('shape')} {inp.get('dtype')}")
     if pre:
         click.echo(f"preprocess  resize {pre['resize']} -> crop {pre['input_size']}, mean {pre['mean']}, std {pre['std']}")

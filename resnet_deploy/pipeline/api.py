@@ -18,6 +18,7 @@ from ..exporter import stage as exporter_stage
 from ..exporter.onnx_export import INPUT_NAME, OUTPUT_NAME
 from ..fuse import stage as fuse_stage
 from ..models import LoadedModel, check_finite_weights, load_model, model_info, preprocessing_for
+from ..models.classes import KEY as CLASSES_KEY, ClassNames, arch_classes
 from ..openvino_ir import stage as openvino_stage
 from ..precision import stage as precision_stage
 from ..preprocess import Preprocessing, make_preprocessing
@@ -80,7 +81,8 @@ def model_metadata(arch: str, weights: dict, pre: Preprocessing, num_classes: in
 
 def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None = None, input_size="224",
            arch: str = "custom", weights: dict | None = None, num_classes: int | None = None,
-           source: dict | None = None, request: ExportRequest | None = None, **options) -> BundleResult:
+           source: dict | None = None, classes: ClassNames | None = None, request: ExportRequest | None = None,
+           **options) -> BundleResult:
     """Export any residual network (``nn.Module`` returning (N, C) logits) to a validated deploy bundle.
 
     ``options`` are ``ExportRequest.create``'s (``opset``, ``external_data``, ``images``, ``force``, ``seed``,
@@ -92,7 +94,9 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
     check raises ``CheckFailed`` and leaves nothing, except an optional precision (fp16, bf16, an INT8 target) that
     misses its bar or budget even after falling back: it is left out, the rest is written, and ``failures`` (``ok``
     False) and the manifest say what failed. ``source`` (where the model came from: a timm name, a ``--model`` spec
-    and its file's sha256) goes into the manifest as ``model``.
+    and its file's sha256) goes into the manifest as ``model``. The class names (the request's ``class_names``,
+    else ``classes``, the arch's own) go into the manifest as ``classes``; a count that is not the model's is a
+    ``UserError`` before anything is exported.
     """
     import torch
 
@@ -106,6 +110,9 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
     if num_classes is None:
         with torch.no_grad():
             num_classes = int(model(torch.zeros(1, 3, *pre.input_size)).shape[-1])
+    names = request.class_names or classes
+    if names is not None:
+        names.check_count(num_classes)
     images, fallback = request.reference_data()
     reference = build_reference(model, pre, images, request.seed, fallback=fallback, inputs=request.inputs)
     del model  # the Reference holds it for as long as a stage needs eager outputs
@@ -116,6 +123,7 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
             "input": {"name": INPUT_NAME, "shape": [-1, 3, *pre.input_size], "dtype": "float32", "layout": "NCHW",
                       "dynamic_axes": {"0": "batch"}},
             "outputs": [{"name": OUTPUT_NAME, "shape": [-1, num_classes], "dtype": "float32"}],
+            **({CLASSES_KEY: names.to_manifest()} if names is not None else {}),
             "preprocessing": pre.to_dict(), "warnings": warnings, **({"model": source} if source else {})})
         result = BundleResult(bundle.out, bundle.manifest, None, warnings)
         for field_name, stage in STAGES:
@@ -149,14 +157,18 @@ def export_arch(arch: str, out_dir: "str | Path", *, weights: str = "random", nu
                 input_size=None, resize: int | None = None, mean=None, std=None, interpolation: str | None = None,
                 seed: int = 0, **kwargs) -> BundleResult:
     """Export a ResNet-family model by name to a validated bundle: a torchvision name (``registry.ARCHS``) or
-    ``timm/<name>`` (``timm_models.names()``, with timm's pretrained-config preprocessing as the default)."""
+    ``timm/<name>`` (``timm_models.names()``, with timm's pretrained-config preprocessing as the default). The
+    bundle's class names: ``class_names`` (a file, one name per line, or a list) when given, else the arch's own
+    (``models.classes.arch_classes``: torchvision's ImageNet categories, timm's ImageNet subsets), else none."""
     # Everything that can be checked cheaply is checked (and the data loaded) before the model is loaded.
     pre = preprocessing_for(arch, weights, input_size, resize, mean, std, interpolation)
-    request = ExportRequest.create(out_dir, pre, seed=seed, **kwargs)  # bad input fails before the model loads
+    # bad input fails before the model loads
+    request = ExportRequest.create(out_dir, pre, seed=seed, num_classes=num_classes, **kwargs)
     with step(f"Loading {arch} ({weights} weights)"):
         loaded: LoadedModel = load_model(arch, weights, num_classes, seed)
+    classes = None if request.class_names else arch_classes(arch, loaded.weights, loaded.num_classes)
     return export(loaded.model, out_dir, arch=arch, weights=loaded.weights, num_classes=loaded.num_classes,
-                  source=model_info(arch), request=request)
+                  source=model_info(arch), classes=classes, request=request)
 
 
 def export_model(spec: str, out_dir: "str | Path", *, weights: str = "DEFAULT", num_classes: int | None = None,
@@ -177,9 +189,12 @@ def export_model(spec: str, out_dir: "str | Path", *, weights: str = "DEFAULT", 
         from ..errors import UserError
 
         raise UserError(f"--num-classes {num_classes} must be >= 1")
-    request = ExportRequest.create(out_dir, pre, seed=seed, **kwargs)  # bad input fails before the model is built
+    # bad input fails before the model is built
+    request = ExportRequest.create(out_dir, pre, seed=seed, num_classes=num_classes, **kwargs)
     with step(f"Building {spec} ({weights} weights)"):
         model, classes, passed = model_spec.build(ms, num_classes, pre.input_size, seed, reinit=weights == RANDOM)
+        if request.class_names is not None:  # the class count is known now: a mismatch fails before any weights
+            request.class_names.check_count(classes)
         if weights == RANDOM:
             randomize_batchnorm(model, seed)
             info = {"source": RANDOM, "seed": seed, "sha256": None}

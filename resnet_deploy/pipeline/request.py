@@ -11,6 +11,7 @@ from ..engines.stage import BuildOptions, EngineOptions
 from ..exporter.onnx_export import DEFAULT_OPSET, check_opset
 from ..exporter.stage import ExportOptions
 from ..fuse.stage import FuseOptions
+from ..models.classes import ClassNames, given
 from ..openvino_ir.stage import OpenVinoOptions
 from ..precision.stage import PrecisionOptions, PrecisionPlan, prepare
 from ..preprocess import Preprocessing
@@ -36,15 +37,19 @@ class ExportRequest:
     fuse: FuseOptions | None
     precision: PrecisionPlan | None
     engines: EngineOptions = field(default_factory=EngineOptions)
+    class_names: ClassNames | None = None  # the user's (--class-names): they override the arch's own
 
     @classmethod
     def create(cls, out_dir: "str | Path", preprocessing: Preprocessing, *, opset: int = DEFAULT_OPSET,
                external_data: bool | None = None, images: "str | Path | None" = None, force: bool = False,
                seed: int = 0, inputs: tuple | None = None, fuse: bool = True, fuse_skip=(), fold_bn: bool = True,
                precision: "PrecisionOptions | PrecisionPlan | None" = None, engine: "str | EngineMode" = "auto",
-               engine_options: BuildOptions | None = None) -> "ExportRequest":
+               engine_options: BuildOptions | None = None, class_names=None,
+               num_classes: int | None = None) -> "ExportRequest":
         """Check every option once (today's messages and exit codes) and load the data they name: bad input fails
-        here, before any model is built or anything written."""
+        here, before any model is built or anything written. ``class_names`` (a ``--class-names`` file or a list)
+        is read here, and its count checked against ``num_classes`` when the caller knows it already (``export``
+        checks it again once the model is built)."""
         from ..bundle import check_out_dir
         from ..stages.reference import make_inputs
 
@@ -55,12 +60,15 @@ class ExportRequest:
             trt_backend.require()  # the same one-line error the build stage would give, before minutes of export
         opset = check_opset(opset)
         out = check_out_dir(out_dir, force)
+        names = given(class_names)
+        if names is not None and num_classes is not None:
+            names.check_count(num_classes)
         fuse_options = FuseOptions(skip=tuple(fuse_skip)) if fuse else None
         plan = prepare(precision, preprocessing) if precision is not None else None
         if images is not None and inputs is None:
             inputs = make_inputs(preprocessing, images, seed=seed)
         return cls(out, force, preprocessing, opset, external_data, fold_bn, seed, images, inputs, fuse_options, plan,
-                   EngineOptions(mode, engine_options or BuildOptions()))
+                   EngineOptions(mode, engine_options or BuildOptions()), names)
 
     def export_options(self, metadata: dict) -> ExportOptions:
         return ExportOptions(self.preprocessing.input_size, self.opset, self.external_data, metadata, self.fold_bn)

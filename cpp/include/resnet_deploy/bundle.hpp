@@ -47,6 +47,8 @@ struct Bundle {
   std::string dir;
   std::string arch;
   int num_classes = 0;
+  // manifest["classes"]["names"]: one name per class index (empty when the bundle records none: print the index).
+  std::vector<std::string> class_names;
   std::string input_name;
   std::vector<int64_t> input_shape;  // -1 for the dynamic batch
   std::string output_name;
@@ -59,6 +61,11 @@ struct Bundle {
   std::map<std::string, std::string> recommended;
 
   std::string path(const std::string& name) const { return dir + "/" + name; }
+  // The name of a class, or "" when the bundle has none.
+  const std::string& class_name(size_t index) const {
+    static const std::string none;
+    return index < class_names.size() ? class_names[index] : none;
+  }
   // The build record of a plan, or nullptr when the manifest has none (e.g. a bundle exported before it was built).
   const PlanRecord* plan_record(const std::string& name) const {
     const auto it = plans.find(name);
