@@ -22,9 +22,11 @@ def import_onnxruntime():
 
 
 def session_options(graph_level: str = "all", threads: int | None = None, spinning: bool = False,
-                    optimized_model_path: str | None = None, mem_pattern: bool = True):
+                    optimized_model_path: str | None = None, mem_pattern: bool = True, arena: bool = True):
     """SessionOptions with spinning off by default: on 2 cores, spinning threads distort other runtimes.
-    ``mem_pattern=False`` turns off ONNX Runtime's memory pattern (one planned block for all intermediates)."""
+    ``mem_pattern=False`` turns off ONNX Runtime's memory pattern (one planned block for all intermediates);
+    ``arena=False`` its CPU memory arena, which keeps the largest set of tensors a run ever held (memory, not
+    numbers: the outputs are the same)."""
     ort = import_onnxruntime()
     levels = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -46,6 +48,8 @@ def session_options(graph_level: str = "all", threads: int | None = None, spinni
         so.optimized_model_filepath = optimized_model_path
     if not mem_pattern:
         so.enable_mem_pattern = False
+    if not arena:
+        so.enable_cpu_mem_arena = False
     return so
 
 
@@ -58,13 +62,13 @@ class OnnxRuntimeRunner(Runner):
 
     def __init__(self, model_path: "str | Path | bytes", providers: list | None = None, graph_level: str = "all",
                  threads: int | None = None, spinning: bool = False, require_providers: bool = True,
-                 concurrency: int = 1, mem_pattern: bool = True, single_use: bool = False):
+                 concurrency: int = 1, mem_pattern: bool = True, single_use: bool = False, arena: bool = True):
         super().__init__()
         self.model_path = model_path if isinstance(model_path, bytes) else str(model_path)
         self.in_memory = isinstance(model_path, bytes)
         self.providers = providers or ["CPUExecutionProvider"]
         self.graph_level, self.threads, self.spinning = graph_level, threads, spinning
-        self.mem_pattern, self.single_use = mem_pattern, single_use
+        self.mem_pattern, self.single_use, self.arena = mem_pattern, single_use, arena
         self.concurrency = max(1, int(concurrency))  # concurrent Run calls in infer_many (throughput mode)
         self.require_providers = require_providers
         self.name = "onnxruntime"
@@ -74,7 +78,8 @@ class OnnxRuntimeRunner(Runner):
         ort = import_onnxruntime()
         if self.model_path is None:
             raise RuntimeError(f"{self.name}: a single-use runner cannot be activated again")
-        so = session_options(self.graph_level, self.threads, self.spinning, mem_pattern=self.mem_pattern)
+        so = session_options(self.graph_level, self.threads, self.spinning, mem_pattern=self.mem_pattern,
+                             arena=self.arena)
         self.session = ort.InferenceSession(self.model_path, sess_options=so, providers=self.providers)
         if self.single_use:
             self.model_path = None
@@ -140,8 +145,10 @@ GRAPH_BATCH = 16  # inputs per run when an in-memory graph is checked in ONNX Ru
 
 def run_graph(model, data: np.ndarray, batch: int = GRAPH_BATCH, graph_level: str = "all") -> np.ndarray:
     """Logits (the first output) of an in-memory ONNX model over ``data`` in ONNX Runtime (CPU), ``batch`` at a
-    time, at graph optimization level ``graph_level``."""
-    with OnnxRuntimeRunner(model.SerializeToString(), graph_level=graph_level, single_use=True) as runner:
+    time, at graph optimization level ``graph_level``. A check, not a benchmark: the session keeps no memory
+    between runs (no arena, no memory pattern), since several such checks of a large model run one after another."""
+    with OnnxRuntimeRunner(model.SerializeToString(), graph_level=graph_level, single_use=True, arena=False,
+                           mem_pattern=False) as runner:
         return np.concatenate([runner.infer(data[i:i + batch]) for i in range(0, len(data), batch)])
 
 
@@ -149,7 +156,9 @@ def graph_outputs(model, data: np.ndarray, batch: int, graph_level: str = "basic
     """Yield ``{output name: array}`` per ``batch`` inputs of ``data``: every output of an in-memory ONNX model
     (one with intermediate tensors exposed, ``onnx_graph.expose_outputs``) in ONNX Runtime (CPU)."""
     names = [o.name for o in model.graph.output]
-    with OnnxRuntimeRunner(model.SerializeToString(), graph_level=graph_level, single_use=True) as runner:
+    # every intermediate is an output here: an arena would keep all of them after each run
+    with OnnxRuntimeRunner(model.SerializeToString(), graph_level=graph_level, single_use=True, arena=False,
+                           mem_pattern=False) as runner:
         for i in range(0, len(data), batch):
             yield dict(zip(names, runner.run_all(data[i:i + batch])))
 

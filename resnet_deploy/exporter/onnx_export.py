@@ -75,6 +75,7 @@ def export_onnx(model, path: "str | Path", input_size: tuple[int, int], opset: i
         )
     seconds = time.perf_counter() - start
     if external_data:  # the exporter wrote the graph and its weights file; the graph gets the metadata
+        release_weights(program)
         del program
         proto = onnx.load(str(path), load_external_data=False)
         if metadata:
@@ -82,6 +83,7 @@ def export_onnx(model, path: "str | Path", input_size: tuple[int, int], opset: i
             save_model(proto, path, external_data)
     else:  # the same bytes the exporter would write (model_proto is what it serialises)
         proto = program.model_proto
+        release_weights(program)
         del program
         if metadata:
             set_metadata(proto, metadata)
@@ -93,6 +95,15 @@ def export_onnx(model, path: "str | Path", input_size: tuple[int, int], opset: i
     log.info("exported %s in %.1f s (%d nodes)", path.name, seconds, len(proto.graph.node))
     return ExportResult(path, opset, seconds, external_data, len(proto.graph.node), ops,
                         None if external_data else proto)
+
+
+def release_weights(program) -> None:
+    """Let the exporter's IR go of the model's weights: onnxscript's rewrite rules keep a reference to the last graph
+    they matched, and through its initializers every parameter of the exported model stays alive (found with
+    ``gc.get_referrers``). The proto already holds its own copy."""
+    graph = getattr(getattr(program, "model", None), "graph", None)
+    for value in list(getattr(graph, "initializers", {}).values()):
+        value.const_value = None
 
 
 def save_exported_program(model, path: "str | Path", input_size: tuple[int, int]) -> None:
