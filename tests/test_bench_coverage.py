@@ -45,7 +45,8 @@ def test_a_narrowed_run_says_what_was_not_selected():
     backends, precisions = ["onnxruntime"], [Precision.INT8]
     cases, _ = select_cases(MANIFEST, backends, precisions)
     skipped = {s["artifact"]: s["reason"] for s in skipped_artifacts(MANIFEST, cases, backends, precisions)}
-    assert "eager fp32: not selected (--backend onnxruntime)" in skipped["model.pt2"]
+    assert "eager fp32, eager-channels-last fp32, torch-compile fp32: not selected (--backend onnxruntime)" \
+        in skipped["model.pt2"]
     assert "onnxruntime fp32: precision not selected (--precision int8)" in skipped["model.onnxruntime.onnx"]
 
 
