@@ -8,6 +8,11 @@ the re-measured rows and the rows that failed.
     PYTHONPATH=$PWD python benchmarks/gate_example.py                      # resnet18 64x64 with INT8, 10 runs
     PYTHONPATH=$PWD python benchmarks/gate_example.py --bundle B --runs 20
     PYTHONPATH=$PWD python benchmarks/gate_example.py --options "--batch 1 --iters 30" --name gate_example_iters30
+    PYTHONPATH=$PWD python benchmarks/gate_example.py --statistics 10    # which statistic moves least: see below
+
+``--statistics N`` runs the gate's measurement N times (no gate) and judges every ordered pair of runs, one as the
+baseline of the other, with each statistic (p50, p10, min) at thresholds 20% and 30% on the same measurements,
+without re-measurement: how often an unchanged row looks slower (gate_statistics.json / .md).
 
 The default bundle is the quick start's shape: resnet18, random weights, 64x64, INT8 graphs for ONNX Runtime and
 TensorRT calibrated on the repository's photos (``--max-drop 100``: timing only), bf16 graph; OpenVINO runs its
@@ -50,17 +55,77 @@ def export(tmp: Path) -> Path:
     return out
 
 
+def measurement_options(options: list[str]) -> list[str]:
+    """``options`` without the gate's own (``--statistic``, ``--reference``, ``--max-regression`` and their values)."""
+    out, skip = [], False
+    for option in options:
+        if not skip and option in ("--statistic", "--reference", "--max-regression"):
+            skip = True
+            continue
+        if not skip:
+            out.append(option)
+        skip = False
+    return out
+
+
+def statistics(bundle: Path, options: list[str], runs: int, tmp: Path) -> None:
+    """Measure ``runs`` times, then count the suspects each statistic and threshold gives over every ordered pair."""
+    import itertools
+
+    from resnet_deploy.bench.gate import STATISTICS, compare
+
+    reports = []
+    for i in range(runs):
+        res, wall = cli("bench", bundle, *options, "--no-plot", "--out", tmp / f"s{i}", cwd=tmp)
+        if res.returncode != 0:
+            sys.exit(f"run {i + 1} failed:\n{res.stderr}")
+        reports.append(json.loads((tmp / f"s{i}" / "report.json").read_text()))
+        print(f"measured {i + 1}/{runs} ({wall:.1f} s)", flush=True)
+    pairs = list(itertools.permutations(reports, 2))
+    table = {}
+    for stat, threshold in itertools.product(STATISTICS, (0.20, 0.30)):
+        checks = [compare(b, n, threshold, None, statistic=stat) for b, n in pairs]
+        table[f"{stat} {threshold:.0%}"] = {"pairs_with_a_suspect": sum(bool(c.suspects) for c in checks),
+                                            "suspect_rows": sum(len(c.suspects) for c in checks)}
+    rows = sorted({(r["backend"], r["precision"], r["batch"]) for r in reports[0]["results"]})
+    def value(report: dict, row: tuple, stat: str) -> float:
+        return next(round(x["latency_ms"][stat], 3) for x in report["results"]
+                    if (x["backend"], x["precision"], x["batch"]) == row)
+
+    spread = {f"{r[0]} {r[1]} b{r[2]}": {stat: [value(rep, r, stat) for rep in reports] for stat in STATISTICS}
+              for r in rows}
+    out = {"options": options, "cpu": cpu_model(), "runs": runs, "pairs": len(pairs), "table": table,
+           "per_row_ms": spread, "load_average_at_end": os.getloadavg()}
+    (RESULTS / "gate_statistics.json").write_text(json.dumps(out, indent=2) + "\n")
+    lines = [f"`resnet-deploy bench BUNDLE {' '.join(options)}` measured {runs} times in a row on an unchanged "
+             f"{reports[0]['model']['arch']} bundle ({cpu_model()}, {reports[0]['machine']['cores_logical']} cores, "
+             f"shared; load average at the end {os.getloadavg()[0]:.1f}); each of the {len(pairs)} ordered pairs "
+             "of runs judged as baseline and current, absolute change only, no re-measurement.", "",
+             "| statistic, threshold | pairs with a suspect row | suspect rows |", "|---|---:|---:|"]
+    lines += [f"| {k} | {v['pairs_with_a_suspect']}/{len(pairs)} | {v['suspect_rows']} |" for k, v in table.items()]
+    lines += ["", "Per row, the statistic in each run (ms):", "", "| row | " + " | ".join(STATISTICS) + " |",
+              "|---|" + "---|" * len(STATISTICS)]
+    lines += [f"| {row} | " + " | ".join(f"{min(v):.2f}-{max(v):.2f}" for v in per.values()) + " |"
+              for row, per in spread.items()]
+    (RESULTS / "gate_statistics.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--bundle", default=None, help="existing bundle [default: resnet18 64x64 with INT8, exported]")
     ap.add_argument("--options", default=" ".join(CI_OPTIONS), help="gate options [default: the documented ones]")
     ap.add_argument("--name", default="gate_example")
+    ap.add_argument("--statistics", type=int, default=0, metavar="N",
+                    help="measure N times and compare the statistics instead of gating")
     args = ap.parse_args()
     options = shlex.split(args.options)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         bundle = Path(args.bundle).absolute() if args.bundle else export(tmp)
+        if args.statistics:
+            return statistics(bundle, measurement_options(options), args.statistics, tmp)
         base = tmp / "ci" / "baseline.json"
         res, base_s = cli("bench", bundle, "--baseline", base, "--update-baseline", *options, "--no-plot", cwd=tmp)
         if res.returncode != 0:

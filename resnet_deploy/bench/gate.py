@@ -65,7 +65,7 @@ def _has(row: dict | None, statistic: str) -> bool:
 @dataclass
 class RowCheck:
     key: Key
-    base_p50: float | None
+    base_p50: float | None  # the gate's statistic (p50 unless --statistic says otherwise), ms
     now_p50: float | None
     abs_change: float | None = None  # now / base - 1
     rel_change: float | None = None  # same, relative to the reference backend of the same run

@@ -87,7 +87,7 @@ CI gate on a CPU runner (record the baseline once, then gate each change):
 @click.option("--baseline", default=None, type=click.Path(path_type=str), metavar="FILE",
               help="Report to compare with (CI gate).")
 @click.option("--max-regression", default=f"{DEFAULT_MAX_REGRESSION:.0%}", show_default=True, metavar="PCT",
-              help="Allowed p50 slowdown per row (small shared runners swing by 10-20% between runs).")
+              help="Allowed slowdown per row, of --statistic (small shared runners swing by 10-20% between runs).")
 @click.option("--statistic", default="p50", show_default=True, type=click.Choice(STATISTICS),
               metavar="|".join(STATISTICS),
               help="Which latency the gate compares per row: the median, or the fastest tenth or fastest call (other "
