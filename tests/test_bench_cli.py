@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -238,3 +239,5 @@ def test_help_shows_what_each_option_takes_and_every_backend():
     assert " TEXT " not in text and " INTEGER " not in text
     assert all(name in text for name in table.names())
     assert "resnet-deploy bench BUNDLE --baseline ci/base.json " + " ".join(CI_OPTIONS) in text
+    docs = (Path(__file__).parents[1] / "docs" / "benchmark.md").read_text()
+    assert " ".join(CI_OPTIONS) in docs  # the documented gate is the one benchmarks/gate_example.py measures
