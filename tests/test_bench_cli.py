@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
+from resnet_deploy.backends import table
+from resnet_deploy.bench.gate import CI_OPTIONS
 from resnet_deploy.bench.report import ACCURACY_KEYS, LATENCY_KEYS, schema_problems
 
 from .conftest import IMAGES, run_cli
 from .tolerances import FP32
 
 FAST = ("--iters", "5", "--warmup", "1", "--threads", "1")
-
-
 
 @pytest.fixture(scope="module")
 def r18_bundle(r18_bundle, tmp_path_factory):
@@ -80,7 +81,7 @@ def test_report_is_schema_2_with_every_field(first_run):
 def test_markdown_and_png_are_written_and_printed(first_run):
     res, out, base = first_run
     md = (out / "report.md").read_text()
-    assert "| onnxruntime | fp32 | 2 |" in md and md in res.stdout
+    assert "| onnxruntime | fp32 | model.onnxruntime.onnx | 2 |" in md and md in res.stdout
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(base.read_text())["results"] == json.loads((out / "report.json").read_text())["results"]
 
@@ -94,6 +95,16 @@ def test_random_inputs_give_agreement_but_no_top1(r18_bundle, tmp_path):
     assert acc["top1"] is None and acc["top5"] is None
     assert acc["top1_agreement"] == 1.0 and acc["cosine"] >= FP32["min_cosine"] and acc["max_abs_diff"] < 1e-3
     assert not (tmp_path / "r" / "report.png").exists()
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["config"]["accuracy_samples"] == 64  # enough for the recommendation's bars
+    assert "accuracy inputs: random:64 seed=0 (seeded standard-normal inputs: no images given)" in res.stdout
+    # every artifact of the bundle is accounted for: eager's program was not selected
+    skipped = {s["artifact"]: s["reason"] for s in report["skipped"]}
+    assert skipped["model.pt2"].startswith("eager fp32, ") and "not selected (--backend onnxruntime)" in skipped["model.pt2"]
+    assert "- model.pt2 (torch-exported-program, fp32): skipped: eager fp32, eager-channels-last fp32" in res.stdout
+    # a narrowed run reports its best and leaves the bundle's recommendation alone
+    assert "best of this run for cpu latency: onnxruntime fp32" in res.stderr
+    assert "recommendation for cpu left alone: this run did not measure eager fp32" in res.stderr
 
 
 def test_gate_fails_on_injected_2x_slowdown_and_accuracy_drop(first_run, r18_bundle, image_folder, tmp_path):
@@ -190,3 +201,43 @@ def test_throughput_mode_and_quiet_threads(r18_bundle, first_run, tmp_path):
                   "--baseline", tmp_path / "v1.json", "--max-regression", "500%", "--out", tmp_path / "r2", "--json")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["gate"]["passed"] is True
+
+
+def test_the_same_bench_twice_writes_two_fresh_folders(r18_bundle, tmp_path):
+    """Without --out each run gets the first free ./bench-<bundle>-<n>: a README line can be run twice."""
+    args = ("bench", r18_bundle, "--backend", "onnxruntime", "--batch", "1", *FAST, "--no-plot")
+    for n in (1, 2):
+        res = run_cli(*args, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        assert f"report: {tmp_path / f'bench-r18-{n}' / 'report.json'}" in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench-r18-1", "bench-r18-2"]
+    assert all((tmp_path / f"bench-r18-{n}" / "report.json").is_file() for n in (1, 2))
+
+
+def test_the_documented_ci_gate_passes_on_the_unchanged_model(r18_bundle, tmp_path):
+    """The gate as docs/benchmark.md and bench --help give it (``CI_OPTIONS``): record the baseline, then gate the
+    same bundle. One run here; its false-alarm rate and wall time are measured by benchmarks/gate_example.py."""
+    base = tmp_path / "ci" / "base.json"
+    res = run_cli("bench", r18_bundle, "--baseline", base, "--update-baseline", *CI_OPTIONS, "--no-plot", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert f"--baseline '{base}' does not exist yet: this run writes it" in res.stderr
+    assert "create it with --update-baseline" not in res.stderr and base.is_file()
+    res = run_cli("bench", r18_bundle, "--baseline", base, *CI_OPTIONS, "--no-plot", "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    gate = json.loads(res.stdout)["gate"]
+    assert gate["passed"] and gate["statistic"] == "min" and gate["threshold"] == 0.30
+
+
+def test_help_shows_what_each_option_takes_and_every_backend():
+    res = run_cli("bench", "--help")
+    assert res.returncode == 0
+    text = " ".join(res.stdout.split())
+    for option, metavar in (("--max-regression", "PCT"), ("--max-abs-regression", "PCT"),
+                            ("--accuracy-tolerance", "POINTS"), ("--batch", "N,N"), ("--retries", "N"),
+                            ("--reference", "BACKEND|none"), ("--statistic", "p50|p10|min")):
+        assert f"{option} {metavar}" in text, option
+    assert " TEXT " not in text and " INTEGER " not in text
+    assert all(name in text for name in table.names())
+    assert "resnet-deploy bench BUNDLE --baseline ci/base.json " + " ".join(CI_OPTIONS) in text
+    docs = (Path(__file__).parents[1] / "docs" / "benchmark.md").read_text()
+    assert " ".join(CI_OPTIONS) in docs  # the documented gate is the one benchmarks/gate_example.py measures

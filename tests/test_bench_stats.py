@@ -117,3 +117,15 @@ def test_peak_memory_of_a_worker_is_its_own_not_its_parents():
                           "print(peak_rss_mb())"], capture_output=True, text=True, timeout=60)
     assert float(res.stdout) < 200, res.stdout + res.stderr
     del ballast
+
+
+def test_fastest_calls_and_spread_are_recorded():
+    from resnet_deploy.bench.stats import spread
+
+    s = latency_stats([v / 1000 for v in range(1, 101)])
+    assert s["min"] == pytest.approx(1.0) and s["p10"] == pytest.approx(np.percentile(range(1, 101), 10))
+    sp = spread([float(v) for v in range(1, 101)])
+    assert sp["iqr"] == pytest.approx(np.percentile(range(1, 101), 75) - np.percentile(range(1, 101), 25))
+    lo, hi = sp["p50_ci95"]  # the 40th and 61st of 100 sorted samples: the usual 95% interval of the median
+    assert (lo, hi) == (40.0, 61.0)
+    assert spread([3.0, 1.0, 2.0])["p50_ci95"] == [1.0, 3.0]  # too few for an interval: their range

@@ -106,3 +106,26 @@ def test_bundle_update_is_atomic(r18_bundle_copy):
         with BundleUpdate(r18_bundle_copy) as b:
             (b.path / "extra.json").write_text("[]")
             b.add_file("extra.json", kind="report")
+
+
+def test_info_shows_failed_precisions_and_the_recommendation(r18_bundle_copy, capsys):
+    """A bundle whose INT8 target missed its budget: `info` still exits 0 (the checksums are fine) but shows the
+    failure with its reason, and bench's recommendation with where and when it was measured; --json alike."""
+    import json
+
+    reason = "INT8 accuracy budget not met: onnxruntime: top-1 drop 20.00 points > --max-drop 1.0 even with 3 layer(s)"
+    pick = {"backend": "onnxruntime", "precision": "fp32", "artifact": "model.onnxruntime.onnx", "batch": 1,
+            "mode": "latency", "p50_ms": 5.8, "throughput_ips": 172.4, "kind": "onnx", "served_from": "model.onnx"}
+    with BundleUpdate(r18_bundle_copy) as b:
+        b.manifest.setdefault("precision", {})["int8"] = {
+            "calibration": {"method": "mse", "num_samples": 5, "reused_cache": False}, "max_drop": 1.0,
+            "gate_data": "images:5", "targets": {"onnxruntime": {"passed": False}}, "failed": reason}
+        b.manifest["recommended"] = {"cpu": {"cpu": "AMD EPYC", "measured": "2026-01-02", "latency": pick}}
+    assert main(["info", str(r18_bundle_copy)]) == 0
+    out = capsys.readouterr().out
+    assert f"int8 FAILED, left out of the bundle: {reason}" in out and "all ok" in out
+    assert ("recommended for cpu latency: onnxruntime fp32 (model.onnxruntime.onnx), batch 1: p50 5.80 ms, "
+            "172.4 img/s; measured 2026-01-02 on AMD EPYC") in out
+    assert main(["info", str(r18_bundle_copy), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] and data["failures"] == {"int8": reason} and data["recommended"]["cpu"]["latency"] == pick

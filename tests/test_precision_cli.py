@@ -191,6 +191,7 @@ def test_export_impossible_int8_budget_keeps_the_fp32_bundle(images_dir, tmp_pat
     assert m["validation"]["fp32"]["passed"] and m["validation"]["fp16"]["passed"]
     info = run_cli("info", out)
     assert info.returncode == 0, info.stderr
+    assert "int8 FAILED, left out of the bundle: INT8 accuracy budget not met" in info.stdout  # visible, exit 0
     bench = run_cli("bench", out, "--backend", "onnxruntime", "--precision", "fp32", "--batch", "1",
                     "--iters", "3", "--warmup", "1", "--no-plot", "--out", tmp_path / "bench")
     assert bench.returncode == 0, bench.stderr

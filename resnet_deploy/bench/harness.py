@@ -19,7 +19,9 @@ from ..bundle import find_artifacts, read_manifest, verified
 from ..errors import CheckFailed, UserError
 from ..types import Precision
 from .report import SCHEMA_VERSION, machine_info, model_info
+from .coverage import skipped_artifacts
 from .runners import select_cases
+from .stats import spread
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,7 @@ ISOLATION = ("each backend runs in its own fresh worker process (python -m resne
 QUIET_THREADS = ("--quiet-threads: thread spin-waiting off (ONNX Runtime session.intra_op/inter_op.allow_spinning=0, "
                  "OpenMP (torch) OMP_WAIT_POLICY=PASSIVE), for shared CI runners")
 RUNTIME_DEFAULTS = "runtime defaults: every runtime threads and spin-waits as it ships, as its users run it"
-DEFAULT_RANDOM_SAMPLES = 16
+DEFAULT_RANDOM_SAMPLES = 64  # enough to judge the precision bars (recommend.MIN_ACCURACY_SAMPLES)
 
 
 @dataclass
@@ -188,17 +190,19 @@ def _result_rows(results: dict, reference: dict, labels, with_accuracy: bool) ->
                          "artifact": case.artifact, "latency_ms": r["latency_ms"],
                          "throughput_ips": r["throughput_ips"], "iterations": r["iterations"],
                          "peak_host_memory_mb": res["peak_host_memory_mb"], "timer": res["timer"],
-                         "runner": res["runner"], "accuracy": acc, "samples_ms": [s * 1e3 for s in r["samples_s"]]})
+                         "runner": res["runner"], "accuracy": acc, "spread_ms": spread([s * 1e3 for s in r["samples_s"]]),
+                         "samples_ms": [s * 1e3 for s in r["samples_s"]]})
     return rows
 
 
-def _config_block(cfg: BenchConfig, batches: list[int], device: str, data_desc: str | None) -> dict:
+def _config_block(cfg: BenchConfig, batches: list[int], device: str, data_desc: str | None,
+                  samples: int | None) -> dict:
     return {"batches": batches, "warmup": cfg.warmup, "iters": cfg.iters, "duration_s": cfg.duration_s,
             "threads": cfg.threads, "threads_note": "applied to every backend (torch.set_num_threads, ONNX Runtime "
             "intra_op_num_threads); None: each runtime's default, see results[].runner",
             "device": device, "isolation": ISOLATION, "modes": cfg.modes, "quiet_threads": cfg.quiet_threads,
             "spinning": cfg.spinning, "threading": QUIET_THREADS if cfg.quiet_threads else RUNTIME_DEFAULTS,
-            "accuracy_inputs": data_desc,
+            "accuracy_inputs": data_desc, "accuracy_samples": samples,
             "accuracy_reference": f"eager fp32 (bundle {layout.EAGER_PROGRAM}) on CPU at the same batch size", "seed": cfg.seed}
 
 
@@ -210,10 +214,43 @@ def run_bench(bundle: "str | Path", cfg: BenchConfig, on_event: Callable[[dict],
     Each case and mode runs in its own worker process, one after the other. Accuracy is measured against the
     eager fp32 model of the bundle on CPU at every batch size, on the same inputs.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     cfg.validate()
     bundle = Path(bundle).absolute()
     manifest = read_manifest(bundle)
     cases, notes = select_cases(manifest, cfg.backends, cfg.precisions)
+    with ThreadPoolExecutor(1) as pool:  # the machine's description imports torch (GPUs): while the workers run
+        machine = pool.submit(machine_info)
+        run = _run_cases(bundle, manifest, cases, cfg, on_event, only, with_accuracy)
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "machine": machine.result(),
+            "model": model_info(bundle, manifest),
+            "config": _config_block(cfg, run.batches, run.device, run.data_desc, run.samples),
+            "notes": notes,
+            "results": _result_rows(run.results, run.reference, run.labels, with_accuracy),
+            "skipped": skipped_artifacts(manifest, cases, cfg.backends, cfg.precisions),
+        }
+
+
+@dataclass
+class _Run:
+    """What the workers of one run gave: results per (case, mode), eager's logits per batch (the accuracy
+    reference), the accuracy inputs' labels, description and count, the device and the batch sizes."""
+
+    results: dict
+    reference: dict
+    labels: np.ndarray | None
+    data_desc: str | None
+    samples: int | None
+    device: str
+    batches: list[int]
+
+
+def _run_cases(bundle: Path, manifest: dict, cases: list, cfg: BenchConfig, on_event, only,
+               with_accuracy: bool) -> _Run:
+    """Each case and mode in its own worker, eager fp32 first (``run_bench``)."""
     for name in dict.fromkeys([c.artifact for c in cases] + find_artifacts(manifest, kind="torch-exported-program")):
         verified(bundle, manifest, name)  # a missing or altered file is one line here, not a worker traceback
     device = resolve_device(cfg.device)
@@ -227,7 +264,7 @@ def run_bench(bundle: "str | Path", cfg: BenchConfig, on_event: Callable[[dict],
     # eager fp32 timed on CPU doubles as the reference; otherwise (not selected, or on a GPU where TF32 may
     # be on) a separate CPU worker computes the reference logits
     eager_is_reference = device == "cpu" and (plan[0][0].backend, plan[0][0].precision) == EAGER_FP32
-    labels = data_desc = None
+    labels = data_desc = samples = None
     results, reference = {}, {}
     with tempfile.TemporaryDirectory(prefix="resnet-deploy-bench-") as tmp:
         tmp = Path(tmp)
@@ -236,6 +273,7 @@ def run_bench(bundle: "str | Path", cfg: BenchConfig, on_event: Callable[[dict],
                     "device": device, "seed": cfg.seed, "accuracy_inputs": None, "spinning": cfg.spinning}
         if with_accuracy:
             data, labels, data_desc = accuracy_inputs(manifest, cfg)
+            samples = len(data)
             np.save(tmp / "accuracy_inputs.npy", data)
             base_job["accuracy_inputs"] = str(tmp / "accuracy_inputs.npy")
         if with_accuracy and not eager_is_reference:
@@ -250,14 +288,7 @@ def run_bench(bundle: "str | Path", cfg: BenchConfig, on_event: Callable[[dict],
             if with_accuracy and eager_is_reference and (case.backend, case.precision) == EAGER_FP32 and not reference:
                 reference = res["logits"]
             results[(case, mode)] = res
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "machine": machine_info(),
-        "model": model_info(bundle, manifest),
-        "config": _config_block(cfg, batches, device, data_desc),
-        "notes": notes,
-        "results": _result_rows(results, reference, labels, with_accuracy),
-    }
+    return _Run(results, reference, labels, data_desc, samples, device, batches)
 
 
 def remeasure(report: dict, keys: set, on_event: Callable[[dict], None] = lambda e: None) -> dict:

@@ -157,22 +157,39 @@ def to_markdown(report: dict) -> str:
     lines = [f"Model: {report['model'].get('arch')} input {report['model'].get('input_shape')}; machine: "
              f"{m.get('cpu')} ({m.get('cores_logical')} cores), {gpus}; threads {cfg.get('threads') or 'default'}; "
              f"accuracy inputs: {cfg.get('accuracy_inputs')}", "",
-             "| backend | precision | batch | mode | p50 ms | p90 ms | p99 ms | mean ms | std ms | img/s | peak MiB "
-             "| top-1 | top-5 | top-1 agr. | cosine | max abs diff |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| backend | precision | artifact | batch | mode | p50 ms | p90 ms | p99 ms | mean ms | std ms | img/s "
+             "| peak MiB | top-1 | top-5 | top-1 agr. | cosine | max abs diff |",
+             "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["results"]:
         lat, acc = r["latency_ms"], r.get("accuracy") or {}
         lines.append(
-            f"| {r['backend']} | {r['precision']} | {r['batch']} | {_mode(r)} | {lat['p50']:.2f} | {lat['p90']:.2f} | "
+            f"| {r['backend']} | {r['precision']} | {r.get('artifact', 'n/a')} | {r['batch']} | {_mode(r)} | "
+            f"{lat['p50']:.2f} | {lat['p90']:.2f} | "
             f"{lat['p99']:.2f} | {lat['mean']:.2f} | {lat['std']:.2f} | {r['throughput_ips']:.1f} | "
             f"{_fmt(r.get('peak_host_memory_mb'), '.0f')} | {_fmt(acc.get('top1'), '.1%')} | "
             f"{_fmt(acc.get('top5'), '.1%')} | {_fmt(acc.get('top1_agreement'), '.1%')} | "
             f"{_fmt(acc.get('cosine'), '.6f')} | {_fmt(acc.get('max_abs_diff'), '.3g')} |")
+    skipped = report.get("skipped", [])
+    if skipped:
+        lines += ["", "Artifacts of the bundle not measured here:", ""]
+        lines += [f"- {s['artifact']} ({', '.join(str(s[k]) for k in ('kind', 'precision', 'target') if s.get(k))}): "
+                  f"skipped: {s['reason']}" for s in skipped]
     return "\n".join(lines) + "\n"
 
 
 def plot(report: dict, path: "str | Path") -> Path:
     """Latency p50 against batch size per backend/precision (log-log), and throughput bars per batch."""
+    fig = figure(report)  # MissingDependency without matplotlib
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def figure(report: dict):
+    """The plot's matplotlib figure (``plot`` saves it)."""
     try:
         import matplotlib
     except ImportError:
@@ -194,8 +211,10 @@ def plot(report: dict, path: "str | Path") -> Path:
     ax1.set(xscale="log", yscale="log", xlabel="batch size", ylabel="latency p50 (ms)", title="Latency")
     ax1.set_xticks(batches, [str(b) for b in batches])
     ax1.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    # labels at 1, 2 and 5 of each decade only: a label on every minor tick (2..9) overlaps near each decade's top
+    ax1.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     ax1.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    ax1.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax1.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax1.grid(True, which="both", alpha=0.3)
     ax1.legend(fontsize=8)
     width = 0.8 / max(len(series), 1)
@@ -208,10 +227,7 @@ def plot(report: dict, path: "str | Path") -> Path:
     ax2.grid(True, axis="y", alpha=0.3)
     fig.suptitle(f"{report['model'].get('arch')} on {report['machine'].get('cpu')}", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def write_json(report: dict, path: "str | Path") -> Path:

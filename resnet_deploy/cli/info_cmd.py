@@ -29,6 +29,8 @@ def info(bundle: str, as_json: bool) -> None:
                    "classes": {"count": len(names.names), "source": names.source} if names else None,
                    "input": m.get("input"), "preprocessing": m.get("preprocessing"),
                    "validation": m.get("validation", {}), "warnings": m.get("warnings", []), "problems": problems,
+                   "precision": m.get("precision", {}), "failures": _failures(m),
+                   "recommended": m.get("recommended", {}),
                    "artifacts": {n: {**e, "status": bad.get(n, "ok")} for n, e in m.get("files", {}).items()}})
         if problems:
             raise CheckFailed(f"{len(problems)} file(s) failed verification: {'; '.join(problems)}")
@@ -48,6 +50,7 @@ def info(bundle: str, as_json: bool) -> None:
     for prec, v in m.get("validation", {}).items():
         if isinstance(v, dict) and "cosine" in v:
             click.echo(f"valid {prec:<5} {fmt_parity(v)}")
+    _precisions_and_recommendation(m)
     click.echo("files")
     bad = {p.split(": ", 1)[0]: p.split(": ", 1)[1] for p in problems}
     for name, e in m.get("files", {}).items():
@@ -57,3 +60,32 @@ def info(bundle: str, as_json: bool) -> None:
     if problems:
         raise CheckFailed(f"{len(problems)} file(s) failed verification: {'; '.join(problems)}")
     click.echo("checksums   all ok")
+
+
+class _Echo:
+    """``print`` as ``click.echo``: the precision summary's lines, without rich markup (reasons may hold brackets)."""
+
+    print = staticmethod(click.echo)
+
+
+def _failures(manifest: dict) -> dict:
+    """``{precision: one-line reason}`` for each precision the precision stage left out of the bundle."""
+    return {p: f["failed"] for p, f in manifest.get("precision", {}).items() if isinstance(f, dict) and f.get("failed")}
+
+
+def _precisions_and_recommendation(manifest: dict) -> None:
+    """Each precision's result, failures first, then what bench recommended, where and when it measured it."""
+    from ..bench.recommend import describe
+    from .precision_options import print_precisions
+
+    print_precisions(_Echo, manifest)
+    recommended = manifest.get("recommended", {})
+    for line in describe(recommended, where=True):
+        click.echo(line)
+    for device, entry in recommended.items():
+        for mode in ("latency", "throughput"):
+            note = entry.get(mode, {}).get("serving_note")
+            if note:
+                click.echo(f"  {device} {mode}: {note}")
+    if not recommended:
+        click.echo("recommended none yet (resnet-deploy bench records it)")

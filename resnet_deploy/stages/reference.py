@@ -34,7 +34,7 @@ def make_inputs(pre, images: "str | Path | None" = None, *, limit: int | None = 
         imgs = load_images(images, pre, limit=limit, what=what)
         return imgs.data, imgs.labels, imgs.describe(images)
     data = np.random.default_rng(seed).standard_normal((random_samples, 3, *pre.input_size), dtype=np.float32)
-    return data, None, f"random:{random_samples} seed={seed}"
+    return data, None, f"random:{random_samples} seed={seed} (seeded standard-normal inputs: no images given)"
 
 
 @dataclass
@@ -61,7 +61,9 @@ class Reference:
     def describe(self, n: int | None = None) -> str:
         if n is None or n == len(self.data):
             return self.description
-        return f"{self.description} ({'first' if n < len(self.data) else 'cycled to'} {n})"
+        if n < len(self.data):
+            return f"the first {n} of {self.description}"
+        return f"{self.description}, repeated to {n}"
 
     def runner(self):
         """A runner for the reference model: ``eager`` itself when it is a ``Runner`` (e.g. ONNX Runtime on a lone
@@ -114,7 +116,7 @@ def build_reference(eager, pre, images: "str | Path | None" = None, seed: int = 
     elif images is None and fallback is not None:
         data, labels, desc = fallback
         if len(data) > REFERENCE_SAMPLES:
-            data, desc = data[:REFERENCE_SAMPLES], f"{desc} (first {REFERENCE_SAMPLES})"
+            data, desc = data[:REFERENCE_SAMPLES], f"the first {REFERENCE_SAMPLES} of {desc}"
             labels = labels[:REFERENCE_SAMPLES] if labels is not None else None
     else:
         data, labels, desc = make_inputs(pre, images, seed=seed)
