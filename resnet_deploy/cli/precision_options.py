@@ -94,19 +94,20 @@ def print_summary(con, manifest: dict, only: set[str] | None = None) -> None:
     run added (``added``), so a bundle's earlier precisions are not shown again; None: everything."""
     from .common import fmt_parity
 
+    for name, e in manifest.get("files", {}).items():
+        if e.get("kind") == layout.Kind.OPENVINO_IR and (only is None or "openvino" in only):
+            con.print(f"openvino {name} ({e['precision']}, from {e.get('source')}): "
+                      f"{fmt_parity(manifest['validation'][name])}")
+    print_precisions(con, manifest, only)
+
+
+def print_precisions(con, manifest: dict, only: set[str] | None = None) -> None:
+    """The precision stage's results (``manifest["precision"]``): each failure with its one-line reason, then the
+    fp16 / bf16 graphs and the INT8 calibration and targets (``only``: as in ``print_summary``)."""
+
     def shown(part: str) -> bool:
         return only is None or part in only
 
-    for name, e in manifest.get("files", {}).items():
-        if e.get("kind") == layout.Kind.OPENVINO_IR and shown("openvino"):
-            con.print(f"openvino {name} ({e['precision']}, from {e.get('source')}): "
-                      f"{fmt_parity(manifest['validation'][name])}")
-    print_precisions(con, manifest)
-
-
-def print_precisions(con, manifest: dict) -> None:
-    """The precision stage's results (``manifest["precision"]``): each failure with its one-line reason, then the
-    fp16 / bf16 graphs and the INT8 calibration and targets."""
     sec = manifest.get("precision", {})
     for precision, f in sec.items():
         if isinstance(f, dict) and f.get("failed") and shown(precision):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from resnet_deploy.preprocess import Preprocessing
-from resnet_deploy.reference import Reference, make_inputs
+from resnet_deploy.stages.reference import Reference, make_inputs
 
 
 def test_random_inputs_say_what_they_are_and_how_many_a_check_used():
