@@ -28,10 +28,12 @@ def _note(message: str) -> None:
               help="Which device's recommendation and backends to use.")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="Images per runtime call [default: the batch bench measured the pick at, else 8].")
+@click.option("--quiet-threads", is_flag=True,
+              help="Idle runtime threads sleep instead of spin-waiting (shared or busy machines).")
 @click.option("--json", "as_json", is_flag=True,
               help='One JSON object per image on stdout: {"image", "top": [{"index", "label", "score"}], "ms"}.')
 @verbose_option
-def predict(bundle, paths, top_k, backend, precision, device, batch, as_json, verbose) -> None:
+def predict(bundle, paths, top_k, backend, precision, device, batch, quiet_threads, as_json, verbose) -> None:
     """Classify the images in PATH... (files or folders, read recursively) with BUNDLE: top-k per image and the
     milliseconds per image. An unreadable image is one line on stderr and exit 1 at the end; the others are
     still predicted. The pick of artifact and backend is printed on stderr (docs/runtime.md)."""
@@ -42,7 +44,7 @@ def predict(bundle, paths, top_k, backend, precision, device, batch, as_json, ve
 
     setup(verbose, as_json)
     failed = 0
-    with load(bundle, backend, precision, device, batch=batch) as model:
+    with load(bundle, backend, precision, device, batch=batch, spinning=not quiet_threads) as model:
         d = model.describe()
         _note(f"model {d['backend']} {d['precision']} ({d['artifact']}), batch {d['batch']}: {d['why']}")
         items = []

@@ -137,8 +137,7 @@ def _measured(manifest: dict, device: str, mode: str, spec: BackendSpec | None, 
             skipped.append(f"{label}: {why}")
             continue
         which = f"bench's {mode} pick" if rank == 0 else f"the fastest {name} row of bench's {mode} run"
-        timing = (f"p50 {row['p50_ms']} ms" if mode == "latency" else f"{row['throughput_ips']} img/s") \
-            if row.get("p50_ms") is not None and row.get("throughput_ips") is not None else "timing not recorded"
+        timing = f"p50 {row.get('p50_ms')} ms" if mode == "latency" else f"{row.get('throughput_ips')} img/s"
         return Pick(name, prec, artifact, f"{which} for {device} (measured on {entry.get('cpu') or 'an unnamed CPU'}"
                     f": {timing} at batch {row.get('batch')})", row.get("batch"))
     return None
@@ -160,9 +159,11 @@ def _default(manifest: dict, device: str, spec: BackendSpec | None, precision: P
             if why:
                 skipped.append(f"{s.name} {prec} ({artifact}): {why}")
                 continue
-            asked = " and ".join(filter(None, [spec and f"backend {spec.name}", precision and f"precision {precision}"]))
-            rule = (f"asked for {asked}" if asked else
-                    f"no usable bench measurement: the first of fp32 on the table's {device} backends that runs here")
+            asked = " and ".join(filter(None, [spec and f"backend {spec.name}",
+                                               precision and f"precision {precision}"]))
+            first = "the reference precision" if prec == Precision.FP32 else "no fp32 artifact runs here"
+            rule = (f"asked for {asked}" if asked else f"no usable bench measurement: the first of the table's "
+                    f"{device} backends that runs here, at {prec} ({first})")
             return Pick(s.name, prec, artifact, rule)
     return None
 
@@ -204,8 +205,8 @@ def choose(bundle: "str | Path", manifest: dict, device: str = "cpu", mode: str 
         raise UserError(f"bundle {str(bundle)!r} has no {asked} artifact that runs here{hint}; it has: "
                         f"{'; '.join(inventory(manifest)) or 'nothing runnable'}")
     if skipped:
-        pick = Pick(pick.backend, pick.precision, pick.artifact, f"{pick.why}; passed over: {'; '.join(skipped)}",
-                    pick.batch)
+        passed_over = "; ".join(dict.fromkeys(skipped))
+        pick = Pick(pick.backend, pick.precision, pick.artifact, f"{pick.why}; passed over: {passed_over}", pick.batch)
     return pick
 
 
@@ -389,14 +390,16 @@ class Model:
 
 def load(bundle: "str | Path", backend: "str | None" = None, precision: "str | Precision | None" = None,
          device: str = "cpu", *, mode: str = "latency", batch: int | None = None,
-         threads: int | None = None) -> Model:
+         threads: int | None = None, spinning: bool = True) -> Model:
     """Open ``bundle`` for inference and return its ``Model``.
 
     ``backend`` (a name of the backend table) and ``precision`` (fp32, fp16, bf16, int8) narrow the pick; left
     out, the bundle's ``recommended`` entry for ``device`` (cpu or gpu) and ``mode`` (latency or throughput)
     decides, else fp32 on the first of the table's default backends that runs here (the rule: this module's
     docstring and docs/runtime.md). ``batch``: images per runtime call (default: the batch bench measured the
-    pick at, else 8). ``threads``: the runtime's intra-op threads (default: the runtime's own).
+    pick at, else 8). ``threads``: the runtime's intra-op threads (default: the runtime's own). ``spinning``:
+    whether idle runtime threads spin-wait (the runtimes' default; off suits a busy or shared machine, as bench's
+    ``--quiet-threads``).
 
     Raises ``UserError`` (one line, exit 2) for a bundle that names a file outside itself, an unknown backend or
     precision, or an artifact the bundle lacks (listing what it has and what stops each from running here);
@@ -412,7 +415,8 @@ def load(bundle: "str | Path", backend: "str | None" = None, precision: "str | P
     pick = choose(bundle, manifest, device, mode, backend, precision)
     verified(bundle, manifest, pick.artifact)
     batch = int(batch or pick.batch or DEFAULT_BATCH)
-    options = RunnerOptions(mode=mode, batches=(batch,), threads=threads, device="cuda" if device == "gpu" else "cpu")
+    options = RunnerOptions(mode=mode, batches=(batch,), threads=threads, spinning=spinning,
+                            device="cuda" if device == "gpu" else "cpu")
     runner = table.get(pick.backend).runner(bundle, pick.artifact, pick.precision, options)
     runner.activate()
     log.info("loaded %s %s (%s) from %s: %s", pick.backend, pick.precision, pick.artifact, bundle, pick.why)
