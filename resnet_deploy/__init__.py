@@ -28,4 +28,12 @@ def export_model(spec, out_dir, **kwargs):
     return _export_model(spec, out_dir, **kwargs)
 
 
-__all__ = ["__version__", "export", "export_arch", "export_model"]
+def load(bundle, backend=None, precision=None, device="cpu", **kwargs):
+    """Open a bundle for inference (``model.predict(images)``, ``model(x)``); see
+    ``resnet_deploy.deploy.runtime.load``."""
+    from .deploy.runtime import load as _load
+
+    return _load(bundle, backend, precision, device, **kwargs)
+
+
+__all__ = ["__version__", "export", "export_arch", "export_model", "load"]

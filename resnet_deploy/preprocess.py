@@ -153,6 +153,27 @@ def preprocess_image(image, pre: Preprocessing) -> np.ndarray:
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
+class UnreadableImage(UserError):
+    """An image file PIL cannot decode; ``why`` is PIL's reason (first line)."""
+
+    def __init__(self, path: "str | Path", why: str):
+        super().__init__(f"cannot read image {str(path)!r}: {why}")
+        self.path, self.why = Path(path), why
+
+
+def read_image(path: "str | Path", pre: Preprocessing) -> np.ndarray:
+    """Decode one image file and apply ``pre`` (CHW float32): how ``load_images``, and so export's reference
+    inputs, read a file. A file PIL cannot decode raises ``UnreadableImage``."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return preprocess_image(im, pre)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        # PIL reports a broken file in many ways (a bad PNG chunk is a SyntaxError): all mean "unreadable"
+        raise UnreadableImage(path, str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+
+
 def list_images(root: "str | Path") -> list[Path]:
     """Image files under ``root`` (recursive), sorted for reproducibility."""
     root = Path(root)
@@ -183,8 +204,6 @@ def load_images(root: "str | Path", pre: Preprocessing, limit: int | None = None
     An ImageFolder layout (one sub-folder per class, images inside) yields labels, with classes in sorted order
     as torchvision's ImageFolder numbers them.
     """
-    from PIL import Image, UnidentifiedImageError
-
     root = Path(root)
     if not root.exists():
         raise UserError(f"{what} path {str(root)!r} does not exist")
@@ -196,11 +215,9 @@ def load_images(root: "str | Path", pre: Preprocessing, limit: int | None = None
     arrays, kept, skipped, labels = [], [], [], []
     for p in paths:
         try:
-            with Image.open(p) as im:
-                arrays.append(preprocess_image(im, pre))
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
-            # PIL reports a broken file in many ways (a bad PNG chunk is a SyntaxError): all mean "skip it"
-            skipped.append((p, str(e).splitlines()[0] if str(e) else type(e).__name__))
+            arrays.append(read_image(p, pre))
+        except UnreadableImage as e:
+            skipped.append((p, e.why))
             continue
         kept.append(p)
         if class_names is not None:

@@ -9,11 +9,12 @@ import click
 
 from ..version import __version__
 from ..errors import ResnetDeployError
-from . import bench_cmd, build_cmd, export_cmd, fuse_cmd, info_cmd, inspect_cmd, quantize_cmd, triton_cmd
+from . import (bench_cmd, build_cmd, export_cmd, fuse_cmd, info_cmd, inspect_cmd, predict_cmd, quantize_cmd,
+               triton_cmd)
 from .common import emit_error_json
 
 COMMANDS = [export_cmd.export, info_cmd.info, fuse_cmd.fuse, quantize_cmd.quantize, build_cmd.build,
-            inspect_cmd.inspect, bench_cmd.bench, triton_cmd.triton]
+            inspect_cmd.inspect, bench_cmd.bench, triton_cmd.triton, predict_cmd.predict]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

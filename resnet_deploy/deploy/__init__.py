@@ -1,1 +1,1 @@
-"""Using a bundle outside this tool: the Triton model repository."""
+"""Using a bundle outside this tool: the Python runtime (``runtime.load``) and the Triton model repository."""
