@@ -94,12 +94,24 @@ def test_the_pick_changes_only_beyond_the_runs_noise(new_p50, iqr, kept):
     assert recommend(report, manifest, previous=other)[0]["cpu"]["latency"]["backend"] == "openvino"
 
 
-def test_openvino_measured_on_an_onnx_graph_records_that_the_bundle_has_no_ir():
+def test_openvino_measured_on_an_onnx_graph_is_served_from_that_graph():
+    """Triton's OpenVINO model serves the ONNX graph bench measured when the bundle has no IR (default_model_filename):
+    the pick names it as what a repository would serve."""
     manifest = {"files": {"model.int8.onnxruntime.onnx": {"kind": "onnx", "precision": "int8", "target": "onnxruntime"}},
                 "validation": {}}
     report = {"machine": {"cpu": "c"}, "config": {}, "results": [
         _row("openvino", "int8", "model.int8.onnxruntime.onnx", 1.0)]}
     pick = recommend(report, manifest)[0]["cpu"]["latency"]
     assert pick["artifact"] == "model.int8.onnxruntime.onnx" and pick["kind"] == "onnx"
+    assert pick["served_from"] == "model.int8.onnxruntime.onnx" and "serving_note" not in pick
+
+
+def test_a_pick_nothing_in_the_bundle_serves_says_so():
+    manifest = {"files": {"model.int8.onnxruntime.onnx": {"kind": "onnx", "precision": "int8", "target": "onnxruntime"}},
+                "validation": {}}
+    report = {"machine": {"cpu": "c"}, "config": {}, "results": [
+        _row("openvino", "int8", "model.int8.onnxruntime.onnx", 1.0)]}
+    del manifest["files"]["model.int8.onnxruntime.onnx"]  # the measured file is gone from the bundle since
+    pick = recommend(report, manifest)[0]["cpu"]["latency"]
     assert pick["served_from"] is None
     assert "no int8 file that Triton's OpenVINO model serves" in pick["serving_note"]

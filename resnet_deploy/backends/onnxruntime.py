@@ -99,7 +99,8 @@ class OnnxRuntimeRunner(Runner):
     def _deactivate(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()
-        self.session = self._pool = None
+        # the input's NodeArg holds the session (and its copy of the weights) alive: let both go
+        self.session = self._pool = self._input = None
 
     def _feed(self, batch: np.ndarray) -> dict:
         return {self._input.name: np.ascontiguousarray(batch, dtype=np.float16 if self._fp16_input else np.float32)}

@@ -90,9 +90,11 @@ def build(source, precision, batch, workspace, timing_cache, opt_level, hardware
     from ..engines.stage import build_onnx_file
     from ..pipeline.update import build_bundle
     from ..errors import UserError
+    from ..stages.base import return_large_blocks
     from .common import setup
 
     setup(verbose, as_json)
+    return_large_blocks()  # this process builds a bundle and exits: big transient buffers go back at once
     options = make_options(batch, workspace, timing_cache, opt_level, hardware_compat, version_compat, tf32, precision)
     src = Path(source)
     if src.is_dir():

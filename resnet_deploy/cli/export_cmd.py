@@ -78,10 +78,12 @@ def export(arch, model_spec, weights, num_classes, class_names, input_size, resi
     deploy bundle."""
     from ..pipeline.api import export_arch, export_model
     from ..errors import CheckFailed, UserError
+    from ..stages.base import return_large_blocks
     from .common import setup
     from .precision_options import build, print_summary
 
     setup(verbose, as_json)
+    return_large_blocks()  # this process builds a bundle and exits: big transient buffers go back at once
     if (arch is None) == (model_spec is None):
         raise UserError("pass exactly one of --arch NAME (see --list-archs) or --model FILE.py:FUNCTION" if arch is None
                         else "--arch and --model are mutually exclusive: pass one of them")

@@ -82,12 +82,14 @@ def fuse(source, out_file, target, skip, list_, report, quiet, force, as_json, v
 
     from ..errors import UserError
     from ..files import write_file_no_replace
+    from ..stages.base import return_large_blocks
     from .common import setup
 
     if list_:
         print_passes()
         return
     setup(verbose, as_json)
+    return_large_blocks()  # this process builds a bundle and exits: big transient buffers go back at once
     if quiet:
         from .. import progress
 

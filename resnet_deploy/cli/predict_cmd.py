@@ -18,7 +18,7 @@ def _note(message: str) -> None:
 @click.command()
 @click.argument("bundle", type=click.Path(file_okay=False, path_type=str))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Classes shown per image.")
+@click.option("--top-k", type=click.IntRange(min=1), default=5, metavar="K", show_default=True, help="Classes shown per image.")
 @click.option("--backend", type=click.Choice(table.names(), case_sensitive=False), default=None,
               help="Backend that runs the bundle [default: what bench recommended for --device, else fp32 on the "
                    "first default backend that runs here].")
@@ -26,7 +26,7 @@ def _note(message: str) -> None:
               help="Artifact precision [default: the recommended one, else fp32].")
 @click.option("--device", type=click.Choice(table.DEVICES), default="cpu", show_default=True,
               help="Which device's recommendation and backends to use.")
-@click.option("--batch", type=click.IntRange(min=1), default=None,
+@click.option("--batch", type=click.IntRange(min=1), default=None, metavar="N",
               help="Images per runtime call [default: the batch bench measured the pick at, else 8].")
 @click.option("--quiet-threads", is_flag=True,
               help="Idle runtime threads sleep instead of spin-waiting (shared or busy machines).")

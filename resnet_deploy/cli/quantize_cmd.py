@@ -21,10 +21,12 @@ def quantize(bundle, images, force, as_json, verbose, **precision) -> None:
     against its eager reference)."""
     from ..errors import CheckFailed
     from ..pipeline.update import quantize_bundle
+    from ..stages.base import return_large_blocks
     from .common import setup
     from .precision_options import added, build, print_summary
 
     setup(verbose, as_json)
+    return_large_blocks()  # this process builds a bundle and exits: big transient buffers go back at once
     options = build(**precision, images=images)
     try:
         manifest, warnings = quantize_bundle(bundle, options, force=force)

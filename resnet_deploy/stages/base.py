@@ -73,3 +73,18 @@ def give_memory_back() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def return_large_blocks() -> None:
+    """For a process that builds a bundle and exits (the CLI's export, quantize, fuse and build): allocations of
+    1 MiB or more come from their own mappings and go back to the system when freed. glibc otherwise raises that
+    threshold as large blocks are freed and serves the next ones from its heap, where the transient buffers of
+    one stage (a session's prepacked weights, a graph's serialised bytes) stay resident into the next. Not for
+    processes that run inference in a loop (mapping each large buffer costs page faults)."""
+    import ctypes
+
+    m_mmap_threshold = -3
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(m_mmap_threshold, 1 << 20)
+    except (OSError, AttributeError):
+        pass
