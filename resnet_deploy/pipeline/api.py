@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import validate
-from ..bundle import BundleWriter
+from ..bundle import BundleWriter, load_eager
 from ..engines import stage as engines_stage
 from ..exporter import stage as exporter_stage
 from ..exporter.onnx_export import INPUT_NAME, OUTPUT_NAME
@@ -132,6 +132,10 @@ def export(model, out_dir: "str | Path", *, preprocessing: Preprocessing | None 
                 setattr(result, field_name, stage.run(bundle, reference, options))
                 warnings.extend(getattr(getattr(result, field_name), "warnings", []))
                 result.failures.extend(getattr(getattr(result, field_name), "failures", []))
+            if field_name == "export" and request.precision is not None:
+                # what the precision and OpenVINO stages compare with, while the module is here; then let it go
+                reference.logits()
+                reference.let_go_of_model(lambda: load_eager(bundle))
             if field_name == LAST_GRAPH_READER:
                 bundle.drop_graphs()
             give_memory_back()
@@ -167,7 +171,10 @@ def export_arch(arch: str, out_dir: "str | Path", *, weights: str = "random", nu
     with step(f"Loading {arch} ({weights} weights)"):
         loaded: LoadedModel = load_model(arch, weights, num_classes, seed)
     classes = None if request.class_names else arch_classes(arch, loaded.weights, loaded.num_classes)
-    return export(loaded.model, out_dir, arch=arch, weights=loaded.weights, num_classes=loaded.num_classes,
+    weights_info, count = loaded.weights, loaded.num_classes
+    handed = [loaded.model]  # handed over, not kept here: export() lets the model go once no stage needs it
+    del loaded
+    return export(handed.pop(), out_dir, arch=arch, weights=weights_info, num_classes=count,
                   source=model_info(arch), classes=classes, request=request)
 
 
@@ -207,5 +214,7 @@ def export_model(spec: str, out_dir: "str | Path", *, weights: str = "DEFAULT", 
             load_state_dict_checked(model, state, repr(str(path)), f"the module {ms.function}() returns")
             info = {"source": "checkpoint", "path": str(path), "sha256": sha256_file(path)}
     source = {**ms.describe(), "num_classes_argument": passed}
-    return export(model.eval(), out_dir, arch=spec, weights=info, num_classes=classes, source=source,
+    handed = [model.eval()]  # handed over, not kept here: export() lets the model go once no stage needs it
+    del model
+    return export(handed.pop(), out_dir, arch=spec, weights=info, num_classes=classes, source=source,
                   request=request)

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 10  # checks against eager, the first (nothing kept beyond the user's and the policy's) included
 ANALYSIS_SAMPLES = 8
-ANALYSIS_BATCH = 2
+ANALYSIS_BATCH = 1  # every intermediate of the batch is an output at once: one image keeps that small
 FLUSH_LIMIT = 0.01  # share of a tensor's nonzero values that the format rounds to zero
 SUBNORMAL_LIMIT = 0.25  # share of a tensor's nonzero values below the format's smallest normal (precision lost)
 MIN_ADDED_ERROR = 1e-6  # a node adding less relative error than this is not worth keeping

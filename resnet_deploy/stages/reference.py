@@ -8,6 +8,7 @@ logits it compares at, so all stages of one run check against the same data and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,7 @@ class Reference:
     labels: np.ndarray | None = None
     bars: dict = field(default_factory=lambda: dict(BARS))
     _logits: dict = field(default_factory=dict, repr=False)
+    reload: "Callable[[], object] | None" = field(default=None, repr=False)  # rebuilds ``eager`` once let go
 
     def bar(self, precision) -> Bar:
         return self.bars[str(precision)]
@@ -71,7 +73,20 @@ class Reference:
         from ..backends.base import Runner
         from ..backends.torch_eager import TorchRunner
 
-        return self.eager if isinstance(self.eager, Runner) else TorchRunner(self.eager)
+        eager = self.model()
+        return eager if isinstance(eager, Runner) else TorchRunner(eager)
+
+    def model(self):
+        """The eager model (reloaded by ``reload`` if it was let go)."""
+        if self.eager is None:
+            self.eager = self.reload()
+        return self.eager
+
+    def let_go_of_model(self, reload: "Callable[[], object]") -> None:
+        """Drop the eager module, the largest thing a run holds besides its graphs, once the logits the later
+        stages compare with are computed; ``reload()`` (the bundle's ``model.pt2``, whose logits equal the module's
+        bit for bit) brings it back should a stage ask for logits not computed yet."""
+        self.eager, self.reload = None, reload
 
     def logits(self, n: int | None = None, batch: int = EAGER_BATCH) -> np.ndarray:
         """Eager logits of ``inputs(n)`` run in chunks of ``batch``."""
@@ -83,7 +98,7 @@ class Reference:
 
     def with_inputs(self, data: np.ndarray, description: str, labels: np.ndarray | None = None) -> "Reference":
         """The same model and bars on other inputs (e.g. the held-out set of the INT8 accuracy gate)."""
-        return Reference(self.eager, data, description, labels, self.bars)
+        return Reference(self.eager, data, description, labels, self.bars, reload=self.reload)
 
     def parity(self, runner, n: int = PARITY_SAMPLES, batches=PARITY_BATCHES) -> dict:
         """An active candidate runner against eager on ``inputs(n)`` at each batch size: per-batch and overall
@@ -100,7 +115,8 @@ class Reference:
         ONNX ``ModelProto`` or path): called only when a comparison found non-finite values."""
         from ..backends.base import Runner
 
-        found = None if isinstance(self.eager, Runner) else first_nonfinite_module(self.eager, self.inputs(n))
+        eager = self.model()
+        found = None if isinstance(eager, Runner) else first_nonfinite_module(eager, self.inputs(n))
         if found is None and graph is not None:
             found = first_nonfinite_node(graph, self.inputs(n))
         return found
