@@ -84,9 +84,13 @@ def run_one(arch: str, calib: Path, extra: list[str], tree: Path | None, work: P
     if proc.returncode not in (0, 1):
         raise SystemExit(f"{arch}: export failed ({proc.returncode}): {stderr.strip().splitlines()[-1:]}")
     loads = json.loads(report.read_text()) if report.exists() else {}
+    import hashlib
+
+    artifacts = {f.name: hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in sorted(out.glob("*"))
+                 if f.suffix in (".onnx", ".json") and f.name != "manifest.json"} if out.is_dir() else {}
     calib_line = next((l for l in stderr.splitlines() if "Calibrating" in l and "done" in l), "")
     return {"arch": arch, "wall_s": round(wall, 1), "peak_rss_kb": peak_kb, "onnx_loads_of_written_files": loads,
-            "exit_code": proc.returncode, "calibration_line": calib_line.strip()}
+            "exit_code": proc.returncode, "calibration_line": calib_line.strip(), "artifacts_sha256": artifacts}
 
 
 def main(argv=None) -> int:
