@@ -27,6 +27,7 @@ README = ROOT / "README.md"
 RUNNABLE = {"bash", "python"}
 NOT_CODE = {"text", "json", "yaml"}  # output and file contents, never commands
 QUICKSTART = "pytest.mark.quickstart"
+GATE_VERDICT = re.compile(r"^error: \d+ row\(s\) regressed against ", re.M)
 SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", ".cache"}
 BLOCKS = extract_from_file(README)
 
@@ -77,6 +78,10 @@ def run_block(block, reader) -> None:
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", script.name] if is_test \
             else [sys.executable, script.name]
     r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    if r.returncode == 1 and GATE_VERDICT.search(r.stderr):
+        # The CI gate is a timing gate: on a busy shared machine an unchanged model fails about 1 run in 10
+        # (benchmarks/results/gate_example_busy.md), as the README says. Its verdict, not a broken block: once more.
+        r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=900)
     if r.returncode != 0:
         pytest.fail(f"README.md line {block.lineno} exited {r.returncode}:\n{block.code}\n--- stdout\n"
                     f"{r.stdout[-3000:]}\n--- stderr\n{r.stderr[-3000:]}", pytrace=False)
