@@ -9,6 +9,7 @@ the same data, not for claiming ImageNet accuracy.
 
     python benchmarks/make_calib.py /tmp/calib512.npz --count 512            # 224x224
     python benchmarks/make_calib.py /tmp/calib64.npz --count 64 --size 64
+    python benchmarks/make_calib.py calib.npz --count 128 --size 64 --force   # replace calib.npz (the README)
 """
 
 from __future__ import annotations
@@ -48,9 +49,10 @@ def main(argv=None) -> int:
     p.add_argument("--count", type=int, default=300)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="replace an existing OUT")
     a = p.parse_args(argv)
-    if a.out.exists():
-        raise SystemExit(f"error: {a.out} exists: remove it first")
+    if a.out.exists() and not a.force:
+        raise SystemExit(f"error: {a.out} exists: pass --force to replace it")
     x = make(a.count, a.size, a.seed)
     np.savez(a.out, x=x)
     print(f"{a.out}: {x.shape[0]} samples {tuple(x.shape[1:])}, float32, {x.nbytes / 2**20:.0f} MiB")
